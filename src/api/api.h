@@ -1,0 +1,40 @@
+/* api.h — the REST API server: HTTP(S) with libmicrohttpd, sessions and
+ * roles, the HPE i3s wire format for every resource, error JSON. */
+#ifndef STREAMER_API_H
+#define STREAMER_API_H
+
+#include <stddef.h>
+
+#include "deploy/task.h"
+#include "store/store.h"
+#include "util/util.h"
+
+struct api_config {
+  const char *listen;        /* "ADDR:PORT" */
+  int insecure_http;         /* plain HTTP (loopback only) */
+  const char *tls_cert_path; /* PEM files, used unless insecure_http */
+  const char *tls_key_path;
+  size_t max_body;           /* bytes; larger bodies get 413 */
+  int session_idle_timeout;  /* seconds */
+  int threads;               /* HTTP worker threads */
+};
+
+struct api;
+
+/* Start serving. The store and task engine must outlive the api. */
+struct api *api_start(const struct api_config *cfg, struct store *s, struct task_engine *te,
+                      struct err *e);
+void api_stop(struct api *a);
+
+/* First start: create the "administrator" user with a random password
+ * written to `password_file` (mode 0600). No-op when users exist. */
+int api_bootstrap_admin(struct store *s, const char *password_file, struct err *e);
+
+/* Create a self-signed certificate and key (PEM) unless both files exist. */
+int api_tls_ensure(const char *cert_path, const char *key_path, struct err *e);
+
+/* Parse "ADDR:PORT" / "[v6]:PORT". 0 or -1 with e set. */
+int api_parse_addr(const char *s, void *sockaddr_storage, unsigned *len, int *is_loopback,
+                   struct err *e);
+
+#endif
