@@ -1,6 +1,6 @@
 /* query.h — the OneView/HPE collection query language: filter, query and sort
- * parameters, evaluated over JSON resource documents. See docs/api.md
- * "Collections". No HTTP here: the caller passes the decoded parameter values. */
+ * parameters, evaluated over JSON resource documents. See docs/api-collections.md
+ * No HTTP here: the caller passes the decoded parameter values. */
 #ifndef STREAMER_QUERY_H
 #define STREAMER_QUERY_H
 

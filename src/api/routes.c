@@ -104,6 +104,16 @@ void serve_collection(struct request *r, const char *coll) {
     reply_err(r, 400, "INVALID_COUNT", "\"count\" must be an integer >= 0, or -1 for all");
     return;
   }
+  /* Bound the work one request can cause: matches is O(value x pattern). */
+  for (int i = 0; i < nf; i++)
+    if (strlen(filters[i]) > 2048) {
+      reply_err(r, 400, "INVALID_FILTER", "a filter is longer than 2048 bytes");
+      return;
+    }
+  if ((query && strlen(query) > 2048) || (sort && strlen(sort) > 512)) {
+    reply_err(r, 400, "INVALID_FILTER", "the query or sort parameter is too long");
+    return;
+  }
   if (query && !*query) query = NULL;
   if (sort && !*sort) sort = NULL;
   struct err e;
