@@ -180,17 +180,19 @@ static json_t *find_attr(json_t *attrs, const char *name, size_t len) {
 
 static int unknown_attr(json_t *attrs, const char *opt, const char *name, size_t len,
                         const char *usage) {
-  fprintf(stderr, "error: %s: the plan has no custom attribute \"%.*s\"\n", opt, (int)len, name);
-  if (json_array_size(attrs)) {
-    fputs("its attributes are:", stderr);
-    size_t i;
-    json_t *d;
-    json_array_foreach(attrs, i, d) fprintf(stderr, "%s %s", i ? "," : "", jstr(d, "name"));
-    fputc('\n', stderr);
-  } else {
-    fputs("it declares no custom attributes (they come from its build plan)\n", stderr);
+  size_t cap = 64, i;
+  json_t *d;
+  json_array_foreach(attrs, i, d) cap += strlen(jstr(d, "name")) + 2;
+  CLEANUP_FREE char *names = calloc(1, cap);
+  if (names) {
+    json_array_foreach(attrs, i, d) {
+      if (i) strcat(names, ", ");
+      strcat(names, jstr(d, "name"));
+    }
   }
-  return cli_usage_error(usage, "unknown attribute");
+  return cli_usage_error(usage, "%s: the plan has no custom attribute \"%.*s\" (%s%s)", opt,
+                         (int)len, name, json_array_size(attrs) ? "it has: " : "it has none",
+                         names ? names : "");
 }
 
 /* Check the syntax of every --set before anything is sent. */
@@ -204,22 +206,78 @@ static int check_sets(const struct args *a, const char *usage) {
   return CLI_OK;
 }
 
+/* The name an attribute option refers to: NAME of NAME=VALUE, or the value. */
+static size_t opt_attr_name(const char *opt, const char *v) {
+  if (strcmp(opt, "set") == 0) return (size_t)(strchr(v, '=') - v);
+  return strlen(v);
+}
+
+static int is_attr_opt(const char *opt) {
+  return strcmp(opt, "set") == 0 || strcmp(opt, "hide") == 0 || strcmp(opt, "show") == 0;
+}
+
+/* Attributes the build plan's plan scripts declare with @tokens@ (from their
+ * derived customAttributes), which the server also accepts in a deployment
+ * plan. New array of {"name","value"}. */
+static int derived_attrs(struct cli *c, json_t *bp, json_t **out) {
+  *out = json_array();
+  size_t i, j;
+  json_t *st, *d;
+  json_array_foreach(json_object_get(bp, "buildStep"), i, st) {
+    const char *uri = jstr(st, "planScriptUri");
+    if (!*uri) continue;
+    json_t *ps CLEANUP_JSON = NULL;
+    int rc = api_call(c, "GET", uri, NULL, NULL, &ps);
+    if (rc) return rc;
+    json_t *ca = json_object_get(ps, "customAttributes");
+    json_t *arr CLEANUP_JSON =
+        json_is_string(ca) ? json_loads(json_string_value(ca), 0, NULL) : json_incref(ca);
+    json_array_foreach(arr, j, d) {
+      if (json_is_object(d)) json_array_append(*out, d);
+    }
+  }
+  return CLI_OK;
+}
+
+/* Before --set/--hide/--show on a new plan: an attribute the build plan does
+ * not declare but one of its plan scripts does is added (type string, the
+ * script's default) so it can be given a value. */
+static int add_referenced_derived(struct cli *c, const struct args *a, json_t *bp, json_t *attrs) {
+  json_t *derived CLEANUP_JSON = NULL;
+  for (int i = 0; i < a->nopt; i++) {
+    if (!is_attr_opt(a->opt[i].name)) continue;
+    const char *v = a->opt[i].value;
+    size_t len = opt_attr_name(a->opt[i].name, v);
+    if (find_attr(attrs, v, len)) continue;
+    if (!derived) {
+      int rc = derived_attrs(c, bp, &derived);
+      if (rc) return rc;
+    }
+    json_t *d = find_attr(derived, v, len);
+    if (!d) continue; /* reported by apply_attr_opts */
+    json_array_append_new(attrs,
+                          json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:b}", "name", jstr(d, "name"),
+                                    "value", jstr(d, "value"), "type", "string", "constraints",
+                                    "{}", "description", "", "visible", 1, "editable", 1));
+  }
+  return CLI_OK;
+}
+
 /* Apply --set/--hide/--show in command-line order. */
 static int apply_attr_opts(const struct args *a, json_t *attrs, const char *usage) {
   for (int i = 0; i < a->nopt; i++) {
     const char *opt = a->opt[i].name, *v = a->opt[i].value;
-    if (strcmp(opt, "set") == 0) {
-      const char *eq = strchr(v, '=');
-      json_t *d = find_attr(attrs, v, (size_t)(eq - v));
-      if (!d) return unknown_attr(attrs, "--set", v, (size_t)(eq - v), usage);
-      json_object_set_new(d, "value", json_string(eq + 1));
-    } else if (strcmp(opt, "hide") == 0 || strcmp(opt, "show") == 0) {
-      json_t *d = find_attr(attrs, v, strlen(v));
-      if (!d)
-        return unknown_attr(attrs, strcmp(opt, "hide") == 0 ? "--hide" : "--show", v, strlen(v),
-                            usage);
-      json_object_set_new(d, "visible", json_boolean(strcmp(opt, "show") == 0));
+    if (!is_attr_opt(opt)) continue;
+    size_t len = opt_attr_name(opt, v);
+    json_t *d = find_attr(attrs, v, len);
+    if (!d) {
+      CLEANUP_FREE char *flag = util_strdup_printf("--%s", opt);
+      return unknown_attr(attrs, flag, v, len, usage);
     }
+    if (strcmp(opt, "set") == 0)
+      json_object_set_new(d, "value", json_string(v + len + 1));
+    else
+      json_object_set_new(d, "visible", json_boolean(strcmp(opt, "show") == 0));
   }
   return CLI_OK;
 }
@@ -265,10 +323,12 @@ static json_t *load_doc(const char *path, const char *usage, int *rc) {
 
 /* Settle doc's build plan (from --build-plan, or a name/uri already in the
  * document) and, when `rebase`, its attribute list from that build plan. */
-static int set_build_plan(struct cli *c, const char *ref, json_t *doc, int rebase) {
+static int set_build_plan(struct cli *c, const char *ref, json_t *doc, int rebase,
+                          json_t **bp_out) {
   json_t *bp CLEANUP_JSON = NULL;
   int rc = ref_get(c, &COLL_BUILD_PLANS, ref, &bp);
   if (rc) return rc;
+  if (bp_out) *bp_out = json_incref(bp);
   json_object_set_new(doc, "oeBuildPlanURI", json_string(jstr(bp, "uri")));
   if (rebase) {
     json_t *fresh = attrs_from_build_plan(bp);
@@ -302,9 +362,14 @@ static int dp_create(struct cli *c, int argc, char **argv) {
   int have_attrs = json_is_array(json_object_get(doc, "customAttributes"));
   if (have_attrs && (rc = attrs_normalize(json_object_get(doc, "customAttributes"), CREATE_USAGE)))
     return rc;
-  if ((rc = set_build_plan(c, bpref, doc, !have_attrs))) return rc;
+  json_t *bp CLEANUP_JSON = NULL;
+  if ((rc = set_build_plan(c, bpref, doc, !have_attrs, &bp))) return rc;
   if ((v = args_get(&a, "golden-image")) && (rc = resolve_golden_image(c, v, doc))) return rc;
-  if ((rc = apply_attr_opts(&a, json_object_get(doc, "customAttributes"), CREATE_USAGE))) return rc;
+  if (!json_is_array(json_object_get(doc, "customAttributes")))
+    json_object_set_new(doc, "customAttributes", json_array());
+  json_t *attrs = json_object_get(doc, "customAttributes");
+  if ((rc = add_referenced_derived(c, &a, bp, attrs))) return rc;
+  if ((rc = apply_attr_opts(&a, attrs, CREATE_USAGE))) return rc;
   if (!json_object_get(doc, "type"))
     json_object_set_new(doc, "type", json_string("OEDeploymentPlan"));
   if (!json_object_get(doc, "description"))
@@ -344,7 +409,7 @@ static int dp_update(struct cli *c, int argc, char **argv) {
     json_object_set_new(dp, "name", json_string(v));
   }
   if ((v = args_get(&a, "description"))) json_object_set_new(dp, "description", json_string(v));
-  if ((v = args_get(&a, "build-plan")) && (rc = set_build_plan(c, v, dp, 1))) return rc;
+  if ((v = args_get(&a, "build-plan")) && (rc = set_build_plan(c, v, dp, 1, NULL))) return rc;
   if ((v = args_get(&a, "golden-image")) && (rc = resolve_golden_image(c, v, dp))) return rc;
   if (!json_is_array(json_object_get(dp, "customAttributes")))
     json_object_set_new(dp, "customAttributes", json_array());

@@ -153,6 +153,10 @@ int http_do(struct cli *c, const char *method, const char *path, json_t *body, c
       fprintf(stderr, "error: TLS failure talking to %s: %s\n", c->server, why);
       fprintf(stderr, "hint: pass --cacert FILE with the server's certificate "
                       "(DATA_DIR/tls/cert.pem), or --insecure to skip verification\n");
+    } else if (rc == CURLE_GOT_NOTHING && strncmp(c->server, "http://", 7) == 0) {
+      fprintf(stderr, "error: cannot talk to the server %s: %s\n", c->server, why);
+      fprintf(stderr, "hint: the server may speak HTTPS: try --server https://%s\n",
+              c->server + 7);
     } else {
       fprintf(stderr, "error: cannot reach the server %s: %s\n", c->server, why);
       fprintf(stderr, "hint: is streamerd running there? Set --server URL (or STREAMER_SERVER) "
@@ -212,6 +216,8 @@ int api_print_error(struct cli *c, long status, json_t *body, const char *raw) {
   json_t *acts = json_object_get(body, "recommendedActions");
   size_t i;
   json_t *act;
+  /* A 401's advice is written for API clients; the caller adds the CLI's. */
+  if (status == 401) acts = NULL;
   json_array_foreach(acts, i, act) {
     if (json_is_string(act) && *json_string_value(act))
       fprintf(stderr, "recommended action: %s\n", json_string_value(act));

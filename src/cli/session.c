@@ -348,8 +348,16 @@ int cmd_login(struct cli *c, int argc, char **argv) {
   if (pw) cli_wipe((char *)json_string_value(pw));
   if (rc) return rc;
   if (status < 200 || status > 299) {
-    fprintf(stderr, "login to %s as %s failed (HTTP %ld)\n", c->server, user, status);
-    api_print_error(c, status, res, raw);
+    if (status == 401 || status == 403) {
+      /* The server's recommended action is written for API clients. */
+      if (c->json && res) out_json(res);
+      const char *m = jstr(res, "message");
+      fprintf(stderr, "error: login to %s as %s failed: %s\n", c->server, user,
+              *m ? m : "HTTP 401");
+      fprintf(stderr, "hint: check the user name (--user) and the password\n");
+    } else {
+      api_print_error(c, status, res, raw);
+    }
     return CLI_ESERVER;
   }
   const char *tok = jstr(res, "sessionID");

@@ -261,6 +261,10 @@ static int user_passwd(struct cli *c, int argc, char **argv) {
   } else {
     printf("Changed the password of \"%s\".\n", who);
   }
+  if (own && !c->token_from_env)
+    fprintf(stderr, "note: the server ends the sessions of %s when its password changes; "
+                    "run 'streamer login' again\n",
+            who);
   return CLI_OK;
 }
 
