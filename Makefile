@@ -14,10 +14,10 @@
 BUILD    ?= build
 SAN      ?=
 CC       ?= cc
-PKGS     := libmicrohttpd jansson sqlite3 libcurl libcrypt gnutls
+PKGS     := libmicrohttpd jansson sqlite3 libcurl libcrypt gnutls libpcre2-8
 # Debian packages: build, run, test.
 DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
-             libcurl4-gnutls-dev libcrypt-dev libgnutls28-dev
+             libcurl4-gnutls-dev libcrypt-dev libgnutls28-dev libpcre2-dev
 DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3 curl wrk clang-format clang-tidy cppcheck
 
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \

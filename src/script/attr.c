@@ -2,10 +2,12 @@
  * substitution, typed declarations and their constraints, value validation,
  * layer merging and password masking. Pure functions over jansson values: no
  * I/O, no HTTP, no global state. See src/script/README.md and docs/attributes.md. */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include "script/attr.h"
 
 #include <math.h>
-#include <regex.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,6 +18,38 @@
 #define ATTR_MAX_TEXT 254       /* longest string / fqdn / hostname value */
 #define ATTR_SHOW_MAX 120       /* longest value quoted verbatim in a message */
 #define ATTR_INCREMENT_EPS 1e-9 /* tolerance of the number increment rule */
+
+/* Regular expressions of string constraints are PCRE (HPE's appliance and
+ * its bundles use Perl syntax such as (?!98|99)), compiled with PCRE2 in
+ * UTF-8 mode. A value must match as a whole. */
+static pcre2_code *regex_compile(const char *re, char *why, size_t whylen) {
+  int code;
+  PCRE2_SIZE off;
+  pcre2_code *rx = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED,
+                                 PCRE2_UTF | PCRE2_NEVER_BACKSLASH_C, &code, &off, NULL);
+  if (!rx && why) {
+    PCRE2_UCHAR msg[120];
+    pcre2_get_error_message(code, msg, sizeof msg);
+    snprintf(why, whylen, "%s at offset %zu", (const char *)msg, (size_t)off);
+  }
+  return rx;
+}
+
+static int regex_full_match(pcre2_code *rx, const char *value) {
+  pcre2_match_data *md = pcre2_match_data_create_from_pattern(rx, NULL);
+  pcre2_match_context *mc = pcre2_match_context_create(NULL);
+  if (!md || !mc) {
+    pcre2_match_data_free(md);
+    pcre2_match_context_free(mc);
+    return 0;
+  }
+  pcre2_set_match_limit(mc, 100000); /* a hostile pattern cannot run for long */
+  int rc = pcre2_match(rx, (PCRE2_SPTR)value, strlen(value), 0, PCRE2_ANCHORED | PCRE2_ENDANCHORED,
+                       md, mc);
+  pcre2_match_data_free(md);
+  pcre2_match_context_free(mc);
+  return rc >= 0;
+}
 
 /* ---- character classes (ASCII only, independent of the locale) --------- */
 
@@ -582,12 +616,6 @@ static bool key_allowed(enum attr_type t, const char *key) {
   return false;
 }
 
-/* Does the regex look like PCRE (lookaround, non-capturing group, \d ...)? */
-static bool pcre_looking(const char *re) {
-  return strstr(re, "(?") || strstr(re, "\\d") || strstr(re, "\\w") || strstr(re, "\\s") ||
-         strstr(re, "*?") || strstr(re, "+?");
-}
-
 /* Check the constraint keys of a declaration of type t and the shape of their
  * values. Returns the number of violations. */
 static int check_constraints(const char *name, enum attr_type t, json_t *c, json_t *out) {
@@ -637,18 +665,12 @@ static int check_constraints(const char *name, enum attr_type t, json_t *c, json
         n += violation(out, name, "constraint \"regex\" must be a string");
       } else if (json_is_string(v) && json_string_value(v)[0]) {
         const char *re = json_string_value(v);
-        regex_t rx;
-        if (regcomp(&rx, re, REG_EXTENDED | REG_NOSUB) != 0) {
-          if (pcre_looking(re))
-            n += violation(out, name,
-                           "regex \"%s\" is not a valid POSIX extended regular expression "
-                           "(PCRE constructs such as (?!...) are not supported)",
-                           show(re).s);
-          else
-            n += violation(out, name, "regex \"%s\" is not a valid regular expression", show(re).s);
-        } else {
-          regfree(&rx);
-        }
+        char why[160];
+        pcre2_code *rx = regex_compile(re, why, sizeof why);
+        if (!rx)
+          n += violation(out, name, "regex \"%s\" is not a valid regular expression: %s",
+                         show(re).s, why);
+        pcre2_code_free(rx);
       }
     } else { /* helpText, unit, allowedchars, ipType */
       if (!json_is_string(v) && !json_is_null(v))
@@ -675,14 +697,12 @@ static int check_string(const char *name, json_t *c, const char *value, json_t *
                    ATTR_MAX_TEXT);
   json_t *jre = json_object_get(c, "regex");
   if (json_is_string(jre) && json_string_value(jre)[0]) {
-    regex_t rx;
     /* An uncompilable regex is a fault of the declaration (attr_decl_check
      * reports it); values cannot be checked against it. */
-    if (regcomp(&rx, json_string_value(jre), REG_EXTENDED) == 0) {
-      regmatch_t mt;
-      size_t len = strlen(value);
-      bool ok = regexec(&rx, value, 1, &mt, 0) == 0 && mt.rm_so == 0 && (size_t)mt.rm_eo == len;
-      regfree(&rx);
+    pcre2_code *rx = regex_compile(json_string_value(jre), NULL, 0);
+    if (rx) {
+      int ok = regex_full_match(rx, value);
+      pcre2_code_free(rx);
       if (!ok)
         n += violation(out, name, "value \"%s\" does not match the regular expression \"%s\"",
                        show(value).s, show(json_string_value(jre)).s);
@@ -708,18 +728,13 @@ static int check_number(const char *name, json_t *c, const char *value, json_t *
     n += violation(out, name, "value \"%s\" is less than the minimum %.15g", show(value).s, lo);
   if (constraint_number(c, "maximum", &hi) > 0 && d > hi)
     n += violation(out, name, "value \"%s\" is greater than the maximum %.15g", show(value).s, hi);
+  /* Steps count from 0, not from the minimum: HPE's own Developer bundle
+   * declares minimum 1, increment 10 with the value 50. */
   if (constraint_number(c, "increment", &inc) > 0 && inc > 0) {
-    double q = (d - (has_lo ? lo : 0)) / inc;
-    if (fabs(q - nearbyint(q)) > ATTR_INCREMENT_EPS * fmax(1.0, fabs(q))) {
-      if (has_lo)
-        n += violation(
-            out, name,
-            "value \"%s\" is not the minimum %.15g plus a multiple of the increment %.15g",
-            show(value).s, lo, inc);
-      else
-        n += violation(out, name, "value \"%s\" is not a multiple of the increment %.15g",
-                       show(value).s, inc);
-    }
+    double q = d / inc;
+    if (fabs(q - nearbyint(q)) > ATTR_INCREMENT_EPS * fmax(1.0, fabs(q)))
+      n += violation(out, name, "value \"%s\" is not a multiple of the increment %.15g",
+                     show(value).s, inc);
   }
   return n;
 }
