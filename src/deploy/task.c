@@ -76,9 +76,8 @@ static int recover(struct task_engine *te, struct err *e) {
   int rc = 0;
   for (size_t i = 0; i < n && rc == 0; i++) {
     const char *st = json_string_value(json_object_get(v[i]->doc, "taskState"));
-    if (!st || strcmp(st, "New") == 0 || strcmp(st, "Running") == 0 ||
-        strcmp(st, "Pending") == 0 || strcmp(st, "Starting") == 0 ||
-        strcmp(st, "Stopping") == 0) {
+    if (!st || strcmp(st, "New") == 0 || strcmp(st, "Running") == 0 || strcmp(st, "Pending") == 0 ||
+        strcmp(st, "Starting") == 0 || strcmp(st, "Stopping") == 0) {
       json_t *doc = json_deep_copy(v[i]->doc);
       const char *msg = "The task was interrupted: streamerd stopped before it finished.";
       set_state(doc, "Error", "interrupted");
@@ -132,7 +131,8 @@ static void *worker(void *p) {
   struct task_engine *te = p;
   for (;;) {
     pthread_mutex_lock(&te->lock);
-    while (!te->head && !te->stopping) pthread_cond_wait(&te->cond, &te->lock);
+    while (!te->head && !te->stopping)
+      pthread_cond_wait(&te->cond, &te->lock);
     if (te->stopping) {
       pthread_mutex_unlock(&te->lock);
       return NULL;
@@ -180,7 +180,8 @@ void task_engine_stop(struct task_engine *te) {
   te->stopping = 1;
   pthread_cond_broadcast(&te->cond);
   pthread_mutex_unlock(&te->lock);
-  for (int i = 0; i < te->nworkers; i++) pthread_join(te->workers[i], NULL);
+  for (int i = 0; i < te->nworkers; i++)
+    pthread_join(te->workers[i], NULL);
   for (struct task *t = te->head, *n; t; t = n) {
     n = t->next;
     task_free(t); /* stays New on disk: interrupted at the next start */

@@ -57,7 +57,8 @@ void store_entry_release(struct store_entry *en) {
 }
 
 void store_entries_release(struct store_entry **v, size_t n) {
-  for (size_t i = 0; i < n; i++) store_entry_release(v[i]);
+  for (size_t i = 0; i < n; i++)
+    store_entry_release(v[i]);
   free(v);
 }
 
@@ -68,7 +69,8 @@ static struct store_entry *entry_ref(struct store_entry *en) {
 
 static uint64_t hash_str(const char *s) {
   uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ULL;
   return h;
 }
 
@@ -263,7 +265,8 @@ static int load_all(struct store *s, struct err *e) {
       return -1;
     }
     struct coll *c = coll_find(s, coll, 1);
-    struct store_entry *en = c ? entry_new(s, coll, id, name, doc, sqlite3_column_int64(st, 3)) : NULL;
+    struct store_entry *en =
+        c ? entry_new(s, coll, id, name, doc, sqlite3_column_int64(st, 3)) : NULL;
     json_decref(doc);
     if (!en) {
       err_set(e, 500, "OUT_OF_MEMORY", "out of memory loading the store");
@@ -289,7 +292,8 @@ int store_open_version(struct store **out, const char *path, int version, struct
   }
   pthread_rwlock_init(&s->cache_lock, NULL);
   pthread_mutex_init(&s->write_lock, NULL);
-  if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+  if (sqlite3_open_v2(path, &s->db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                       NULL) != SQLITE_OK) {
     err_set(e, 500, "STORE_ERROR", "%s: cannot open the database: %s", path,
             s->db ? sqlite3_errmsg(s->db) : "out of memory");
@@ -394,7 +398,8 @@ int store_list(struct store *s, const char *coll, struct store_entry ***out, siz
   }
   if (c)
     for (size_t i = 0; i < c->nbuckets; i++)
-      for (struct store_entry *en = c->byid[i]; en; en = en->hnext) v[k++] = entry_ref(en);
+      for (struct store_entry *en = c->byid[i]; en; en = en->hnext)
+        v[k++] = entry_ref(en);
   pthread_rwlock_unlock(&s->cache_lock);
   qsort(v, k, sizeof *v, by_seq);
   *out = v;
@@ -433,14 +438,17 @@ struct store_entry *store_txn_get(struct store_txn *t, const char *coll, const c
   return store_get(t->s, coll, id);
 }
 
-struct store *store_txn_store(struct store_txn *t) { return t->s; }
+struct store *store_txn_store(struct store_txn *t) {
+  return t->s;
+}
 
 int store_txn_list(struct store_txn *t, const char *coll, struct store_entry ***out, size_t *n) {
   struct store_entry **v;
   size_t k;
   if (store_list(t->s, coll, &v, &k) < 0) return -1;
   size_t extra = 0;
-  for (struct op *o = t->ops; o; o = o->next) extra++;
+  for (struct op *o = t->ops; o; o = o->next)
+    extra++;
   struct store_entry **w = realloc(v, (k + extra + 1) * sizeof *w);
   if (!w) {
     store_entries_release(v, k);
@@ -462,7 +470,8 @@ int store_txn_list(struct store_txn *t, const char *coll, struct store_entry ***
   for (struct op *o = t->ops; o; o = o->next) {
     if (!o->en || strcmp(o->coll, coll) != 0 || txn_find(t, coll, o->id) != o) continue;
     int seen = 0;
-    for (size_t i = 0; i < j && !seen; i++) seen = strcmp(v[i]->id, o->id) == 0;
+    for (size_t i = 0; i < j && !seen; i++)
+      seen = strcmp(v[i]->id, o->id) == 0;
     if (!seen) v[j++] = entry_ref(o->en);
   }
   *out = v;
@@ -519,20 +528,21 @@ int store_put(struct store_txn *t, const char *coll, const char *id, const char 
   util_iso8601(now, ts);
   snprintf(etag, sizeof etag, "%lld/%lld", (long long)now, (long long)rev);
   json_t *created = prev ? json_object_get(prev->doc, "created") : NULL;
-  json_object_set_new(doc, "created", json_is_string(created) ? json_copy(created) : json_string(ts));
+  json_object_set_new(doc, "created",
+                      json_is_string(created) ? json_copy(created) : json_string(ts));
   json_object_set_new(doc, "modified", json_string(ts));
   json_object_set_new(doc, "eTag", json_string(etag));
   store_entry_release(prev);
 
   char *body = json_dumps(doc, JSON_COMPACT);
   sqlite3_stmt *st = NULL;
-  int ok = body &&
-           sqlite3_prepare_v2(t->s->db,
-                              "INSERT INTO docs (coll, id, uname, rev, body, seq) VALUES (?,?,?,?,?,"
-                              " (SELECT COALESCE(MAX(seq),0)+1 FROM docs))"
-                              " ON CONFLICT(coll, id) DO UPDATE SET uname=excluded.uname,"
-                              " rev=excluded.rev, body=excluded.body",
-                              -1, &st, NULL) == SQLITE_OK;
+  int ok = body && sqlite3_prepare_v2(
+                       t->s->db,
+                       "INSERT INTO docs (coll, id, uname, rev, body, seq) VALUES (?,?,?,?,?,"
+                       " (SELECT COALESCE(MAX(seq),0)+1 FROM docs))"
+                       " ON CONFLICT(coll, id) DO UPDATE SET uname=excluded.uname,"
+                       " rev=excluded.rev, body=excluded.body",
+                       -1, &st, NULL) == SQLITE_OK;
   if (ok) {
     sqlite3_bind_text(st, 1, coll, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);

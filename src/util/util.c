@@ -83,23 +83,24 @@ void err_action(struct err *e, const char *action) {
 
 static json_t *error_object(const char *code, const char *message, const char *details,
                             const char *action, json_t *nested) {
-  return json_pack("{s:s, s:s, s:s, s:[s], s:o, s:n, s:{}}", "errorCode", code, "message",
-                   message, "details", details ? details : "", "recommendedActions", action,
-                   "nestedErrors", nested ? nested : json_array(), "errorSource", "data");
+  return json_pack("{s:s, s:s, s:s, s:[s], s:o, s:n, s:{}}", "errorCode", code, "message", message,
+                   "details", details ? details : "", "recommendedActions", action, "nestedErrors",
+                   nested ? nested : json_array(), "errorSource", "data");
 }
 
 void err_nest(struct err *e, const char *code, const char *message, const char *action) {
   if (!e) return;
   if (!e->nested) e->nested = json_array();
-  json_array_append_new(e->nested, error_object(code, message, "",
-                                                action ? action : "Correct the value and retry.",
-                                                NULL));
+  json_array_append_new(
+      e->nested,
+      error_object(code, message, "", action ? action : "Correct the value and retry.", NULL));
 }
 
 static const char *default_action(int status) {
   switch (status) {
   case 400: return "Verify the request parameters and body and try again.";
-  case 401: return "Log in with POST /rest/login-sessions and send the sessionID in the auth header.";
+  case 401:
+    return "Log in with POST /rest/login-sessions and send the sessionID in the auth header.";
   case 403: return "Ask an Infrastructure administrator for a role that allows this action.";
   case 404: return "Verify the URI of the resource and try again.";
   case 409: return "Resolve the conflict named in the message and try again.";
@@ -164,8 +165,7 @@ void util_iso8601(int64_t ms, char out[32]) {
 }
 
 char *util_token(size_t nbytes) {
-  static const char alphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   unsigned char buf[64];
   if (nbytes > sizeof buf || util_random(buf, nbytes) < 0) return NULL;
   char *out = malloc(nbytes * 2 + 1);

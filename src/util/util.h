@@ -51,10 +51,10 @@ void err_nest(struct err *e, const char *code, const char *message, const char *
 json_t *err_to_json(const struct err *e);
 
 /* ---- ids, time, randomness -------------------------------------------- */
-void util_uuid(char out[37]);              /* random v4 uuid, lower case */
-int util_random(void *buf, size_t n);      /* getrandom(2); 0 or -1 */
-int64_t util_now_ms(void);                 /* wall clock, ms since epoch */
-int64_t util_mono_ms(void);                /* monotonic clock, ms */
+void util_uuid(char out[37]);                /* random v4 uuid, lower case */
+int util_random(void *buf, size_t n);        /* getrandom(2); 0 or -1 */
+int64_t util_now_ms(void);                   /* wall clock, ms since epoch */
+int64_t util_mono_ms(void);                  /* monotonic clock, ms */
 void util_iso8601(int64_t ms, char out[32]); /* 2015-09-10T20:12:50.006Z */
 /* URL-safe random token of `nbytes` random bytes (base64url, no padding). */
 char *util_token(size_t nbytes);

@@ -7,7 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+
 #include <cmocka.h>
+
 // clang-format on
 
 #include <dirent.h>

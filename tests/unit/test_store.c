@@ -5,7 +5,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
+
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,8 +39,8 @@ static struct store *open_store(void) {
   return s;
 }
 
-static int put(struct store *s, const char *coll, const char *id, const char *name, const char *json,
-               struct err *e) {
+static int put(struct store *s, const char *coll, const char *id, const char *name,
+               const char *json, struct err *e) {
   json_t *doc = json_loads(json, 0, NULL);
   struct store_txn *t = store_begin(s);
   int rc = store_put(t, coll, id, name, doc, e);

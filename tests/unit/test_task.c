@@ -6,7 +6,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
+
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -74,7 +76,8 @@ static void test_complete(void **state) {
   assert_non_null(te);
   int ran = 0;
   freed = 0;
-  json_t *assoc = json_pack("{s:s, s:s}", "resourceUri", "/rest/things/1", "resourceCategory", "things");
+  json_t *assoc =
+      json_pack("{s:s, s:s}", "resourceUri", "/rest/things/1", "resourceCategory", "things");
   json_t *t = task_submit(te, "Create", "administrator", assoc, work_ok, &ran, free_arg, &e);
   json_decref(assoc);
   assert_non_null(t);
@@ -150,8 +153,8 @@ static void test_interrupted(void **state) {
                           "interrupted");
       json_t *errs = json_object_get(en->doc, "taskErrors");
       assert_int_equal(json_array_size(errs), 1);
-      assert_non_null(strstr(
-          json_string_value(json_object_get(json_array_get(errs, 0), "message")), "interrupted"));
+      assert_non_null(strstr(json_string_value(json_object_get(json_array_get(errs, 0), "message")),
+                             "interrupted"));
     } else {
       assert_string_equal(st, "Completed");
     }
