@@ -155,8 +155,7 @@ int http_do(struct cli *c, const char *method, const char *path, json_t *body, c
                       "(DATA_DIR/tls/cert.pem), or --insecure to skip verification\n");
     } else if (rc == CURLE_GOT_NOTHING && strncmp(c->server, "http://", 7) == 0) {
       fprintf(stderr, "error: cannot talk to the server %s: %s\n", c->server, why);
-      fprintf(stderr, "hint: the server may speak HTTPS: try --server https://%s\n",
-              c->server + 7);
+      fprintf(stderr, "hint: the server may speak HTTPS: try --server https://%s\n", c->server + 7);
     } else {
       fprintf(stderr, "error: cannot reach the server %s: %s\n", c->server, why);
       fprintf(stderr, "hint: is streamerd running there? Set --server URL (or STREAMER_SERVER) "
@@ -212,7 +211,12 @@ int api_print_error(struct cli *c, long status, json_t *body, const char *raw) {
   const char *details = jstr(body, "details");
   if (*details) fprintf(stderr, "details: %s\n", details);
   json_t *nested = json_object_get(body, "nestedErrors");
-  if (json_is_array(nested) && json_array_size(nested) > 0) print_nested(nested, 1);
+  /* One nested error that the message already ends with adds nothing. */
+  const char *only = json_array_size(nested) == 1 ? jstr(json_array_get(nested, 0), "message") : "";
+  size_t ml = strlen(msg), ol = strlen(only);
+  int repeated = ol > 0 && ml >= ol && strcmp(msg + ml - ol, only) == 0 &&
+                 json_array_size(json_object_get(json_array_get(nested, 0), "nestedErrors")) == 0;
+  if (json_is_array(nested) && json_array_size(nested) > 0 && !repeated) print_nested(nested, 1);
   json_t *acts = json_object_get(body, "recommendedActions");
   size_t i;
   json_t *act;

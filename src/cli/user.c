@@ -262,8 +262,9 @@ static int user_passwd(struct cli *c, int argc, char **argv) {
     printf("Changed the password of \"%s\".\n", who);
   }
   if (own && !c->token_from_env)
-    fprintf(stderr, "note: the server ends the sessions of %s when its password changes; "
-                    "run 'streamer login' again\n",
+    fprintf(stderr,
+            "note: the server ends the sessions of %s when its password changes; "
+            "run 'streamer login' again\n",
             who);
   return CLI_OK;
 }
