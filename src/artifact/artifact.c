@@ -474,7 +474,8 @@ static json_t *normalize_decls(json_t *in, int with_ui, const char *what, struct
                              json_object_get(c, "type"), "constraints",
                              json_object_get(c, "constraints"), "description",
                              json_object_get(c, "description"));
-    if (!json_object_get(keep, "description")) json_object_set_new(keep, "description", json_string(""));
+    if (!json_is_string(json_object_get(keep, "description"))) /* absent or null */
+      json_object_set_new(keep, "description", json_string(""));
     if (with_ui) {
       const char *key[] = {"id", "visible", "editable"};
       for (int k = 0; k < 3; k++)
