@@ -182,7 +182,7 @@ static int unknown_attr(json_t *attrs, const char *opt, const char *name, size_t
                         const char *usage) {
   size_t cap = 64, i;
   json_t *d;
-  json_array_foreach(attrs, i, d) cap += strlen(jstr(d, "name")) + 2;
+  json_array_foreach(attrs, i, d) { cap += strlen(jstr(d, "name")) + 2; }
   CLEANUP_FREE char *names = calloc(1, cap);
   if (names) {
     json_array_foreach(attrs, i, d) {

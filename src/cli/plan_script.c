@@ -163,7 +163,7 @@ static void report_attrs(struct cli *c, json_t *ps) {
   printf("Custom attributes (%zu):", n);
   size_t i;
   json_t *d;
-  json_array_foreach(attrs, i, d) printf("%s %s", i ? "," : "", jstr(d, "name"));
+  json_array_foreach(attrs, i, d) { printf("%s %s", i ? "," : "", jstr(d, "name")); }
   printf("\n");
 }
 

@@ -47,13 +47,13 @@ void kv_rest(struct kv *k, json_t *res, const char *const *skip) {
 }
 
 int res_put(struct cli *c, json_t *res, json_t **out) {
-  CLEANUP_FREE char *uri = strdup(jstr(res, "uri"));
-  if (!uri || !*uri) {
+  /* Both strings live in res, which the call only reads. */
+  const char *uri = jstr(res, "uri"), *etag = jstr(res, "eTag");
+  if (!*uri) {
     fprintf(stderr, "error: the resource has no uri to update\n");
     return CLI_ESERVER;
   }
-  CLEANUP_FREE char *etag = strdup(jstr(res, "eTag"));
-  return api_call(c, "PUT", uri, res, etag && *etag ? etag : NULL, out);
+  return api_call(c, "PUT", uri, res, *etag ? etag : NULL, out);
 }
 
 void res_done(struct cli *c, const char *verb, const struct coll_info *ci, json_t *res) {
@@ -138,7 +138,7 @@ static const char *col_header(const char *col) {
 void attrs_table(json_t *attrs, const char *const *cols) {
   int n = 0;
   const char *hdr[16];
-  for (; cols[n] && n < 16; n++)
+  for (; n < 16 && cols[n]; n++)
     hdr[n] = col_header(cols[n]);
   struct table *t = table_new(n, hdr);
   size_t i;

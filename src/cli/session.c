@@ -314,10 +314,11 @@ int cmd_login(struct cli *c, int argc, char **argv) {
   cli_resolve(c);
 
   CLEANUP_FREE char *user = NULL;
+  const char *env_user = getenv("STREAMER_USER");
   if (args_get(&a, "user"))
     user = strdup(args_get(&a, "user"));
-  else if (getenv("STREAMER_USER") && *getenv("STREAMER_USER"))
-    user = strdup(getenv("STREAMER_USER"));
+  else if (env_user && *env_user)
+    user = strdup(env_user);
   else {
     user = cli_prompt_line("User [administrator]: ");
     if (!user || !*user) {

@@ -98,8 +98,9 @@ static void print_task_errors(json_t *task, FILE *f) {
     }
     size_t n;
     json_t *ne;
-    json_array_foreach(json_object_get(e, "nestedErrors"), n, ne)
-        fprintf(f, "    - %s\n", jstr(ne, "message"));
+    json_array_foreach(json_object_get(e, "nestedErrors"), n, ne) {
+      fprintf(f, "    - %s\n", jstr(ne, "message"));
+    }
   }
 }
 

@@ -70,7 +70,7 @@ static char *roles_text(json_t *user) {
   json_t *perms = json_object_get(user, "permissions");
   size_t len = 1, i;
   json_t *p;
-  json_array_foreach(perms, i, p) len += strlen(jstr(p, "roleName")) + 2;
+  json_array_foreach(perms, i, p) { len += strlen(jstr(p, "roleName")) + 2; }
   char *s = calloc(1, len);
   if (!s) return NULL;
   json_array_foreach(perms, i, p) {
