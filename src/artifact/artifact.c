@@ -496,7 +496,22 @@ static json_t *normalize_decls(json_t *in, int with_ui, const char *what, struct
   return out;
 }
 
-static json_t *normalize_build_plan(struct store_txn *t, json_t *body, struct err *e) {
+static json_t *find_by_name(json_t *arr, const char *name);
+
+/* A password sent back masked ("") keeps the stored value, as long as both the
+ * stored and the new declaration are passwords (a retyped attribute must not
+ * reveal the old secret). */
+static void keep_masked_password(json_t *a, const char *new_type, json_t *prev) {
+  const char *n = json_string_value(json_object_get(a, "name"));
+  json_t *old = prev ? find_by_name(json_object_get(prev, "customAttributes"), n) : NULL;
+  const char *v = json_string_value(json_object_get(a, "value"));
+  if (old && util_strcaseeq(json_string_value(json_object_get(old, "type")), "password") &&
+      util_strcaseeq(new_type, "password") && (!v || !*v))
+    json_object_set(a, "value", json_object_get(old, "value"));
+}
+
+static json_t *normalize_build_plan(struct store_txn *t, json_t *body, json_t *prev,
+                                    struct err *e) {
   const char *what = "build plan";
   if (artifact_check_name(what, json_object_get(body, "name"), e) < 0 ||
       opt_string(body, "description", 65536, what, e) < 0)
@@ -517,6 +532,11 @@ static json_t *normalize_build_plan(struct store_txn *t, json_t *body, struct er
   if (!decls) {
     json_decref(steps);
     return NULL;
+  }
+  size_t i;
+  json_t *a;
+  json_array_foreach(decls, i, a) {
+    keep_masked_password(a, json_string_value(json_object_get(a, "type")), prev);
   }
   json_t *desc = json_object_get(body, "description");
   return json_pack("{s:s, s:O, s:o, s:O, s:o, s:o, s:b, s:b, s:s, s:n}", "type", "OeBuildPlan",
@@ -615,12 +635,9 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
                                                   "Remove the attribute or declare it in the build plan.",
                                                   "nestedErrors", "errorSource", "data"));
     }
-    /* A password sent back masked ("") keeps the stored value. */
-    json_t *old = prev ? find_by_name(json_object_get(prev, "customAttributes"), n) : NULL;
-    const char *v = json_string_value(json_object_get(a, "value"));
-    if (old && util_strcaseeq(json_string_value(json_object_get(old, "type")), "password") &&
-        (!v || !*v))
-      json_object_set(a, "value", json_object_get(old, "value"));
+    /* The type the merge will give it: the build plan's, else the plan's own. */
+    json_t *bpd = find_by_name(bpdecls, n);
+    keep_masked_password(a, json_string_value(json_object_get(bpd ? bpd : a, "type")), prev);
   }
   json_t *merged = attr_merge(derived, bpdecls, given, NULL);
   json_decref(derived);
@@ -674,7 +691,7 @@ static json_t *normalize(struct store_txn *t, enum artifact_kind k, json_t *body
   if (check_type(k, body, e) < 0 || check_keys(k, body, e) < 0) return NULL;
   switch (k) {
   case ART_PLAN_SCRIPT: return normalize_plan_script(body, e);
-  case ART_BUILD_PLAN: return normalize_build_plan(t, body, e);
+  case ART_BUILD_PLAN: return normalize_build_plan(t, body, prev, e);
   case ART_DEPLOYMENT_PLAN: return normalize_deployment_plan(t, body, prev, e);
   }
   return NULL;
