@@ -91,8 +91,13 @@ static int cmp_sortable(const void *a, const void *b, void *q) {
 }
 
 void serve_collection(struct request *r, const char *coll) {
-  const char *filters[MAX_FILTERS];
-  int nf = req_args(r, "filter", filters, MAX_FILTERS);
+  const char *filters[MAX_FILTERS + 1]; /* one more, to notice a filter that would be dropped */
+  int nf = req_args(r, "filter", filters, MAX_FILTERS + 1);
+  if (nf > MAX_FILTERS) {
+    reply_err(r, 400, "INVALID_FILTER", "at most %d \"filter\" parameters are allowed",
+              MAX_FILTERS);
+    return;
+  }
   const char *query = req_arg(r, "query");
   const char *sort = req_arg(r, "sort");
   long start = 0, count = -1;
