@@ -290,15 +290,13 @@ static json_t *normalize_plan_script(json_t *body, struct err *e) {
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     return NULL;
   }
-  json_t *doc = json_pack("{s:s, s:O, s:O, s:O, s:O, s:s, s:b, s:b, s:s, s:n}", "type",
+  json_t *desc = json_object_get(body, "description");
+  json_t *doc = json_pack("{s:s, s:O, s:o, s:O, s:O, s:s, s:b, s:b, s:s, s:n}", "type",
                           "PlanScript", "name", json_object_get(body, "name"), "description",
-                          json_object_get(body, "description") ? json_object_get(body, "description")
-                                                               : json_string(""),
+                          json_is_string(desc) ? json_incref(desc) : json_string(""),
                           "planType", pt, "content", content, "customAttributes", ca, "hpProvided",
                           hp, "readOnly", ro, "status", "OK", "state");
   free(ca);
-  if (json_is_null(json_object_get(doc, "description")))
-    json_object_set_new(doc, "description", json_string(""));
   return doc;
 }
 
