@@ -206,8 +206,10 @@ static int lock_data_dir(const char *dir) {
   return fd; /* kept open: the lock lives as long as the process */
 }
 
+/* Static: the options live as long as the process. */
+static struct options o;
+
 int main(int argc, char **argv) {
-  struct options o = {0};
   o.max_body = 16L << 20;
   o.idle_timeout = 86400;
   o.task_workers = 4;
@@ -258,7 +260,7 @@ int main(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
     if (c != 0) continue;
     const char *key = longopts[idx].name;
-    if (apply(&o, key, longopts[idx].has_arg ? optarg : NULL) < 0) return 2;
+    if (apply(&o, key, longopts[idx].has_arg && optarg ? optarg : "true") < 0) return 2;
   }
   if (!o.data_dir) o.data_dir = default_data_dir();
   if (!o.listen) o.listen = strdup("0.0.0.0:8443");
@@ -299,6 +301,8 @@ int main(int argc, char **argv) {
       return 2;
     }
 
+  /* Everything the daemon writes (database, keys, password file) is private. */
+  umask(077);
   if (mkdir_p(o.data_dir, 0700) < 0) {
     fprintf(stderr, "streamerd: cannot create data directory %s: %s\n", o.data_dir,
             strerror(errno));

@@ -387,7 +387,10 @@ static int count_admins(struct store *s, const char *except) {
   int c = 0;
   if (store_list(s, USERS, &v, &n) < 0) return 1;
   for (size_t i = 0; i < n; i++)
-    if ((doc_roles(v[i]->doc) & ROLE_INFRA) && (!except || strcmp(v[i]->id, except) != 0)) c++;
+    if ((doc_roles(v[i]->doc) & ROLE_INFRA) &&
+        util_json_bool(json_object_get(v[i]->doc, "enabled")) != 0 &&
+        (!except || strcmp(v[i]->id, except) != 0))
+      c++;
   store_entries_release(v, n);
   return c;
 }

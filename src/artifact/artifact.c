@@ -639,15 +639,17 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
   }
   json_t *merged = attr_merge(derived, bpdecls, given, NULL);
   json_decref(derived);
-  json_decref(given);
   /* Values that are set must satisfy their constraints. */
   json_array_foreach(merged, i, a) {
     const char *v = json_string_value(json_object_get(a, "value"));
     if (v && *v && !util_strcaseeq(json_string_value(json_object_get(a, "type")), "nic"))
       attr_value_check(a, v, NULL, violations);
     /* Stable ids: keep the given one, else the previous revision's, else new. */
-    const char *id = json_string_value(json_object_get(a, "id"));
-    if (!id || strlen(id) != 36) {
+    json_t *g = find_by_name(given, json_string_value(json_object_get(a, "name")));
+    const char *id = json_string_value(json_object_get(g, "id"));
+    if (id && strlen(id) == 36)
+      json_object_set_new(a, "id", json_string(id));
+    else {
       json_t *old = prev ? find_by_name(json_object_get(prev, "customAttributes"),
                                         json_string_value(json_object_get(a, "name")))
                          : NULL;
@@ -657,6 +659,7 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
       json_object_set_new(a, "id", json_string(oid ? oid : nid));
     }
   }
+  json_decref(given);
   if (json_array_size(violations) > 0) {
     err_set(e, 400, "INVALID_ATTRIBUTES", "deployment plan: %zu custom attribute problem(s): %s",
             json_array_size(violations),
