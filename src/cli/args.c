@@ -139,10 +139,11 @@ char *cli_load_text_file(const char *path, const char *usage, int *rc) {
 }
 
 json_t *cli_load_json_file(const char *path, const char *usage, int *rc) {
-  CLEANUP_FREE char *text = cli_load_text_file(path, usage, rc);
+  char *text = cli_load_text_file(path, usage, rc);
   if (!text) return NULL;
   json_error_t jerr;
   json_t *j = json_loads(text, JSON_DECODE_ANY, &jerr);
+  free(text);
   if (!j)
     *rc = cli_usage_error(usage, "%s: line %d column %d: %s", path, jerr.line, jerr.column,
                           jerr.text);

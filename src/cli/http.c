@@ -284,13 +284,15 @@ int api_list(struct cli *c, const char *coll, const char *filter, const char *so
     }
   }
   /* Follow nextPageUri until it is null, repeats, or a page is empty. */
-  CLEANUP_FREE char *next = strdup(jstr(first, "nextPageUri"));
-  CLEANUP_FREE char *cur = strdup(jstr(first, "uri"));
+  char *next = strdup(jstr(first, "nextPageUri"));
+  char *cur = strdup(jstr(first, "uri"));
   for (int pages = 0; pages < 100000; pages++) {
     if (!next || !*next || (cur && strcmp(next, cur) == 0)) break;
     json_t *page = NULL;
     rc = api_call(c, "GET", next, NULL, NULL, &page);
     if (rc) {
+      free(next);
+      free(cur);
       json_decref(first);
       return rc;
     }
@@ -305,6 +307,8 @@ int api_list(struct cli *c, const char *coll, const char *filter, const char *so
     next = strdup(jstr(page, "nextPageUri"));
     json_decref(page);
   }
+  free(next);
+  free(cur);
   json_object_set_new(first, "count", json_integer((json_int_t)json_array_size(members)));
   json_object_set_new(first, "nextPageUri", json_null());
   *out = first;

@@ -136,8 +136,9 @@ void kv_add(struct kv *k, const char *key, const char *value) {
 
 void kv_add_json(struct kv *k, const char *key, json_t *value) {
   if (!value) return;
-  CLEANUP_FREE char *t = out_text(value);
+  char *t = out_text(value);
   kv_add(k, key, t);
+  free(t);
 }
 
 void kv_print(struct kv *k, FILE *f) {

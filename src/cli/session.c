@@ -44,9 +44,7 @@ char *session_path(void) {
 }
 
 /* mkdir -p; the last component (our own directory) is forced to 0700. */
-static int make_private_dir(const char *dir) {
-  CLEANUP_FREE char *p = strdup(dir);
-  if (!p) return -1;
+static int make_dirs(char *p) {
   for (char *s = p + 1; *s; s++) {
     if (*s != '/') continue;
     *s = 0;
@@ -62,6 +60,15 @@ static int make_private_dir(const char *dir) {
   }
   if ((st.st_mode & 07777) != 0700 && chmod(p, 0700) < 0) return -1;
   return 0;
+}
+
+static int make_private_dir(const char *dir) {
+  char *p = strdup(dir);
+  int rc = p ? make_dirs(p) : -1;
+  int saved = errno;
+  free(p);
+  errno = saved;
+  return rc;
 }
 
 static json_t *session_load(void) {
@@ -168,8 +175,9 @@ void cli_resolve(struct cli *c) {
   if (!c->server) c->server = strdup(CLI_DEFAULT_SERVER);
 
   /* The cached token and TLS settings only apply to the server they came from. */
-  CLEANUP_FREE char *cached_norm = *cached ? normalize_server(cached) : NULL;
+  char *cached_norm = *cached ? normalize_server(cached) : NULL;
   int use_cache = cached_norm && c->server && strcmp(cached_norm, c->server) == 0;
+  free(cached_norm);
 
   c->insecure = c->opt_insecure || env_true("STREAMER_INSECURE") ||
                 (use_cache && json_is_true(json_object_get(sess, "insecure")));
@@ -303,6 +311,69 @@ static const char LOGIN_USAGE[] =
     "                       to other users in ps.\n"
     "  --password-file F    read the password from the first line of F (- = stdin)\n";
 
+/* The user name and password for login (malloc'd), from options,
+ * environment or the terminal. Returns 0 or an exit code. */
+static int login_credentials(struct cli *c, const struct args *a, char **user, char **password) {
+  const char *env_user = getenv("STREAMER_USER");
+  const char *env_pw = getenv("STREAMER_PASSWORD");
+  int rc = CLI_OK;
+  *password = NULL;
+  if (args_get(a, "user")) {
+    *user = strdup(args_get(a, "user"));
+  } else if (env_user && *env_user) {
+    *user = strdup(env_user);
+  } else {
+    *user = cli_prompt_line("User [administrator]: ");
+    if (*user && !**user) {
+      free(*user);
+      *user = NULL;
+    }
+    if (!*user) *user = strdup("administrator");
+  }
+  if (!*user) return CLI_EUSAGE;
+  if (args_get(a, "password")) {
+    *password = strdup(args_get(a, "password"));
+  } else if (args_get(a, "password-file") || !env_pw) {
+    char *prompt = util_strdup_printf("Password for %s at %s: ", *user, c->server);
+    *password = cli_read_secret(args_get(a, "password-file"),
+                                prompt ? prompt : "Password: ", LOGIN_USAGE, &rc);
+    free(prompt);
+  } else {
+    *password = strdup(env_pw);
+  }
+  if (!*password) return rc ? rc : CLI_EUSAGE;
+  return CLI_OK;
+}
+
+/* Cache the session; prints the outcome. */
+static int login_save(struct cli *c, const char *user, const char *token) {
+  json_t *sess = json_pack("{s:s, s:s, s:s, s:b}", "server", c->server, "user", user, "token",
+                           token, "insecure", c->opt_insecure || c->insecure);
+  if (!sess) return CLI_EUSAGE;
+  if (c->cacert) json_object_set_new(sess, "cacert", json_string(c->cacert));
+  char *path = NULL;
+  int saved = session_save(sess, &path);
+  json_t *t = json_object_get(sess, "token");
+  if (t) cli_wipe((char *)json_string_value(t));
+  json_decref(sess);
+  if (saved < 0) {
+    free(path);
+    return CLI_EUSAGE;
+  }
+  if (c->json) {
+    json_t *o =
+        json_pack("{s:s, s:s, s:s?}", "server", c->server, "userName", user, "sessionFile", path);
+    out_json(o);
+    json_decref(o);
+  } else {
+    printf("Logged in to %s as %s.\n", c->server, user);
+  }
+  free(path);
+  if (c->token_from_env)
+    fprintf(stderr, "note: STREAMER_TOKEN is set and overrides the cached session\n");
+  return CLI_OK;
+}
+
 int cmd_login(struct cli *c, int argc, char **argv) {
   static const struct opt_spec spec[] = {
       {"user", 1}, {"password", 1}, {"password-file", 1}, {NULL, 0}};
@@ -313,41 +384,22 @@ int cmd_login(struct cli *c, int argc, char **argv) {
     return cli_usage_error(LOGIN_USAGE, "give either --password or --password-file");
   cli_resolve(c);
 
-  CLEANUP_FREE char *user = NULL;
-  const char *env_user = getenv("STREAMER_USER");
-  if (args_get(&a, "user"))
-    user = strdup(args_get(&a, "user"));
-  else if (env_user && *env_user)
-    user = strdup(env_user);
-  else {
-    user = cli_prompt_line("User [administrator]: ");
-    if (!user || !*user) {
-      free(user);
-      user = strdup("administrator");
-    }
-  }
-  CLEANUP_FREE char *password = NULL;
-  const char *env_pw = getenv("STREAMER_PASSWORD");
-  if (args_get(&a, "password"))
-    password = strdup(args_get(&a, "password"));
-  else if (args_get(&a, "password-file") || !env_pw) {
-    CLEANUP_FREE char *prompt = util_strdup_printf("Password for %s at %s: ", user, c->server);
-    password = cli_read_secret(args_get(&a, "password-file"), prompt, LOGIN_USAGE, &rc);
-    if (!password) return rc;
-  } else
-    password = strdup(env_pw);
-  if (!user || !password) return CLI_ESERVER;
-
-  json_t *body CLEANUP_JSON = json_pack("{s:s, s:s, s:s}", "userName", user, "password", password,
-                                        "authLoginDomain", "LOCAL");
+  char *user = NULL, *password = NULL, *raw = NULL;
+  json_t *body = NULL, *res = NULL;
+  rc = login_credentials(c, &a, &user, &password);
+  if (rc) goto out;
+  body = json_pack("{s:s, s:s, s:s}", "userName", user, "password", password, "authLoginDomain",
+                   "LOCAL");
   cli_wipe(password);
+  if (!body) {
+    rc = CLI_EUSAGE;
+    goto out;
+  }
   long status;
-  json_t *res CLEANUP_JSON = NULL;
-  CLEANUP_FREE char *raw = NULL;
   rc = http_do(c, "POST", "/rest/login-sessions", body, NULL, 0, &status, &res, &raw);
   json_t *pw = json_object_get(body, "password");
   if (pw) cli_wipe((char *)json_string_value(pw));
-  if (rc) return rc;
+  if (rc) goto out;
   if (status < 200 || status > 299) {
     if (status == 401 || status == 403) {
       /* The server's recommended action is written for API clients. */
@@ -359,34 +411,26 @@ int cmd_login(struct cli *c, int argc, char **argv) {
     } else {
       api_print_error(c, status, res, raw);
     }
-    return CLI_ESERVER;
+    rc = CLI_ESERVER;
+    goto out;
   }
   const char *tok = jstr(res, "sessionID");
   if (!*tok) {
     fprintf(stderr, "error: the server's login answer has no sessionID\n");
-    return CLI_ESERVER;
+    rc = CLI_ESERVER;
+    goto out;
   }
-  json_t *sess CLEANUP_JSON = json_pack("{s:s, s:s, s:s, s:b}", "server", c->server, "user", user,
-                                        "token", tok, "insecure", c->opt_insecure || c->insecure);
-  if (c->cacert) json_object_set_new(sess, "cacert", json_string(c->cacert));
-  CLEANUP_FREE char *path = NULL;
-  int saved = session_save(sess, &path);
-  json_t *t = json_object_get(sess, "token");
-  if (t) cli_wipe((char *)json_string_value(t));
+  rc = login_save(c, user, tok);
+  cli_wipe((char *)tok);
+out:
   if (raw) cli_wipe(raw);
-  t = json_object_get(res, "sessionID");
-  if (t) cli_wipe((char *)json_string_value(t));
-  if (saved < 0) return CLI_EUSAGE;
-  if (c->json) {
-    json_t *o CLEANUP_JSON =
-        json_pack("{s:s, s:s, s:s}", "server", c->server, "userName", user, "sessionFile", path);
-    out_json(o);
-  } else {
-    printf("Logged in to %s as %s.\n", c->server, user);
-  }
-  if (c->token_from_env)
-    fprintf(stderr, "note: STREAMER_TOKEN is set and overrides the cached session\n");
-  return CLI_OK;
+  free(raw);
+  json_decref(res);
+  json_decref(body);
+  if (password) cli_wipe(password);
+  free(password);
+  free(user);
+  return rc;
 }
 
 static const char LOGOUT_USAGE[] = "usage: streamer logout [--server URL]\n"

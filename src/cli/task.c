@@ -168,6 +168,36 @@ static void draw_bar(json_t *task) {
   fflush(stderr);
 }
 
+/* Poll *task (replaced by each new version) at `uri` until it ends or the
+ * timeout passes. Returns 0 or the exit code of a failed GET. */
+static int task_poll(struct cli *c, const char *uri, json_t **task, double timeout, int bar,
+                     int *timed_out) {
+  int64_t start = util_mono_ms();
+  *timed_out = 0;
+  while (task_running(jstr(*task, "taskState"))) {
+    if (bar) draw_bar(*task);
+    if (timeout > 0 && (double)(util_mono_ms() - start) >= timeout * 1000) {
+      *timed_out = 1;
+      break;
+    }
+    struct timespec d = {0, 200 * 1000 * 1000};
+    nanosleep(&d, NULL);
+    json_t *next = NULL;
+    int rc = api_call(c, "GET", uri, NULL, NULL, &next);
+    if (rc) {
+      if (bar) fputc('\n', stderr);
+      return rc;
+    }
+    json_decref(*task);
+    *task = next;
+  }
+  if (bar) {
+    if (!*timed_out) draw_bar(*task);
+    fputc('\n', stderr);
+  }
+  return CLI_OK;
+}
+
 static int task_wait(struct cli *c, int argc, char **argv) {
   static const struct opt_spec spec[] = {{"timeout", 1}, {NULL, 0}};
   struct args a;
@@ -178,58 +208,45 @@ static int task_wait(struct cli *c, int argc, char **argv) {
   if (ts) {
     char *end;
     timeout = strtod(ts, &end);
-    if (*end || end == ts || timeout <= 0)
+    if (*end || end == ts || !(timeout > 0))
       return cli_usage_error(WAIT_USAGE, "--timeout needs a positive number of seconds");
   }
   json_t *task = NULL;
   rc = ref_get(c, &COLL_TASKS, a.pos[0], &task);
   if (rc) return rc;
-  CLEANUP_FREE char *uri = strdup(jstr(task, "uri"));
-  if (!*uri) {
-    free(uri);
-    CLEANUP_FREE char *esc = http_escape(a.pos[0]);
+  char *uri = *jstr(task, "uri") ? strdup(jstr(task, "uri")) : NULL;
+  if (!uri) {
+    char *esc = http_escape(a.pos[0]);
     uri = util_strdup_printf("/rest/tasks/%s", esc ? esc : "");
+    free(esc);
   }
-  int bar = c->stderr_tty && !c->json;
-  int64_t start = util_mono_ms();
   int timed_out = 0;
-  while (task_running(jstr(task, "taskState"))) {
-    if (bar) draw_bar(task);
-    if (timeout > 0 && (double)(util_mono_ms() - start) >= timeout * 1000) {
-      timed_out = 1;
-      break;
-    }
-    struct timespec d = {0, 200 * 1000 * 1000};
-    nanosleep(&d, NULL);
-    json_t *next = NULL;
-    rc = api_call(c, "GET", uri, NULL, NULL, &next);
-    if (rc) {
-      if (bar) fputc('\n', stderr);
-      json_decref(task);
-      return rc;
-    }
-    json_decref(task);
-    task = next;
-  }
-  if (bar) {
-    if (!timed_out) draw_bar(task);
-    fputc('\n', stderr);
-  }
+  rc = uri ? task_poll(c, uri, &task, timeout, c->stderr_tty && !c->json, &timed_out) : CLI_EUSAGE;
   const char *state = jstr(task, "taskState");
   const char *name = jstr(task, "name");
-  if (c->json) out_json(task);
-  if (timed_out) {
+  if (rc) {
+    /* the failed request was reported */
+  } else if (timed_out) {
+    if (c->json) out_json(task);
     fprintf(stderr, "error: task \"%s\" (%s) is still %s after %g s\n", name, uri, state, timeout);
     rc = CLI_ESERVER;
   } else if (task_succeeded(state)) {
-    if (!c->json) printf("Task \"%s\" %s.\n", name, state);
-    rc = CLI_OK;
+    if (c->json)
+      out_json(task);
+    else
+      printf("Task \"%s\" %s.\n", name, state);
+    if (json_array_size(json_object_get(task, "taskErrors"))) {
+      fprintf(stderr, "warning: task \"%s\" reported:\n", name);
+      print_task_errors(task, stderr);
+    }
   } else {
+    if (c->json) out_json(task);
     fprintf(stderr, "error: task \"%s\" ended %s%s%s\n", name, state,
             *last_status(task) ? ": " : "", last_status(task));
     print_task_errors(task, stderr);
     rc = CLI_ESERVER;
   }
+  free(uri);
   json_decref(task);
   return rc;
 }

@@ -164,9 +164,10 @@ static int user_create(struct cli *c, int argc, char **argv) {
   if (c->json) {
     out_json(res);
   } else {
-    CLEANUP_FREE char *roles = roles_text(res);
+    char *roles = roles_text(res);
     printf("Created user \"%s\" (%s).\n", *jstr(res, "userName") ? jstr(res, "userName") : name,
            roles && *roles ? roles : "no role");
+    free(roles);
   }
   return CLI_OK;
 }
@@ -192,9 +193,10 @@ static int user_update(struct cli *c, int argc, char **argv) {
   if (c->json) {
     out_json(res ? res : body);
   } else {
-    CLEANUP_FREE char *roles = roles_text(res);
+    char *roles = roles_text(res);
     printf("Updated user \"%s\"%s%s%s.\n", a.pos[0], roles && *roles ? " (" : "",
            roles ? roles : "", roles && *roles ? ")" : "");
+    free(roles);
   }
   return CLI_OK;
 }
