@@ -9,8 +9,9 @@ static const char USER_HELP[] =
     "usage: streamer user SUBCOMMAND [options]\n"
     "\n"
     "  list                                   list users and their roles\n"
-    "  create --name U --role ROLE [--full-name F] [--password P | --password-file F]\n"
-    "  update U [--role ROLE]... [--full-name F]\n"
+    "  create --name U --role ROLE [--full-name F] [--email E]\n"
+    "         [--password P | --password-file F]\n"
+    "  update U [--role ROLE]... [--full-name F] [--email E]\n"
     "  delete U\n"
     "  passwd [U] [--password P | --password-file F] [--current-password P |\n"
     "         --current-password-file F]      change a password (default: your own)\n"
@@ -21,12 +22,12 @@ static const char USER_HELP[] =
 static const char LIST_USAGE[] = "usage: streamer user list [--filter F] [--sort S]\n";
 static const char CREATE_USAGE[] =
     "usage: streamer user create --name U --role ROLE [--role ROLE]... [--full-name F]\n"
-    "       [--password P | --password-file F]\n"
+    "       [--email E] [--password P | --password-file F]\n"
     "\n"
     "Without --password / --password-file the password is asked twice on the terminal.\n"
     "ROLE: infrastructure, deployment, server, readonly (or the full role names).\n";
 static const char UPDATE_USAGE[] =
-    "usage: streamer user update U [--role ROLE]... [--full-name F]\n"
+    "usage: streamer user update U [--role ROLE]... [--full-name F] [--email E]\n"
     "\n"
     "--role replaces all roles of the user with the ones given.\n";
 static const char DELETE_USAGE[] = "usage: streamer user delete U\n";
