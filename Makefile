@@ -18,7 +18,8 @@ PKGS     := libmicrohttpd jansson sqlite3 libcurl libcrypt gnutls libpcre2-8
 # Debian packages: build, run, test.
 DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
              libcurl4-gnutls-dev libcrypt-dev libgnutls28-dev libpcre2-dev
-DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3 curl wrk clang-format clang-tidy cppcheck
+DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3
+DEB_LINT  := clang-format clang-tidy cppcheck
 
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
                -Wformat=2 -Wno-format-nonliteral -D_GNU_SOURCE -fno-strict-aliasing \
@@ -41,7 +42,7 @@ CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 TEST_SRCS := $(wildcard tests/unit/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test deps test-deps unit unit-asan e2e e2e-asan format lint bench clean
+.PHONY: all run test deps test-deps lint-deps unit unit-asan e2e e2e-asan format lint bench clean
 
 all: $(BUILD)/bin/streamerd $(BUILD)/bin/streamer
 
@@ -80,6 +81,9 @@ deps:
 test-deps:
 	$(call apt_install,$(DEB_TEST))
 
+lint-deps:
+	$(call apt_install,$(DEB_LINT))
+
 # --- run -------------------------------------------------------------------
 RUN_ARGS ?=
 run: deps
@@ -104,11 +108,11 @@ C_FILES = $(wildcard src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h)
 format:
 	clang-format -i $(C_FILES)
 
-lint:
+lint: lint-deps
 	clang-format --dry-run -Werror $(C_FILES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -Isrc $(wildcard src/*.c src/*/*.c)
-	clang-tidy --quiet $(wildcard src/*.c src/*/*.c) -- $(CFLAGS_BASE) $(PKG_CFLAGS)
+	clang-tidy --quiet $(wildcard src/*.c src/*/*.c) -- -std=gnu11 -D_GNU_SOURCE -Isrc $(PKG_CFLAGS)
 
 bench: all
 	/usr/bin/python3 bench/api_bench.py
