@@ -117,12 +117,20 @@ int req_args(struct request *r, const char *name, const char **out, int max) {
   return c.n;
 }
 
+/* Is the media type of Content-Type `ct` exactly `type` (parameters such as
+ * "; charset=utf-8" allowed)? "application/jsonx" is not application/json. */
+static int media_is(const char *ct, const char *type) {
+  size_t n = strlen(type);
+  return strncasecmp(ct, type, n) == 0 &&
+         (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
+}
+
 json_t *req_json(struct request *r) {
   if (r->json) return r->json;
   const char *ct = req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
-  if (r->body_len > 0 && ct && *ct && strncasecmp(ct, "application/json", 16) != 0 &&
-      strncasecmp(ct, "text/plain", 10) != 0 && strcasecmp(ct, "none") != 0 &&
-      strncasecmp(ct, "application/octet-stream", 24) != 0) {
+  if (r->body_len > 0 && ct && *ct && !media_is(ct, "application/json") &&
+      !media_is(ct, "text/plain") && !media_is(ct, "none") &&
+      !media_is(ct, "application/octet-stream")) {
     reply_err(r, 415, "UNSUPPORTED_MEDIA_TYPE",
               "the request body has Content-Type \"%.100s\"; this endpoint takes application/json",
               ct);
