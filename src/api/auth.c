@@ -339,6 +339,9 @@ void route_idle_timeout(struct request *r) {
 static int valid_username(const char *s) {
   size_t n = s ? strlen(s) : 0;
   if (n == 0 || n > 64) return 0;
+  /* The name is the last segment of /rest/users/{name}: "." and ".." would be
+   * URIs that clients normalize away (to /rest/users or /rest). */
+  if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0) return 0;
   for (size_t i = 0; i < n; i++)
     if (!(isalnum((unsigned char)s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-')) return 0;
   return 1;
