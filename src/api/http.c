@@ -338,6 +338,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   return send_reply(r);
 }
 
+/* libmicrohttpd's own messages (malformed requests, TLS handshake errors,
+ * pool exhaustion) go through the structured log like everything else. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  char buf[1024];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  buf[strcspn(buf, "\r\n")] = 0;
+  if (buf[0]) log_warn("http", "%s", buf);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   request_free(*con_cls);
@@ -428,6 +437,7 @@ struct api *api_start(const struct api_config *cfg, struct store *s, struct task
     flags |= MHD_USE_TLS;
   }
   struct MHD_OptionItem opts[] = {
+      {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
       {MHD_OPTION_SOCK_ADDR, 0, &ss},
       {MHD_OPTION_THREAD_POOL_SIZE, cfg->threads > 0 ? cfg->threads : 2, NULL},
       {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL},
