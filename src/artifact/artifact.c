@@ -16,9 +16,12 @@ const char *artifact_coll(enum artifact_kind k) { return COLLS[k]; }
  * exports and the appliance itself put in these documents). Anything else
  * is rejected so that a misspelt field never passes silently. */
 static const char *const COMMON_KEYS[] = {
-    "type", "uri", "category", "eTag", "etag", "created", "modified", "id", "name", "description",
-    "status", "state", "hpProvided", "readOnly", "customAttributes", "dependentArtifacts",
-    "ostype", "osType", "scopesUri", "initialScopeUris", NULL};
+    "type",       "uri",         "category",         "eTag",
+    "etag",       "created",     "modified",         "id",
+    "name",       "description", "status",           "state",
+    "hpProvided", "readOnly",    "customAttributes", "dependentArtifacts",
+    "ostype",     "osType",      "scopesUri",        "initialScopeUris",
+    NULL};
 static const char *const PS_KEYS[] = {"planType", "content", NULL};
 static const char *const BP_KEYS[] = {"buildPlanid", "oeBuildPlanType", "buildStep", NULL};
 static const char *const DP_KEYS[] = {"oeBuildPlanURI", "goldenImageURI", "importMetadata",
@@ -53,7 +56,8 @@ int artifact_check_name(const char *what, json_t *name, struct err *e) {
   const char *s = json_string_value(name);
   size_t len = json_string_length(name);
   if (len == 0 || len > 255) {
-    err_set(e, 400, "INVALID_NAME", "%s: the name must be 1 to 255 bytes long (got %zu)", what, len);
+    err_set(e, 400, "INVALID_NAME", "%s: the name must be 1 to 255 bytes long (got %zu)", what,
+            len);
     return -1;
   }
   if (s[0] == ' ' || s[len - 1] == ' ') {
@@ -66,18 +70,19 @@ int artifact_check_name(const char *what, json_t *name, struct err *e) {
       continue;
     if (strchr(" -_.,()[]+:", c) && c != 0) continue;
     if (c < 0x20 || c == 0x7f)
-      err_set(e, 400, "INVALID_NAME", "%s: the name contains a control character at byte %zu",
-              what, i);
+      err_set(e, 400, "INVALID_NAME", "%s: the name contains a control character at byte %zu", what,
+              i);
     else
-      err_set(e, 400, "INVALID_NAME", "%s: the name contains the character '%c', which is not allowed",
-              what, c);
+      err_set(e, 400, "INVALID_NAME",
+              "%s: the name contains the character '%c', which is not allowed", what, c);
     err_action(e, "Use letters, digits, spaces and - _ . , ( ) [ ] + : in names.");
     return -1;
   }
   return 0;
 }
 
-static int opt_string(json_t *body, const char *key, size_t maxlen, const char *what, struct err *e) {
+static int opt_string(json_t *body, const char *key, size_t maxlen, const char *what,
+                      struct err *e) {
   json_t *v = json_object_get(body, key);
   if (!v || json_is_null(v)) return 0;
   if (!json_is_string(v)) {
@@ -223,8 +228,8 @@ static int refresh_deps(struct store_txn *t, enum artifact_kind target_kind, con
   size_t i;
   json_t *u;
   json_array_foreach(users, i, u) {
-    json_array_append_new(deps, json_pack("{s:O?, s:O?}", "name", json_object_get(u, "name"),
-                                          "uri", json_object_get(u, "uri")));
+    json_array_append_new(deps, json_pack("{s:O?, s:O?}", "name", json_object_get(u, "name"), "uri",
+                                          json_object_get(u, "uri")));
   }
   json_decref(users);
   int rc = 0;
@@ -251,7 +256,8 @@ static int rename_in_steps(struct store_txn *t, const char *ps_id, const char *n
     json_t *doc = json_deep_copy(bp);
     json_array_foreach(json_object_get(doc, "buildStep"), j, st) {
       const char *id = uri_id(json_string_value(json_object_get(st, "planScriptUri")), COLLS[0]);
-      if (id && strcmp(id, ps_id) == 0) json_object_set_new(st, "planScriptName", json_string(name));
+      if (id && strcmp(id, ps_id) == 0)
+        json_object_set_new(st, "planScriptName", json_string(name));
     }
     const char *bid = json_string_value(json_object_get(doc, "id"));
     if (rc == 0 && bid)
@@ -270,7 +276,8 @@ static json_t *normalize_plan_script(json_t *body, struct err *e) {
     return NULL;
   json_t *pt = json_object_get(body, "planType");
   const char *pts = json_string_value(pt);
-  if (!pts || (strcasecmp(pts, "deploy") && strcasecmp(pts, "capture") && strcasecmp(pts, "general"))) {
+  if (!pts ||
+      (strcasecmp(pts, "deploy") && strcasecmp(pts, "capture") && strcasecmp(pts, "general"))) {
     err_set(e, 400, "INVALID_PLAN_TYPE",
             "plan script: \"planType\" is required and must be deploy, capture or general");
     return NULL;
@@ -293,9 +300,9 @@ static json_t *normalize_plan_script(json_t *body, struct err *e) {
   json_t *desc = json_object_get(body, "description");
   json_t *doc = json_pack("{s:s, s:O, s:o, s:O, s:O, s:s, s:b, s:b, s:s, s:n}", "type",
                           "PlanScript", "name", json_object_get(body, "name"), "description",
-                          json_is_string(desc) ? json_incref(desc) : json_string(""),
-                          "planType", pt, "content", content, "customAttributes", ca, "hpProvided",
-                          hp, "readOnly", ro, "status", "OK", "state");
+                          json_is_string(desc) ? json_incref(desc) : json_string(""), "planType",
+                          pt, "content", content, "customAttributes", ca, "hpProvided", hp,
+                          "readOnly", ro, "status", "OK", "state");
   free(ca);
   return doc;
 }
@@ -366,7 +373,8 @@ static json_t *normalize_steps(struct store_txn *t, json_t *steps, struct err *e
     long serial = (long)i + 1;
     if (sn && !json_is_null(sn) && parse_serial(sn, &serial) < 0) {
       err_set(e, 400, "INVALID_BUILD_STEP",
-              "build plan: buildStep[%zu].serialNumber must be a positive integer (as a string)", i);
+              "build plan: buildStep[%zu].serialNumber must be a positive integer (as a string)",
+              i);
       goto fail;
     }
     for (size_t j = 0; j < i; j++)
@@ -376,7 +384,8 @@ static json_t *normalize_steps(struct store_txn *t, json_t *steps, struct err *e
       }
     json_t *params = json_object_get(st, "parameters");
     if (params && !json_is_null(params) && !json_is_string(params)) {
-      err_set(e, 400, "INVALID_BUILD_STEP", "build plan: buildStep[%zu].parameters must be a string or null", i);
+      err_set(e, 400, "INVALID_BUILD_STEP",
+              "build plan: buildStep[%zu].parameters must be a string or null", i);
       goto fail;
     }
     /* The plan script: by URI, else by name. */
@@ -388,8 +397,8 @@ static json_t *normalize_steps(struct store_txn *t, json_t *steps, struct err *e
       ps = id ? store_txn_get(t, COLLS[0], id) : NULL;
       if (!ps) {
         err_set(e, 400, "PLAN_SCRIPT_NOT_FOUND",
-                "build plan: buildStep[%zu] refers to plan script \"%.300s\", which does not exist", i,
-                uri);
+                "build plan: buildStep[%zu] refers to plan script \"%.300s\", which does not exist",
+                i, uri);
         goto fail;
       }
     } else if (psname) {
@@ -402,23 +411,25 @@ static json_t *normalize_steps(struct store_txn *t, json_t *steps, struct err *e
     char sbuf[24];
     snprintf(sbuf, sizeof sbuf, "%ld", serial);
     v[i].serial = serial;
-    v[i].doc = json_pack("{s:s, s:O, s:O, s:O}", "serialNumber", sbuf, "planScriptUri",
-                         json_object_get(ps->doc, "uri"), "planScriptName",
-                         json_object_get(ps->doc, "name"), "parameters",
-                         params ? params : json_null());
+    v[i].doc =
+        json_pack("{s:s, s:O, s:O, s:O}", "serialNumber", sbuf, "planScriptUri",
+                  json_object_get(ps->doc, "uri"), "planScriptName",
+                  json_object_get(ps->doc, "name"), "parameters", params ? params : json_null());
     store_entry_release(ps);
     if (!v[i].doc) goto oom;
   }
   qsort(v, n, sizeof *v, by_serial);
   out = json_array();
-  for (i = 0; i < n; i++) json_array_append(out, v[i].doc);
+  for (i = 0; i < n; i++)
+    json_array_append(out, v[i].doc);
   goto done;
 oom:
   err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
 fail:
   out = NULL;
 done:
-  for (i = 0; v && i < n; i++) json_decref(v[i].doc);
+  for (i = 0; v && i < n; i++)
+    json_decref(v[i].doc);
   free(v);
   return out;
 }
@@ -443,11 +454,11 @@ static json_t *normalize_decls(json_t *in, int with_ui, const char *what, struct
     if (attr_decl_normalize(c) < 0) {
       char msg[128];
       snprintf(msg, sizeof msg, "customAttributes[%zu] must be an object", i);
-      json_array_append_new(violations, json_pack("{s:s, s:s, s:s, s:[s], s:[], s:n, s:{}}",
-                                                  "errorCode", "INVALID_ATTRIBUTE", "message", msg,
-                                                  "details", "", "recommendedActions",
-                                                  "Correct the attribute and retry.",
-                                                  "nestedErrors", "errorSource", "data"));
+      json_array_append_new(violations,
+                            json_pack("{s:s, s:s, s:s, s:[s], s:[], s:n, s:{}}", "errorCode",
+                                      "INVALID_ATTRIBUTE", "message", msg, "details", "",
+                                      "recommendedActions", "Correct the attribute and retry.",
+                                      "nestedErrors", "errorSource", "data"));
       json_decref(c);
       continue;
     }
@@ -459,19 +470,18 @@ static json_t *normalize_decls(json_t *in, int with_ui, const char *what, struct
       if (name && util_strcaseeq(name, json_string_value(json_object_get(o, "name")))) {
         char msg[400];
         snprintf(msg, sizeof msg, "attribute \"%.200s\" is declared twice", name);
-        json_array_append_new(violations, json_pack("{s:s, s:s, s:s, s:[s], s:[], s:n, s:{}}",
-                                                    "errorCode", "INVALID_ATTRIBUTE", "message",
-                                                    msg, "details", "", "recommendedActions",
-                                                    "Declare each attribute once.",
-                                                    "nestedErrors", "errorSource", "data"));
+        json_array_append_new(violations,
+                              json_pack("{s:s, s:s, s:s, s:[s], s:[], s:n, s:{}}", "errorCode",
+                                        "INVALID_ATTRIBUTE", "message", msg, "details", "",
+                                        "recommendedActions", "Declare each attribute once.",
+                                        "nestedErrors", "errorSource", "data"));
         break;
       }
     }
-    json_t *keep = json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?}", "name", json_object_get(c, "name"),
-                             "value", json_object_get(c, "value"), "type",
-                             json_object_get(c, "type"), "constraints",
-                             json_object_get(c, "constraints"), "description",
-                             json_object_get(c, "description"));
+    json_t *keep = json_pack(
+        "{s:O?, s:O?, s:O?, s:O?, s:O?}", "name", json_object_get(c, "name"), "value",
+        json_object_get(c, "value"), "type", json_object_get(c, "type"), "constraints",
+        json_object_get(c, "constraints"), "description", json_object_get(c, "description"));
     if (!json_is_string(json_object_get(keep, "description"))) /* absent or null */
       json_object_set_new(keep, "description", json_string(""));
     if (with_ui) {
@@ -571,6 +581,17 @@ static json_t *find_by_name(json_t *arr, const char *name) {
   return NULL;
 }
 
+/* Do the scripts use "n.sub" tokens, making n a NIC attribute? */
+static int derived_nic(json_t *derived, const char *n) {
+  size_t i, len = n ? strlen(n) : 0;
+  json_t *a;
+  json_array_foreach(derived, i, a) {
+    const char *d = json_string_value(json_object_get(a, "name"));
+    if (d && len && strncasecmp(d, n, len) == 0 && d[len] == '.') return 1;
+  }
+  return 0;
+}
+
 static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json_t *prev,
                                          struct err *e) {
   const char *what = "deployment plan";
@@ -590,10 +611,11 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
   }
   const char *bpid = uri_id(bpref, COLLS[1]);
   struct store_entry *bp = bpid ? store_txn_get(t, COLLS[1], bpid) : NULL;
-  if (!bp && strncmp(bpref, "/rest/", 6) != 0) bp = store_get_by_name(store_txn_store(t), COLLS[1], bpref);
+  if (!bp && strncmp(bpref, "/rest/", 6) != 0)
+    bp = store_get_by_name(store_txn_store(t), COLLS[1], bpref);
   if (!bp) {
-    err_set(e, 400, "BUILD_PLAN_NOT_FOUND",
-            "deployment plan: build plan \"%.300s\" does not exist", bpref);
+    err_set(e, 400, "BUILD_PLAN_NOT_FOUND", "deployment plan: build plan \"%.300s\" does not exist",
+            bpref);
     return NULL;
   }
   /* The golden image, when given, must exist. */
@@ -622,16 +644,17 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
   /* Every attribute the plan sets must be one the build plan knows. */
   json_array_foreach(given, i, a) {
     const char *n = json_string_value(json_object_get(a, "name"));
-    if (!find_by_name(bpdecls, n) && !find_by_name(derived, n)) {
+    if (!find_by_name(bpdecls, n) && !find_by_name(derived, n) && !derived_nic(derived, n)) {
       char msg[600];
       snprintf(msg, sizeof msg,
                "attribute \"%.200s\" is not declared by build plan \"%.150s\" or its plan scripts",
                n, json_string_value(json_object_get(bp->doc, "name")));
-      json_array_append_new(violations, json_pack("{s:s, s:s, s:s, s:[s], s:[], s:n, s:{}}",
-                                                  "errorCode", "UNKNOWN_ATTRIBUTE", "message", msg,
-                                                  "details", "", "recommendedActions",
-                                                  "Remove the attribute or declare it in the build plan.",
-                                                  "nestedErrors", "errorSource", "data"));
+      json_array_append_new(violations,
+                            json_pack("{s:s, s:s, s:s, s:[s], s:[], s:n, s:{}}", "errorCode",
+                                      "UNKNOWN_ATTRIBUTE", "message", msg, "details", "",
+                                      "recommendedActions",
+                                      "Remove the attribute or declare it in the build plan.",
+                                      "nestedErrors", "errorSource", "data"));
     }
     /* The type the merge will give it: the build plan's, else the plan's own. */
     json_t *bpd = find_by_name(bpdecls, n);
@@ -671,12 +694,12 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
   }
   json_decref(violations);
   json_t *desc = json_object_get(body, "description");
-  json_t *doc = json_pack(
-      "{s:s, s:O, s:o, s:O, s:s, s:o, s:b, s:b, s:b, s:s, s:n}", "type", "OEDeploymentPlan",
-      "name", json_object_get(body, "name"), "description",
-      json_is_string(desc) ? json_incref(desc) : json_string(""), "oeBuildPlanURI",
-      json_object_get(bp->doc, "uri"), "goldenImageURI", gi ? gi : "", "customAttributes", merged,
-      "hpProvided", hp, "readOnly", ro, "importMetadata", 0, "status", "OK", "state");
+  json_t *doc = json_pack("{s:s, s:O, s:o, s:O, s:s, s:o, s:b, s:b, s:b, s:s, s:n}", "type",
+                          "OEDeploymentPlan", "name", json_object_get(body, "name"), "description",
+                          json_is_string(desc) ? json_incref(desc) : json_string(""),
+                          "oeBuildPlanURI", json_object_get(bp->doc, "uri"), "goldenImageURI",
+                          gi ? gi : "", "customAttributes", merged, "hpProvided", hp, "readOnly",
+                          ro, "importMetadata", 0, "status", "OK", "state");
   store_entry_release(bp);
   return doc;
 }
@@ -712,8 +735,7 @@ static void set_identity(enum artifact_kind k, json_t *doc, const char *id) {
 static int after_change(struct store_txn *t, enum artifact_kind k, const char *id, json_t *old,
                         json_t *doc, struct err *e) {
   if (k == ART_PLAN_SCRIPT) {
-    if (old && doc &&
-        !json_equal(json_object_get(old, "name"), json_object_get(doc, "name")))
+    if (old && doc && !json_equal(json_object_get(old, "name"), json_object_get(doc, "name")))
       return rename_in_steps(t, id, json_string_value(json_object_get(doc, "name")), e);
     return 0;
   }
@@ -731,7 +753,8 @@ static int after_change(struct store_txn *t, enum artifact_kind k, const char *i
   }
   json_t *both[2] = {old, doc};
   for (int b = 0; b < 2; b++) {
-    const char *bid = uri_id(json_string_value(json_object_get(both[b], "oeBuildPlanURI")), COLLS[1]);
+    const char *bid =
+        uri_id(json_string_value(json_object_get(both[b], "oeBuildPlanURI")), COLLS[1]);
     if (bid && refresh_deps(t, ART_BUILD_PLAN, bid, e) < 0) return -1;
   }
   return 0;
@@ -813,7 +836,8 @@ int artifact_update(struct store *s, enum artifact_kind k, const char *id, json_
   const char *bid = json_string_value(json_object_get(body, "id"));
   if (k == ART_BUILD_PLAN && !bid) bid = json_string_value(json_object_get(body, "buildPlanid"));
   if (bid && *bid && strcmp(bid, id) != 0) {
-    err_set(e, 400, "ID_MISMATCH", "the body's id \"%.100s\" does not match the URI's \"%s\"", bid, id);
+    err_set(e, 400, "ID_MISMATCH", "the body's id \"%.100s\" does not match the URI's \"%s\"", bid,
+            id);
     goto out;
   }
   doc = normalize(t, k, body, old->doc, e);
@@ -896,9 +920,9 @@ json_t *artifact_differences(struct store *s, const char *id, const char *conten
     const char *n = json_string_value(json_object_get(x, "name"));
     if (!find_by_name(b, n)) json_array_append_new(removed, json_string(n));
   }
-  json_t *out = json_pack("{s:o, s:o, s:b, s:o}", "caAdded", added, "caRemoved", removed,
-                          "contentChanged", strcmp(content, old_content) != 0,
-                          "defaultValueChanged", changed);
+  json_t *out =
+      json_pack("{s:o, s:o, s:b, s:o}", "caAdded", added, "caRemoved", removed, "contentChanged",
+                strcmp(content, old_content) != 0, "defaultValueChanged", changed);
   json_decref(a);
   json_decref(b);
   store_entry_release(en);

@@ -1120,7 +1120,8 @@ static void merge_plan_layer(json_t *out, json_t *index, json_t *shapes, json_t 
 
 json_t *attr_merge(json_t *ps, json_t *bp, json_t *dp, json_t *profile) {
   json_t *out = json_array(), *index = json_object(), *shaped = json_object();
-  if (!out || !index || !shaped) goto fail;
+  json_t *nic_params = json_object(); /* undeclared NIC name -> subs its scripts use */
+  if (!out || !index || !shaped || !nic_params) goto fail;
 
   /* build plan, then deployment plan on top (its shape only fills gaps; its
    * values, visible and editable win) */
@@ -1139,6 +1140,22 @@ json_t *attr_merge(json_t *ps, json_t *bp, json_t *dp, json_t *profile) {
     if (dot) {
       long bat = merged_index(index, name, (size_t)(dot - name));
       if (bat >= 0 && (size_t)bat < declared) continue; /* folded into the declared base */
+      /* An undeclared "Name.sub": only NIC attributes have sub-parameters, so
+       * the scripts declare a NIC "Name" offering every sub they use. */
+      char *base = strndup(name, (size_t)(dot - name));
+      json_t *dst = !base      ? NULL
+                    : bat >= 0 ? json_array_get(out, (size_t)bat)
+                               : append_decl(out, index, base);
+      free(base);
+      if (!dst) continue;
+      json_object_set_new(dst, "type", json_string("nic"));
+      json_t *params = json_object_get(nic_params, json_string_value(json_object_get(dst, "name")));
+      if (!params) {
+        params = json_array();
+        json_object_set_new(nic_params, json_string_value(json_object_get(dst, "name")), params);
+      }
+      json_array_append_new(params, json_string(dot + 1));
+      continue;
     }
     long at = merged_index(index, name, strlen(name));
     json_t *dst = at >= 0 ? json_array_get(out, (size_t)at) : append_decl(out, index, name);
@@ -1146,6 +1163,20 @@ json_t *attr_merge(json_t *ps, json_t *bp, json_t *dp, json_t *profile) {
     const char *v = layer_value(json_object_get(p, "value"), tmp);
     const char *cur = json_string_value(json_object_get(dst, "value"));
     if (v && (!cur || !cur[0])) json_object_set_new(dst, "value", json_string(v));
+  }
+
+  /* Undeclared NICs accept every mode and exactly the subs the scripts use. */
+  const char *nic_name;
+  json_t *subs;
+  json_object_foreach(nic_params, nic_name, subs) {
+    long at = merged_index(index, nic_name, strlen(nic_name));
+    json_t *c = json_pack("{s:b, s:b, s:b, s:O}", "ipv4static", 1, "ipv4dhcp", 1, "ipv4disable", 1,
+                          "parameters", subs);
+    char *cs = c ? json_dumps(c, JSON_COMPACT) : NULL;
+    json_decref(c);
+    if (at >= 0 && cs)
+      json_object_set_new(json_array_get(out, (size_t)at), "constraints", json_string(cs));
+    free(cs);
   }
 
   /* profile values: the highest layer; "Name.sub" of a declared Name -> nicValues */
@@ -1187,11 +1218,13 @@ json_t *attr_merge(json_t *ps, json_t *bp, json_t *dp, json_t *profile) {
   }
   json_decref(index);
   json_decref(shaped);
+  json_decref(nic_params);
   return out;
 fail:
   json_decref(out);
   json_decref(index);
   json_decref(shaped);
+  json_decref(nic_params);
   return NULL;
 }
 

@@ -991,7 +991,7 @@ static void test_merge_shape_and_order(void **state) {
                        "{\"name\":\"Undeclared\",\"value\":\"u\"}]");
   json_t *m = attr_merge(ps, bp, dp, prof);
   const char *order[] = {"HostName", "ManagementNIC", "Pw", "DpOnly",
-                         "Z",        "Other.sub",     "Y",  "Undeclared"};
+                         "Z",        "Other",         "Y",  "Undeclared"};
   assert_int_equal(json_array_size(m), sizeof order / sizeof order[0]);
   for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
     assert_string_equal(json_string_value(json_object_get(json_array_get(m, i), "name")), order[i]);
@@ -1029,6 +1029,14 @@ static void test_merge_shape_and_order(void **state) {
   assert_string_equal(value_of(m, "Undeclared"), "u");
   assert_null(find_decl(m, "ManagementNIC.mac"));
   assert_null(find_decl(m, "_Initiator1.ip"));
+  /* "@Other.sub@" without a declaration: a NIC "Other" offering exactly "sub" */
+  json_t *other = find_decl(m, "Other");
+  assert_string_equal(json_string_value(json_object_get(other, "type")), "nic");
+  assert_true(json_is_null(json_object_get(other, "value")));
+  assert_string_equal(json_string_value(json_object_get(other, "constraints")),
+                      "{\"ipv4static\":true,\"ipv4dhcp\":true,\"ipv4disable\":true,"
+                      "\"parameters\":[\"sub\"]}");
+  assert_null(find_decl(m, "Other.sub"));
 
   json_t *v = json_array();
   assert_int_equal(attr_validate_all(m, v), 0);
@@ -1046,12 +1054,14 @@ static void test_merge_empty(void **state) {
   assert_true(json_is_array(m));
   assert_int_equal(json_array_size(m), 0);
   json_decref(m);
-  /* only a script: string declarations with the derived defaults */
-  json_t *ps = attr_derive("@A:1@ @N.mac@");
+  /* only a script: string declarations with the derived defaults, NICs for "N.sub" */
+  json_t *ps = attr_derive("@A:1@ @N.mac@ @N.ipaddress@");
   m = attr_merge(ps, NULL, NULL, NULL);
   assert_int_equal(json_array_size(m), 2);
   assert_string_equal(value_of(m, "A"), "1");
-  assert_string_equal(json_string_value(json_object_get(find_decl(m, "N.mac"), "type")), "string");
+  assert_string_equal(json_string_value(json_object_get(find_decl(m, "N"), "type")), "nic");
+  assert_non_null(strstr(json_string_value(json_object_get(find_decl(m, "N"), "constraints")),
+                         "[\"mac\",\"ipaddress\"]"));
   json_decref(m);
   json_decref(ps);
 }

@@ -1,0 +1,35 @@
+"""NIC attributes that only the plan scripts declare (@Name.sub@ tokens): a
+deployment plan shows them as one nic attribute, and a GET -> PUT round trip
+of the plan works (it used to fail on the dotted names)."""
+
+
+def test_script_only_nic_round_trip(srv):
+    ps = srv.request("POST", "/rest/plan-scripts", {
+        "name": "nic script", "planType": "deploy",
+        "content": "echo @ManagementNIC.mac@ @ManagementNIC.ipaddress@ @ManagementNIC.vlanid:0@ @HostName@"})
+    assert ps.status == 201, ps
+    bp = srv.request("POST", "/rest/build-plans", {
+        "name": "nic bp", "oeBuildPlanType": "deploy",
+        "buildStep": [{"serialNumber": "1", "planScriptUri": ps.json()["uri"]}]})
+    assert bp.status == 201, bp
+    dp = srv.request("POST", "/rest/deployment-plans", {
+        "name": "nic dp", "oeBuildPlanURI": bp.json()["uri"],
+        "customAttributes": [{"name": "HostName", "value": "web01"}]})
+    assert dp.status == 201, dp
+    attrs = {a["name"]: a for a in dp.json()["customAttributes"]}
+    assert set(attrs) == {"ManagementNIC", "HostName"}, attrs
+    nic = attrs["ManagementNIC"]
+    assert nic["type"] == "nic" and nic["value"] is None
+    import json
+    c = json.loads(nic["constraints"])
+    assert c["parameters"] == ["mac", "ipaddress", "vlanid"], c
+    # GET -> PUT unchanged works, and keeps the attribute ids.
+    cur = srv.request("GET", dp.json()["uri"]).json()
+    put = srv.request("PUT", cur["uri"], cur, headers={"If-Match": cur["eTag"]})
+    assert put.status == 200, put
+    assert [a["id"] for a in put.json()["customAttributes"]] == [a["id"] for a in cur["customAttributes"]]
+    # A NIC name the scripts do not use is still refused.
+    cur = put.json()
+    cur["customAttributes"].append({"name": "OtherNIC", "type": "nic", "value": None})
+    bad = srv.request("PUT", cur["uri"], cur, headers={"If-Match": cur["eTag"]})
+    assert bad.status == 400 and "OtherNIC" in bad.body, bad
