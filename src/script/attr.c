@@ -15,7 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ATTR_MAX_TEXT 254       /* longest string / fqdn / hostname value */
+#define ATTR_MAX_TEXT 254       /* longest fqdn / hostname value */
+/* Longest string value. HPE documents 254, but its own bundles carry longer
+ * values (a 407-character SSH public key in an SAP bundle). */
+#define ATTR_MAX_STRING 4096
 #define ATTR_SHOW_MAX 120       /* longest value quoted verbatim in a message */
 #define ATTR_INCREMENT_EPS 1e-9 /* tolerance of the number increment rule */
 
@@ -692,9 +695,9 @@ static int check_constraints(const char *name, enum attr_type t, json_t *c, json
 
 static int check_string(const char *name, json_t *c, const char *value, json_t *out) {
   int n = 0;
-  if (utf8_len(value) > ATTR_MAX_TEXT)
+  if (utf8_len(value) > ATTR_MAX_STRING)
     n += violation(out, name, "value \"%s\" is longer than %d characters", show(value).s,
-                   ATTR_MAX_TEXT);
+                   ATTR_MAX_STRING);
   json_t *jre = json_object_get(c, "regex");
   if (json_is_string(jre) && json_string_value(jre)[0]) {
     /* An uncompilable regex is a fault of the declaration (attr_decl_check

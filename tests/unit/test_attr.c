@@ -586,16 +586,16 @@ static void test_value_string(void **state) {
   assert_int_equal(vcheck("string", "{\"regex\":\"\"}", "anything"), 0);
   assert_int_equal(vcheck("string", "{}", ""), 0);
   assert_int_equal(vcheck("string", NULL, "x"), 0);
-  char big[300];
-  memset(big, 'a', 254);
-  big[254] = '\0';
+  char big[5000];
+  memset(big, 'a', 4096);
+  big[4096] = '\0';
   assert_int_equal(vcheck("string", "{}", big), 0);
-  big[254] = 'a';
-  big[255] = '\0';
+  big[4096] = 'a';
+  big[4097] = '\0';
   assert_int_equal(vcheck("string", "{}", big), 1);
-  /* 254 two-byte characters are 254 characters */
-  char utf[600] = "";
-  for (int i = 0; i < 254; i++)
+  /* 4096 two-byte characters are 4096 characters */
+  static char utf[8200] = "";
+  for (int i = 0; i < 4096; i++)
     strcat(utf, "\xc3\xa9");
   assert_int_equal(vcheck("string", "{}", utf), 0);
   /* options, when given, restrict the value */
