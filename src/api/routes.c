@@ -301,7 +301,7 @@ static void route_artifact(struct request *r, enum artifact_kind k) {
       json_t *uris = json_array();
       size_t i;
       json_t *p;
-      json_array_foreach(u, i, p) json_array_append(uris, json_object_get(p, "uri"));
+      json_array_foreach(u, i, p) { json_array_append(uris, json_object_get(p, "uri")); }
       json_decref(u);
       u = uris;
     }

@@ -565,7 +565,7 @@ static json_t *derived_of_build_plan(struct store_txn *t, json_t *bp) {
     struct store_entry *ps = id ? store_txn_get(t, COLLS[0], id) : NULL;
     if (!ps) continue;
     json_t *d = attr_derive(json_string_value(json_object_get(ps->doc, "content")));
-    json_array_foreach(d, j, a) json_array_append(all, a);
+    json_array_foreach(d, j, a) { json_array_append(all, a); }
     json_decref(d);
     store_entry_release(ps);
   }

@@ -257,12 +257,12 @@ char *util_read_file(const char *path, size_t *len, struct err *e) {
   }
   size_t cap = 4096, n = 0;
   char *buf = malloc(cap);
-  while (buf) {
+  int oom = buf == NULL;
+  while (!oom) {
     if (n + 1 >= cap) {
       char *nb = realloc(buf, cap * 2);
       if (!nb) {
-        free(buf);
-        buf = NULL;
+        oom = 1;
         break;
       }
       buf = nb;
@@ -272,9 +272,9 @@ char *util_read_file(const char *path, size_t *len, struct err *e) {
     n += r;
     if (r == 0) break;
   }
-  int bad = ferror(f);
+  int bad = ferror(f) || oom;
   fclose(f);
-  if (!buf || bad) {
+  if (bad) {
     free(buf);
     err_set(e, 500, "IO_ERROR", "read %s failed", path);
     return NULL;
