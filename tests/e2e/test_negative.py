@@ -9,6 +9,7 @@ after every case.
 """
 import json
 import random
+import re
 import socket
 
 import harness
@@ -176,53 +177,86 @@ def post_and_put(neg, fx, coll, body, status=400, what=""):
 
 
 # ---- malformed JSON ----------------------------------------------------------------------------
-MALFORMED = [
-    ("empty body", b""),
-    ("only spaces", b"   \r\n "),
-    ("truncated", b'{"name": "x", "planType": "deploy", "content": "ec'),
-    ("truncated after key", b'{"name":'),
-    ("trailing garbage", b'{"name": "x"} garbage'),
-    ("two objects", b'{"name": "x"}{"name": "y"}'),
-    ("invalid UTF-8", b'{"name": "\xff\xfe\xc3", "planType": "deploy", "content": ""}'),
-    ("overlong UTF-8", b'{"name": "\xc0\xaf", "planType": "deploy", "content": ""}'),
-    ("NUL escape in a value", b'{"name": "a\\u0000b", "planType": "deploy", "content": "x"}'),
-    ("NUL escape in a key", b'{"na\\u0000me": "a", "planType": "deploy", "content": "x"}'),
-    ("raw NUL byte", b'{"name": "a\x00b", "planType": "deploy", "content": "x"}'),
-    ("lone surrogate", b'{"name": "\\ud800", "planType": "deploy", "content": "x"}'),
-    ("duplicate keys", b'{"name": "a", "name": "b", "planType": "deploy", "content": "x"}'),
-    ("single quotes", b"{'name': 'x'}"),
-    ("NaN", b'{"name": NaN}'),
-    ("comment", b'{"name": "x" /* c */}'),
-    ("trailing comma", b'{"name": "x", "planType": "deploy", "content": "x",}'),
-    ("control character in a string", b'{"name": "a\x01b", "planType": "deploy", "content": "x"}'),
-    ("deep arrays", b"[" * 100000 + b"]" * 100000),
-    ("deep objects", b'{"a":' * 100000 + b"1" + b"}" * 100000),
-    ("deep arrays inside an object", b'{"name": "x", "content": ' + b"[" * 100000 + b"]" * 100000 + b"}"),
-    ("top-level array", b'[{"name": "x", "planType": "deploy", "content": "x"}]'),
-    ("top-level empty array", b"[]"),
-    ("top-level string", b'"echo hello"'),
-    ("top-level number", b"42"),
-    ("top-level huge number", b"1" + b"0" * 400),
-    ("top-level true", b"true"),
-    ("top-level null", b"null"),
-]
+DEEP = b"[" * 100000 + b"]" * 100000
+
+
+def in_name(v, raw):
+    """v with raw bytes inserted at the start of the name's value ("New ...")."""
+    assert b'"New ' in v
+    return v.replace(b'"New ', b'"New ' + raw, 1)
+
+
+def malformations(v):
+    """Each way of breaking the valid JSON object text v (with a "New ..." string value)
+    such that a lenient parser would still have seen a valid body."""
+    key, value = re.search(rb'("[A-Za-z]+"): ("New [^"]*")', v).groups()
+    return [
+        ("truncated", v[:-3]),
+        ("missing closing brace", v[:-1]),
+        ("trailing garbage", v + b" garbage"),
+        ("trailing second object", v + v),
+        ("trailing comma", v[:-1] + b",}"),
+        ("comment", v[:-1] + b" /* note */}"),
+        ("single quotes", v.replace(b'"', b"'")),
+        ("unquoted keys", re.sub(rb'"([A-Za-z]+)":', rb"\1:", v)),
+        ("invalid UTF-8 in the name", in_name(v, b'\xff\xfe ')),
+        ("truncated UTF-8 in the name", in_name(v, b'\xc3')),
+        ("overlong UTF-8 in the name", in_name(v, b'\xc0\xaf')),
+        ("NUL escape in the name", in_name(v, rb'\u0000')),
+        ("NUL escape in a key", v[:-1] + rb', "descr\u0000iption": "x"}'),
+        ("raw NUL byte", in_name(v, b'\x00')),
+        ("raw control character", in_name(v, b'\x01')),
+        ("lone surrogate", in_name(v, rb'\ud800')),
+        ("bad escape", in_name(v, rb'\q')),
+        ("duplicate keys", b"{" + key + b': "Other", ' + v[1:]),
+        ("duplicate keys, same value", v[:-1] + b", " + key + b": " + value + b"}"),
+        ("NaN", v[:-1] + b', "description": NaN}'),
+        ("Infinity", v[:-1] + b', "description": Infinity}'),
+        ("number overflow", v[:-1] + b', "description": 1e99999}'),
+        ("deep arrays inside", v[:-1] + b', "description": ' + DEEP + b"}"),
+        ("deep objects inside", v[:-1] + b', "description": ' + b'{"a":' * 100000 + b"1" + b"}" * 100000 + b"}"),
+        ("deep arrays", DEEP),
+        ("top-level array", b"[" + v + b"]"),
+        ("top-level empty array", b"[]"),
+        ("top-level string", json.dumps(v.decode()).encode()),
+        ("top-level number", b"42"),
+        ("top-level huge number", b"1" + b"0" * 400),
+        ("top-level true", b"true"),
+        ("top-level null", b"null"),
+        ("empty body", b""),
+        ("only white space", b"   \r\n\t "),
+        ("UTF-16", v.decode().encode("utf-16")),
+    ]
 
 
 def test_malformed_json(srv):
     fx = seed(srv)
     neg = Neg(srv)
     json_ct = {"Content-Type": "application/json"}
-    for what, raw in MALFORMED:
-        for coll in ARTIFACTS:
+    bodies = valid_bodies(fx)
+    user = json.dumps({"userName": "newuser", "password": "password123",
+                       "permissions": [{"roleName": "Read only"}], "fullName": "New user"}).encode()
+    login = json.dumps({"userName": "administrator", "password": srv.admin_password(),
+                        "authLoginDomain": "LOCAL", "fullName": "New x"}).encode()
+    for coll in ARTIFACTS:
+        v = json.dumps(bodies[coll]).encode()
+        for what, raw in malformations(v):
             neg.expect(400, "POST", "/rest/" + coll, raw=raw, headers=json_ct, what=what)
             neg.expect(400, "PUT", fx[KEY[coll]]["uri"], raw=raw, headers=json_ct, what=what)
+    for what, raw in malformations(user.replace(b'"New user"', b'"New u"')):
         neg.expect(400, "POST", "/rest/users", raw=raw, headers=json_ct, what=what)
+    for what, raw in malformations(login):
         neg.expect(400, "POST", "/rest/login-sessions", raw=raw, headers=json_ct, auth=False, what=what)
     # A JSON string is the documented body of /differences, but not arbitrary garbage.
-    neg.expect(400, "POST", "/rest/plan-scripts/differences/" + fx["ps"]["id"], raw=b'"abc',
-               headers=json_ct)
-    neg.expect(400, "POST", "/rest/plan-scripts/differences/" + fx["ps"]["id"], raw=b"[1,2]",
-               headers=json_ct)
+    for raw in [b'"abc', b"[1,2]", b'"a\u0000b"', b'"\xff"', b"42"]:
+        neg.expect(400, "POST", "/rest/plan-scripts/differences/" + fx["ps"]["id"], raw=raw,
+                   headers=json_ct, what=repr(raw))
+    # The unbroken bodies are valid: the malformation was the reason for each 400.
+    for coll in ARTIFACTS:
+        r = srv.request("POST", "/rest/" + coll, raw=json.dumps(bodies[coll]), headers=json_ct)
+        assert r.status == 201, r
+    r = srv.request("POST", "/rest/users", raw=user, headers=json_ct)
+    assert r.status == 201, r
     assert_no_5xx_logged(srv)
 
 
@@ -812,11 +846,11 @@ def test_garbage_fuzz(srv):
     statuses = {}
     n = 0
     for coll in ARTIFACTS:
-        targets = [("POST", "/rest/" + coll)] * 3 + [("PUT", fx[KEY[coll]]["uri"])]
-        for i in range(300):
+        # 300 random byte bodies POSTed, then 100 PUT onto the seeded resource.
+        for i in range(400):
             size = rnd.choice([0, 1, 2, 8, 64, 512, 4096])
             body = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, size)))
-            method, path = targets[i % len(targets)]
+            method, path = ("POST", "/rest/" + coll) if i < 300 else ("PUT", fx[KEY[coll]]["uri"])
             ct = rnd.choice(cts)
             r = srv.request(method, path, raw=body, headers={"Content-Type": ct} if ct else None)
             check_error(r, (400, 415), "fuzz %s %s #%d %r" % (method, path, i, body[:40]))
@@ -827,7 +861,7 @@ def test_garbage_fuzz(srv):
             body = b"".join(rnd.choice(JSONISH) for _ in range(rnd.randint(1, 60)))
             if rnd.random() < 0.5:
                 body = b"{" + body
-            method, path = targets[i % len(targets)]
+            method, path = ("POST", "/rest/" + coll) if i % 4 else ("PUT", fx[KEY[coll]]["uri"])
             r = srv.request(method, path, raw=body, headers={"Content-Type": "application/json"})
             check_error(r, 400, "jsonish %s %s #%d %r" % (method, path, i, body[:80]))
             n += 1
@@ -836,5 +870,5 @@ def test_garbage_fuzz(srv):
     assert srv.proc.poll() is None, "streamerd died"
     assert srv.request("GET", "/rest/version").status == 200
     assert_same(before, snapshot(srv), "garbage fuzz")
-    assert n == 1500 and statuses.get(400), statuses
+    assert n == 1800 and statuses.get(400), statuses
     assert_no_5xx_logged(srv)
