@@ -41,16 +41,20 @@ void reply_json(struct request *r, int status, json_t *doc) {
 static void utf8_sanitize(char *s) {
   unsigned char *p = (unsigned char *)s;
   while (*p) {
-    int n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3
-            : (*p & 0xf8) == 0xf0 ? 4 : 0;
+    int n = *p < 0x80             ? 1
+            : (*p & 0xe0) == 0xc0 ? 2
+            : (*p & 0xf0) == 0xe0 ? 3
+            : (*p & 0xf8) == 0xf0 ? 4
+                                  : 0;
     unsigned cp = n == 1 ? *p : n == 2 ? (*p & 0x1fu) : n == 3 ? (*p & 0x0fu) : (*p & 0x07u);
     int ok = n > 0;
     for (int i = 1; ok && i < n; i++) {
       ok = (p[i] & 0xc0) == 0x80;
       cp = (cp << 6) | (p[i] & 0x3fu);
     }
-    if (ok && ((n == 2 && cp < 0x80) || (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-               (n == 4 && (cp < 0x10000 || cp > 0x10ffff))))
+    if (ok &&
+        ((n == 2 && cp < 0x80) || (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+         (n == 4 && (cp < 0x10000 || cp > 0x10ffff))))
       ok = 0;
     if (!ok) {
       *p++ = '?';
