@@ -194,11 +194,12 @@ static int split_path(struct request *r) {
 }
 
 /* URL decoding for paths and query arguments: %XX, and '+' as a space (the
- * Go SDK encodes spaces in filters that way). A %00 ends the string. */
+ * Go SDK encodes spaces in filters that way). %00 stays as it is: a NUL
+ * would silently cut the string (".../<id>%00junk" must not find <id>). */
 static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
   char *o = s;
   for (char *i = s; *i; i++) {
-    if (*i == '%' && hexval(i[1]) >= 0 && hexval(i[2]) >= 0) {
+    if (*i == '%' && hexval(i[1]) >= 0 && hexval(i[2]) >= 0 && (i[1] != '0' || i[2] != '0')) {
       *o++ = (char)(hexval(i[1]) * 16 + hexval(i[2]));
       i += 2;
     } else if (*i == '+') {

@@ -1,6 +1,7 @@
-"""NIC attributes that only the plan scripts declare (@Name.sub@ tokens): a
-deployment plan shows them as one nic attribute, and a GET -> PUT round trip
-of the plan works (it used to fail on the dotted names)."""
+"""Small API behaviours. NIC attributes that only the plan scripts declare
+(@Name.sub@ tokens): a deployment plan shows them as one nic attribute, and a
+GET -> PUT round trip of the plan works (it used to fail on the dotted names).
+A %00 in a URL never truncates the id that is looked up."""
 
 
 def test_script_only_nic_round_trip(srv):
@@ -33,3 +34,12 @@ def test_script_only_nic_round_trip(srv):
     cur["customAttributes"].append({"name": "OtherNIC", "type": "nic", "value": None})
     bad = srv.request("PUT", cur["uri"], cur, headers={"If-Match": cur["eTag"]})
     assert bad.status == 400 and "OtherNIC" in bad.body, bad
+
+
+def test_nul_in_path_finds_nothing(srv):
+    ps = srv.request("POST", "/rest/plan-scripts", {"name": "p", "planType": "general", "content": "echo"})
+    assert ps.status == 201
+    uri = ps.json()["uri"]
+    assert srv.request("GET", uri).status == 200
+    r = srv.request("GET", uri + "%00junk")
+    assert r.status == 404 and r.json()["errorCode"] == "RESOURCE_NOT_FOUND", r
