@@ -39,22 +39,23 @@ struct options {
 };
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "Usage: streamerd [OPTIONS]\n"
-          "Streamer deployment server: the HPE Image Streamer REST API, tasks, sessions.\n\n"
-          "  --config FILE               read options from FILE (key = value lines)\n"
-          "                              default: /etc/streamer/streamerd.conf if it exists\n"
-          "  --data-dir DIR              database, certificate, admin password, volumes\n"
-          "                              default: ./var in a source checkout, else /var/lib/streamer\n"
-          "  --listen ADDR:PORT          REST API address (default 0.0.0.0:8443, HTTPS)\n"
-          "  --insecure-http             plain HTTP instead of HTTPS (loopback addresses only)\n"
-          "  --iscsi-listen ADDR:PORT    iSCSI portal, repeatable (default 0.0.0.0:3260)\n"
-          "  --max-body BYTES            largest accepted request body (default 16777216)\n"
-          "  --session-idle-timeout SEC  idle time before a session ends (default 86400)\n"
-          "  --http-threads N            HTTP worker threads (default: number of CPUs)\n"
-          "  --task-workers N            concurrent background tasks (default 4)\n"
-          "  --log-level LEVEL           debug, info, warn or error (default info)\n"
-          "  --version, --help\n");
+  fprintf(
+      f,
+      "Usage: streamerd [OPTIONS]\n"
+      "Streamer deployment server: the HPE Image Streamer REST API, tasks, sessions.\n\n"
+      "  --config FILE               read options from FILE (key = value lines)\n"
+      "                              default: /etc/streamer/streamerd.conf if it exists\n"
+      "  --data-dir DIR              database, certificate, admin password, volumes\n"
+      "                              default: ./var in a source checkout, else /var/lib/streamer\n"
+      "  --listen ADDR:PORT          REST API address (default 0.0.0.0:8443, HTTPS)\n"
+      "  --insecure-http             plain HTTP instead of HTTPS (loopback addresses only)\n"
+      "  --iscsi-listen ADDR:PORT    iSCSI portal, repeatable (default 0.0.0.0:3260)\n"
+      "  --max-body BYTES            largest accepted request body (default 16777216)\n"
+      "  --session-idle-timeout SEC  idle time before a session ends (default 86400)\n"
+      "  --http-threads N            HTTP worker threads (default: number of CPUs)\n"
+      "  --task-workers N            concurrent background tasks (default 4)\n"
+      "  --log-level LEVEL           debug, info, warn or error (default info)\n"
+      "  --version, --help\n");
 }
 
 /* ---- option values ----------------------------------------------------------- */
@@ -131,9 +132,11 @@ static int read_config(struct options *o, const char *path, int must_exist) {
     char *key = p, *val = eq ? eq + 1 : NULL;
     if (eq) {
       *eq = 0;
-      for (char *t = eq - 1; t >= key && (*t == ' ' || *t == '\t'); t--) *t = 0;
+      for (char *t = eq - 1; t >= key && (*t == ' ' || *t == '\t'); t--)
+        *t = 0;
       val += strspn(val, " \t");
-      for (char *t = val + strlen(val) - 1; t >= val && (*t == ' ' || *t == '\t'); t--) *t = 0;
+      for (char *t = val + strlen(val) - 1; t >= val && (*t == ' ' || *t == '\t'); t--)
+        *t = 0;
     }
     if (!strcmp(key, "insecure-http") && !val) val = "true";
     if (!val) {
@@ -383,6 +386,7 @@ out:
   free(o.data_dir);
   free(o.listen);
   free(o.log_level);
-  for (int i = 0; i < o.n_iscsi; i++) free(o.iscsi_listen[i]);
+  for (int i = 0; i < o.n_iscsi; i++)
+    free(o.iscsi_listen[i]);
   return rc;
 }

@@ -14,9 +14,9 @@ struct api_config {
   int insecure_http;         /* plain HTTP (loopback only) */
   const char *tls_cert_path; /* PEM files, used unless insecure_http */
   const char *tls_key_path;
-  size_t max_body;           /* bytes; larger bodies get 413 */
-  int session_idle_timeout;  /* seconds */
-  int threads;               /* HTTP worker threads */
+  size_t max_body;          /* bytes; larger bodies get 413 */
+  int session_idle_timeout; /* seconds */
+  int threads;              /* HTTP worker threads */
 };
 
 struct api;

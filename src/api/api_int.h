@@ -43,15 +43,15 @@ struct request {
   struct MHD_Connection *conn;
   const char *method;
   const char *url;
-  char *path;             /* normalized: no trailing '/', decoded */
-  char *seg[MAX_SEGS];    /* path segments after "/rest/" */
+  char *path;          /* normalized: no trailing '/', decoded */
+  char *seg[MAX_SEGS]; /* path segments after "/rest/" */
   int nseg;
   char *body;
   size_t body_len, body_cap;
   int too_big;
-  json_t *json;           /* the parsed body (after req_json) */
+  json_t *json; /* the parsed body (after req_json) */
   int api_version;
-  struct session sess;    /* copy of the caller's session */
+  struct session sess; /* copy of the caller's session */
   int authenticated;
   /* response */
   int status;
@@ -63,9 +63,9 @@ struct request {
 };
 
 /* ---- responses (http.c) ---- */
-void reply_json(struct request *r, int status, json_t *doc); /* steals doc */
+void reply_json(struct request *r, int status, json_t *doc);            /* steals doc */
 void reply_text(struct request *r, int status, char *text, size_t len); /* steals JSON text */
-void reply_error(struct request *r, struct err *e);              /* clears e */
+void reply_error(struct request *r, struct err *e);                     /* clears e */
 void reply_err(struct request *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void reply_no_content(struct request *r);
@@ -80,7 +80,7 @@ const char *req_arg(struct request *r, const char *name);
 int req_args(struct request *r, const char *name, const char **out, int max);
 
 /* ---- sessions and roles (auth.c) ---- */
-int auth_check(struct request *r);          /* 0 or reply 401 and -1 */
+int auth_check(struct request *r);                   /* 0 or reply 401 and -1 */
 int auth_require(struct request *r, unsigned roles); /* 0 or reply 403 and -1 */
 const char *role_name(unsigned role);
 void auth_register(struct store *s);

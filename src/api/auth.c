@@ -54,7 +54,8 @@ static int check_password(const char *pw, const char *hash) {
   if (ok) {
     /* Constant-time comparison. */
     unsigned char diff = 0;
-    for (size_t i = 0; hash[i]; i++) diff |= (unsigned char)(h[i] ^ hash[i]);
+    for (size_t i = 0; hash[i]; i++)
+      diff |= (unsigned char)(h[i] ^ hash[i]);
     ok = diff == 0;
   }
   explicit_bzero(cd, sizeof *cd);
@@ -89,11 +90,10 @@ static json_t *user_doc(const char *name, const char *hash, unsigned roles, cons
     if (roles & ROLES[i].role)
       json_array_append_new(perms, json_pack("{s:s}", "roleName", ROLES[i].name));
   char *uri = util_strdup_printf("/rest/users/%s", name);
-  json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:s}", "type",
-                        "UserAndPermissions", "category", "users", "uri", uri, "userName", name,
-                        "name", name, "fullName", full ? full : "", "emailAddress",
-                        email ? email : "", "enabled", 1, "permissions", perms, "passwordHash",
-                        hash);
+  json_t *d = json_pack(
+      "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:s}", "type", "UserAndPermissions",
+      "category", "users", "uri", uri, "userName", name, "name", name, "fullName", full ? full : "",
+      "emailAddress", email ? email : "", "enabled", 1, "permissions", perms, "passwordHash", hash);
   free(uri);
   return d;
 }
@@ -137,7 +137,8 @@ static const char *dummy_hash(void) {
 /* ---- sessions -------------------------------------------------------------------- */
 static unsigned bucket(const char *token) {
   unsigned h = 5381;
-  for (; *token; token++) h = h * 33 + (unsigned char)*token;
+  for (; *token; token++)
+    h = h * 33 + (unsigned char)*token;
   return h % 256;
 }
 
@@ -257,8 +258,8 @@ int auth_require(struct request *r, unsigned roles) {
     if (r->sess.roles & ROLES[i].role)
       snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", have[0] ? ", " : "",
                ROLES[i].name);
-  reply_err(r, 403, "INSUFFICIENT_PRIVILEGES",
-            "user \"%s\" (%s) may not %s %s", r->sess.user, have, r->method, r->path);
+  reply_err(r, 403, "INSUFFICIENT_PRIVILEGES", "user \"%s\" (%s) may not %s %s", r->sess.user, have,
+            r->method, r->path);
   return -1;
 }
 
@@ -272,7 +273,8 @@ void route_login_sessions(struct request *r) {
     const char *pw = json_string_value(json_object_get(b, "password"));
     if (!json_is_object(b) || !user || !pw) {
       reply_err(r, 400, "INVALID_LOGIN",
-                "the body must be {\"userName\": ..., \"password\": ..., \"authLoginDomain\": \"LOCAL\"}");
+                "the body must be {\"userName\": ..., \"password\": ..., \"authLoginDomain\": "
+                "\"LOCAL\"}");
       return;
     }
     const char *domain = json_string_value(json_object_get(b, "authLoginDomain"));
@@ -304,8 +306,8 @@ void route_login_sessions(struct request *r) {
     session_drop(a, r->sess.token);
     reply_no_content(r);
   } else if (strcmp(r->method, "GET") == 0) {
-    reply_json(r, 200, json_pack("{s:s, s:s}", "sessionID", r->sess.token, "userName",
-                                 r->sess.user));
+    reply_json(r, 200,
+               json_pack("{s:s, s:s}", "sessionID", r->sess.token, "userName", r->sess.user));
   } else {
     reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on /rest/login-sessions", r->method);
   }
@@ -314,7 +316,8 @@ void route_login_sessions(struct request *r) {
 void route_idle_timeout(struct request *r) {
   if (auth_check(r) < 0) return;
   if (strcmp(r->method, "GET") == 0) {
-    reply_json(r, 200, json_pack("{s:I}", "idleTimeout", (json_int_t)r->api->idle_timeout_s * 1000));
+    reply_json(r, 200,
+               json_pack("{s:I}", "idleTimeout", (json_int_t)r->api->idle_timeout_s * 1000));
     return;
   }
   if (strcmp(r->method, "POST") != 0 && strcmp(r->method, "PUT") != 0) {
@@ -327,8 +330,9 @@ void route_idle_timeout(struct request *r) {
   json_t *v = json_object_get(b, "idleTimeout");
   if (!json_is_integer(v) || json_integer_value(v) < 60000 ||
       json_integer_value(v) > 7LL * 86400 * 1000) {
-    reply_err(r, 400, "INVALID_IDLE_TIMEOUT",
-              "\"idleTimeout\" must be an integer number of milliseconds between 60000 and 604800000");
+    reply_err(
+        r, 400, "INVALID_IDLE_TIMEOUT",
+        "\"idleTimeout\" must be an integer number of milliseconds between 60000 and 604800000");
     return;
   }
   r->api->idle_timeout_s = (int)(json_integer_value(v) / 1000);
@@ -378,9 +382,10 @@ static int body_roles(struct request *r, json_t *b, unsigned *out) {
   *out = roles;
   return 1;
 bad:
-  reply_err(r, 400, "INVALID_ROLE",
-            "roles must be given as \"permissions\":[{\"roleName\":...}] with one of: "
-            "Infrastructure administrator, Deployment administrator, Server administrator, Read only");
+  reply_err(
+      r, 400, "INVALID_ROLE",
+      "roles must be given as \"permissions\":[{\"roleName\":...}] with one of: "
+      "Infrastructure administrator, Deployment administrator, Server administrator, Read only");
   return 0;
 }
 
@@ -421,9 +426,10 @@ static void put_user(struct request *r, const char *name, json_t *doc, int statu
 
 void route_users(struct request *r) {
   struct store *s = r->api->store;
-  static const char *const KEYS[] = {"type", "uri", "category", "userName", "name", "fullName",
-                                     "emailAddress", "enabled", "permissions", "role", "password",
-                                     "currentPassword", "eTag", "created", "modified", NULL};
+  static const char *const KEYS[] = {"type",        "uri",      "category",     "userName",
+                                     "name",        "fullName", "emailAddress", "enabled",
+                                     "permissions", "role",     "password",     "currentPassword",
+                                     "eTag",        "created",  "modified",     NULL};
   if (r->nseg == 1) {
     if (strcmp(r->method, "GET") == 0) {
       serve_collection(r, USERS);
@@ -447,7 +453,8 @@ void route_users(struct request *r) {
     json_t *v;
     json_object_foreach(b, k, v) {
       int known = 0;
-      for (int i = 0; KEYS[i]; i++) known |= strcmp(KEYS[i], k) == 0;
+      for (int i = 0; KEYS[i]; i++)
+        known |= strcmp(KEYS[i], k) == 0;
       if (!known) {
         reply_err(r, 400, "UNKNOWN_FIELD", "unknown field \"%.100s\" in a user", k);
         return;
@@ -560,15 +567,15 @@ void route_users(struct request *r) {
         goto done;
       }
       if (pw && !valid_password(pw, r)) goto done;
-      char *hash = pw ? hash_password(pw) : strdup(json_string_value(json_object_get(u->doc, "passwordHash")));
+      char *hash = pw ? hash_password(pw)
+                      : strdup(json_string_value(json_object_get(u->doc, "passwordHash")));
       if (!hash) {
         reply_err(r, 500, "CRYPTO_ERROR", "cannot hash the password");
         goto done;
       }
       json_t *full = json_object_get(b, "fullName"), *mail = json_object_get(b, "emailAddress");
       json_t *doc = user_doc(
-          name, hash, roles,
-          json_string_value(full ? full : json_object_get(u->doc, "fullName")),
+          name, hash, roles, json_string_value(full ? full : json_object_get(u->doc, "fullName")),
           json_string_value(mail ? mail : json_object_get(u->doc, "emailAddress")));
       json_object_set_new(doc, "enabled", json_boolean(enabled));
       free(hash);

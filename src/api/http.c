@@ -68,8 +68,7 @@ void reply_error(struct request *r, struct err *e) {
   int status = e->status >= 400 && e->status <= 599 ? e->status : 500;
   utf8_sanitize(e->message);
   utf8_sanitize(e->details);
-  if (status >= 500)
-    log_error("api", "%s %s: %s (%s)", r->method, r->path, e->message, e->code);
+  if (status >= 500) log_error("api", "%s %s: %s (%s)", r->method, r->path, e->message, e->code);
   reply_json(r, status, err_to_json(e));
   err_clear(e);
 }
@@ -141,9 +140,11 @@ json_t *req_json(struct request *r) {
     return NULL;
   }
   size_t n = r->body_len;
-  while (n > 0 && isspace((unsigned char)r->body[n - 1])) n--;
+  while (n > 0 && isspace((unsigned char)r->body[n - 1]))
+    n--;
   size_t i = 0;
-  while (i < n && isspace((unsigned char)r->body[i])) i++;
+  while (i < n && isspace((unsigned char)r->body[i]))
+    i++;
   if (i == n) {
     r->json = json_null();
     return r->json;
@@ -172,7 +173,8 @@ static int split_path(struct request *r) {
   r->path = strdup(r->url);
   if (!r->path) return -1;
   size_t len = strlen(r->path);
-  while (len > 1 && r->path[len - 1] == '/') r->path[--len] = 0;
+  while (len > 1 && r->path[len - 1] == '/')
+    r->path[--len] = 0;
   const char *p = r->path;
   if (strncmp(p, "/rest/", 6) == 0)
     p += 6;
@@ -236,7 +238,8 @@ static int check_api_version(struct request *r) {
 static void request_free(struct request *r) {
   if (!r) return;
   free(r->path);
-  for (int i = 0; i < r->nseg; i++) free(r->seg[i]);
+  for (int i = 0; i < r->nseg; i++)
+    free(r->seg[i]);
   free(r->body);
   json_decref(r->json);
   free(r->resp);
@@ -320,7 +323,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
       } else {
         if (r->body_len + *upload_size + 1 > r->body_cap) {
           size_t cap = r->body_cap ? r->body_cap : 4096;
-          while (cap < r->body_len + *upload_size + 1) cap *= 2;
+          while (cap < r->body_len + *upload_size + 1)
+            cap *= 2;
           char *nb = realloc(r->body, cap);
           if (!nb) return MHD_NO;
           r->body = nb;
@@ -454,8 +458,8 @@ struct api *api_start(const struct api_config *cfg, struct store *s, struct task
       {MHD_OPTION_HTTPS_MEM_CERT, 0, a->tls_cert},
       {MHD_OPTION_END, 0, NULL},
   };
-  a->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, a, MHD_OPTION_ARRAY, opts,
-                            MHD_OPTION_END);
+  a->mhd =
+      MHD_start_daemon(flags, 0, NULL, NULL, on_request, a, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
   if (!a->mhd) {
     err_set(e, 500, "LISTEN_FAILED", "cannot serve the API on %s: %s", cfg->listen,
             errno ? strerror(errno) : "libmicrohttpd refused to start");

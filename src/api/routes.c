@@ -160,23 +160,21 @@ void serve_collection(struct request *r, const char *coll) {
   size_t first = (size_t)start < total ? (size_t)start : total;
   size_t last = count < 0 ? total : (first + (size_t)count < total ? first + (size_t)count : total);
   /* Build the body: the header object, then the cached member texts. */
-  json_t *head = json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:o, s:o}", "type",
-                           collection_type(coll), "category", coll, "uri",
-                           page_uri(r, start, count, filters, nf, query, sort), "start",
-                           (json_int_t)start, "count", (json_int_t)(last - first), "total",
-                           (json_int_t)total, "prevPageUri",
-                           start > 0 && count > 0
-                               ? page_uri(r, start > count ? start - count : 0, count, filters,
-                                          nf, query, sort)
-                               : json_null(),
-                           "nextPageUri",
-                           count >= 0 && last < total
-                               ? page_uri(r, (long)last, count, filters, nf, query, sort)
-                               : json_null());
+  json_t *head = json_pack(
+      "{s:s, s:s, s:o, s:I, s:I, s:I, s:o, s:o}", "type", collection_type(coll), "category", coll,
+      "uri", page_uri(r, start, count, filters, nf, query, sort), "start", (json_int_t)start,
+      "count", (json_int_t)(last - first), "total", (json_int_t)total, "prevPageUri",
+      start > 0 && count > 0
+          ? page_uri(r, start > count ? start - count : 0, count, filters, nf, query, sort)
+          : json_null(),
+      "nextPageUri",
+      count >= 0 && last < total ? page_uri(r, (long)last, count, filters, nf, query, sort)
+                                 : json_null());
   char *hs = json_dumps(head, JSON_COMPACT);
   json_decref(head);
   size_t len = hs ? strlen(hs) : 0, need = len + 16;
-  for (size_t i = first; i < last; i++) need += sel[i].en->len + 1;
+  for (size_t i = first; i < last; i++)
+    need += sel[i].en->len + 1;
   char *out = hs ? malloc(need) : NULL;
   if (out) {
     size_t o = len - 1; /* drop the closing brace */
@@ -195,7 +193,8 @@ void serve_collection(struct request *r, const char *coll) {
     reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
   }
   free(hs);
-  for (size_t i = 0; sel && i < k; i++) json_decref(sel[i].view);
+  for (size_t i = 0; sel && i < k; i++)
+    json_decref(sel[i].view);
   free(sel);
   store_entries_release(v, n);
   query_free(q);
@@ -323,12 +322,12 @@ static void route_artifact(struct request *r, enum artifact_kind k) {
     json_array_foreach(json_object_get(pub, "customAttributes"), i, a) {
       if (json_is_false(json_object_get(a, "visible"))) continue;
       json_array_append_new(
-          params, json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?}", "caConstraints",
-                            json_object_get(a, "constraints"), "caEditable",
-                            json_object_get(a, "editable"), "caId", json_object_get(a, "id"),
-                            "caType", json_object_get(a, "type"), "description",
-                            json_object_get(a, "description"), "name", json_object_get(a, "name"),
-                            "value", json_object_get(a, "value")));
+          params,
+          json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?}", "caConstraints",
+                    json_object_get(a, "constraints"), "caEditable", json_object_get(a, "editable"),
+                    "caId", json_object_get(a, "id"), "caType", json_object_get(a, "type"),
+                    "description", json_object_get(a, "description"), "name",
+                    json_object_get(a, "name"), "value", json_object_get(a, "value")));
     }
     reply_json(r, 200,
                json_pack("{s:s, s:s, s:O?, s:O?, s:O?, s:o}", "type", "Osdp", "deploymentType",
@@ -355,17 +354,20 @@ static void route_roles(struct request *r) {
   json_t *m = json_array();
   unsigned roles[] = {ROLE_INFRA, ROLE_DEPLOY, ROLE_SERVER, ROLE_READONLY};
   for (int i = 0; i < 4; i++)
-    json_array_append_new(m, json_pack("{s:s, s:s}", "type", "Role", "roleName", role_name(roles[i])));
-  reply_json(r, 200, json_pack("{s:s, s:i, s:i, s:i, s:o}", "type", "RoleCollection", "start", 0,
-                               "count", 4, "total", 4, "members", m));
+    json_array_append_new(m,
+                          json_pack("{s:s, s:s}", "type", "Role", "roleName", role_name(roles[i])));
+  reply_json(r, 200,
+             json_pack("{s:s, s:i, s:i, s:i, s:o}", "type", "RoleCollection", "start", 0, "count",
+                       4, "total", 4, "members", m));
 }
 
 void route_dispatch(struct request *r) {
   const char *top = r->seg[0];
   if (is(top, "version") && r->nseg == 1) {
     if (!is(r->method, "GET")) return method_not_allowed(r);
-    reply_json(r, 200, json_pack("{s:i, s:i}", "currentVersion", API_CURRENT_VERSION,
-                                 "minimumVersion", API_MINIMUM_VERSION));
+    reply_json(r, 200,
+               json_pack("{s:i, s:i}", "currentVersion", API_CURRENT_VERSION, "minimumVersion",
+                         API_MINIMUM_VERSION));
     return;
   }
   if (is(top, "login-sessions") && r->nseg == 1) return route_login_sessions(r);

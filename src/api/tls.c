@@ -57,10 +57,10 @@ int api_tls_ensure(const char *cert_path, const char *key_path, struct err *e) {
                                            GNUTLS_FSAN_APPEND) < 0 ||
       gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, host, strlen(host),
                                            GNUTLS_FSAN_APPEND) < 0 ||
-      gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, lo4, 4,
-                                           GNUTLS_FSAN_APPEND) < 0 ||
-      gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, lo6, 16,
-                                           GNUTLS_FSAN_APPEND) < 0 ||
+      gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, lo4, 4, GNUTLS_FSAN_APPEND) <
+          0 ||
+      gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, lo6, 16, GNUTLS_FSAN_APPEND) <
+          0 ||
       gnutls_x509_crt_set_key(crt, key) < 0 ||
       gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE) < 0 ||
       gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0) < 0 ||

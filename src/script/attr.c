@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ATTR_MAX_TEXT 254       /* longest fqdn / hostname value */
+#define ATTR_MAX_TEXT 254 /* longest fqdn / hostname value */
 /* Longest string value. HPE documents 254, but its own bundles carry longer
  * values (a 407-character SSH public key in an SAP bundle). */
 #define ATTR_MAX_STRING 4096

@@ -42,8 +42,15 @@ char *attr_substitute(const char *text, json_t *values);
 
 /* Attribute types. */
 enum attr_type {
-  ATTR_STRING, ATTR_NUMBER, ATTR_PASSWORD, ATTR_OPTION, ATTR_FQDN, ATTR_HOSTNAME, ATTR_IPV4,
-  ATTR_NIC, ATTR_TYPE_INVALID = -1
+  ATTR_STRING,
+  ATTR_NUMBER,
+  ATTR_PASSWORD,
+  ATTR_OPTION,
+  ATTR_FQDN,
+  ATTR_HOSTNAME,
+  ATTR_IPV4,
+  ATTR_NIC,
+  ATTR_TYPE_INVALID = -1
 };
 enum attr_type attr_type_parse(const char *s); /* case-insensitive; NULL -> ATTR_STRING */
 
