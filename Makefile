@@ -40,6 +40,10 @@ CLI_SRCS := $(wildcard src/cli/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 TEST_SRCS := $(wildcard tests/unit/test_*.c)
+# HPE's public artifacts that tests read (never copied into the repo): beside
+# the checkout as ../shared/research, else this workplace's /work/shared/research.
+STREAMER_RESEARCH ?= $(firstword $(wildcard $(CURDIR)/../shared/research /work/shared/research) $(CURDIR)/../shared/research)
+export STREAMER_RESEARCH
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all run test deps test-deps lint-deps unit unit-asan e2e e2e-asan format lint bench clean

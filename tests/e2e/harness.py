@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.path.join(REPO, os.environ.get("STREAMER_BUILD", "build"))
 STREAMERD = os.path.join(BUILD, "bin", "streamerd")
 STREAMER = os.path.join(BUILD, "bin", "streamer")
-RESEARCH = os.path.normpath(os.path.join(REPO, "..", "shared", "research"))
+RESEARCH = os.environ.get("STREAMER_RESEARCH") or os.path.normpath(os.path.join(REPO, "..", "shared", "research"))
 
 
 def free_port():

@@ -20,7 +20,14 @@
 
 #include "script/attr.h"
 
-#define CORPUS "../shared/research/planscripts"
+/* The corpus: $STREAMER_RESEARCH/planscripts (the Makefile sets it), else
+ * ../shared/research/planscripts beside the checkout. */
+static const char *corpus_dir(void) {
+  static char buf[4096];
+  const char *r = getenv("STREAMER_RESEARCH");
+  snprintf(buf, sizeof buf, "%s/planscripts", r && *r ? r : "../shared/research");
+  return buf;
+}
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -1179,7 +1186,7 @@ static void walk_corpus(const char *dir, struct corpus_stats *st) {
 
 static void test_corpus(void **state) {
   struct corpus_stats st = {0};
-  walk_corpus(CORPUS, &st);
+  walk_corpus(corpus_dir(), &st);
   assert_true(st.files >= 500);
   assert_true(st.with_tokens >= 250);
   assert_true(st.tokens >= 3000);
@@ -1189,8 +1196,9 @@ static void test_corpus(void **state) {
 static void test_corpus_sql_ra(void **state) {
   struct err e;
   err_init(&e);
-  char *text =
-      util_read_file(CORPUS "/rhel/RHEL_Configure_sshkey_and_deploy_cluster.txt", NULL, &e);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/rhel/RHEL_Configure_sshkey_and_deploy_cluster.txt", corpus_dir());
+  char *text = util_read_file(path, NULL, &e);
   if (!text) fail_msg("%s", e.message);
   json_t *vals = parse("{\"Node1Hostname\":\"n1\",\"Node2Hostname\":\"n2\","
                        "\"Node3Hostname\":\"n3\",\"RootUserPassword\":\"pw\"}");
