@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -213,6 +214,11 @@ static int lock_data_dir(const char *dir) {
 static struct options o;
 
 int main(int argc, char **argv) {
+  /* Responses of a few hundred KB are built per request: keep them on the
+   * heap and keep freed memory, instead of mmap/munmap and page faults on
+   * every request (measured: -25..35 % CPU per HTTPS collection GET). */
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   o.max_body = 16L << 20;
   o.idle_timeout = 86400;
   o.task_workers = 4;

@@ -16,7 +16,8 @@
 struct coll {
   char *name;
   store_render_fn render;
-  struct store_entry **byid; /* chained by hnext */
+  struct store_entry **byid;   /* chained by hnext */
+  struct store_entry **byname; /* named entries, chained by nnext */
   size_t nbuckets, count;
   struct coll *next;
 };
@@ -26,7 +27,9 @@ struct store {
   pthread_rwlock_t cache_lock; /* guards the cache */
   pthread_mutex_t write_lock;  /* one writer at a time */
   struct coll *colls;
-  uint64_t seq;
+  uint64_t seq;           /* cache insertion order */
+  int64_t db_seq;         /* highest docs.seq on disk (writers only) */
+  sqlite3_stmt *put_stmt; /* prepared upsert, used under write_lock */
   int version;
 };
 
@@ -84,9 +87,11 @@ static struct coll *coll_find(struct store *s, const char *name, int create) {
   c->name = strdup(name);
   c->nbuckets = 64;
   c->byid = calloc(c->nbuckets, sizeof *c->byid);
-  if (!c->name || !c->byid) {
+  c->byname = calloc(c->nbuckets, sizeof *c->byname);
+  if (!c->name || !c->byid || !c->byname) {
     free(c->name);
     free(c->byid);
+    free(c->byname);
     free(c);
     return NULL;
   }
@@ -102,10 +107,33 @@ static struct store_entry *coll_lookup(struct coll *c, const char *id) {
   return NULL;
 }
 
+static void name_link(struct coll *c, struct store_entry *en) {
+  if (!en->name) return;
+  size_t b = hash_str(en->name) % c->nbuckets;
+  en->nnext = c->byname[b];
+  c->byname[b] = en;
+}
+
+static void name_unlink(struct coll *c, struct store_entry *en) {
+  if (!en->name) return;
+  for (struct store_entry **pp = &c->byname[hash_str(en->name) % c->nbuckets]; *pp;
+       pp = &(*pp)->nnext) {
+    if (*pp == en) {
+      *pp = en->nnext;
+      en->nnext = NULL;
+      return;
+    }
+  }
+}
+
 static void coll_grow(struct coll *c) {
   size_t nb = c->nbuckets * 2;
-  struct store_entry **nt = calloc(nb, sizeof *nt);
-  if (!nt) return; /* keep the longer chains */
+  struct store_entry **nt = calloc(nb, sizeof *nt), **nn = calloc(nb, sizeof *nn);
+  if (!nt || !nn) { /* keep the longer chains */
+    free(nt);
+    free(nn);
+    return;
+  }
   for (size_t i = 0; i < c->nbuckets; i++) {
     struct store_entry *en = c->byid[i];
     while (en) {
@@ -113,11 +141,18 @@ static void coll_grow(struct coll *c) {
       size_t b = hash_str(en->id) % nb;
       en->hnext = nt[b];
       nt[b] = en;
+      if (en->name) {
+        size_t bn = hash_str(en->name) % nb;
+        en->nnext = nn[bn];
+        nn[bn] = en;
+      }
       en = next;
     }
   }
   free(c->byid);
+  free(c->byname);
   c->byid = nt;
+  c->byname = nn;
   c->nbuckets = nb;
 }
 
@@ -127,9 +162,11 @@ static void coll_set(struct coll *c, struct store_entry *en) {
   for (; *pp; pp = &(*pp)->hnext) {
     if (strcmp((*pp)->id, en->id) == 0) {
       struct store_entry *old = *pp;
+      name_unlink(c, old);
       en->hnext = old->hnext;
       en->seq = old->seq;
       *pp = en;
+      name_link(c, en);
       old->hnext = NULL;
       store_entry_release(old);
       return;
@@ -137,6 +174,7 @@ static void coll_set(struct coll *c, struct store_entry *en) {
   }
   en->hnext = NULL;
   *pp = en;
+  name_link(c, en);
   c->count++;
   if (c->count > c->nbuckets * 2) coll_grow(c);
 }
@@ -149,6 +187,7 @@ static void coll_remove(struct coll *c, const char *id) {
       struct store_entry *old = *pp;
       *pp = old->hnext;
       old->hnext = NULL;
+      name_unlink(c, old);
       c->count--;
       store_entry_release(old);
       return;
@@ -191,6 +230,8 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     /* 2: insertion order survives restarts (lists keep creation order) */
     "ALTER TABLE docs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
     "UPDATE docs SET seq = rowid;",
+    /* 3: loading in insertion order without a sort */
+    "CREATE INDEX docs_seq ON docs (seq);",
 };
 
 static int exec_sql(sqlite3 *db, const char *sql, struct err *e) {
@@ -245,6 +286,11 @@ static int migrate(struct store *s, const char *path, int target, struct err *e)
 
 static int load_all(struct store *s, struct err *e) {
   sqlite3_stmt *st;
+  if (s->version >= 2 && sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(seq), 0) FROM docs", -1,
+                                            &st, NULL) == SQLITE_OK) {
+    if (sqlite3_step(st) == SQLITE_ROW) s->db_seq = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+  }
   const char *sql = s->version >= 2 ? "SELECT coll, id, uname, rev, body FROM docs ORDER BY seq"
                                     : "SELECT coll, id, uname, rev, body FROM docs ORDER BY rowid";
   if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
@@ -325,9 +371,11 @@ void store_close(struct store *s) {
       }
     }
     free(c->byid);
+    free(c->byname);
     free(c->name);
     free(c);
   }
+  sqlite3_finalize(s->put_stmt);
   if (s->db) sqlite3_close(s->db);
   pthread_rwlock_destroy(&s->cache_lock);
   pthread_mutex_destroy(&s->write_lock);
@@ -368,9 +416,8 @@ struct store_entry *store_get(struct store *s, const char *coll, const char *id)
 static struct store_entry *lookup_name_locked(struct store *s, const char *coll, const char *name) {
   struct coll *c = coll_find(s, coll, 0);
   if (!c) return NULL;
-  for (size_t i = 0; i < c->nbuckets; i++)
-    for (struct store_entry *en = c->byid[i]; en; en = en->hnext)
-      if (en->name && strcmp(en->name, name) == 0) return en;
+  for (struct store_entry *en = c->byname[hash_str(name) % c->nbuckets]; en; en = en->nnext)
+    if (strcmp(en->name, name) == 0) return en;
   return NULL;
 }
 
@@ -535,14 +582,16 @@ int store_put(struct store_txn *t, const char *coll, const char *id, const char 
   store_entry_release(prev);
 
   char *body = json_dumps(doc, JSON_COMPACT);
-  sqlite3_stmt *st = NULL;
-  int ok = body && sqlite3_prepare_v2(
-                       t->s->db,
-                       "INSERT INTO docs (coll, id, uname, rev, body, seq) VALUES (?,?,?,?,?,"
-                       " (SELECT COALESCE(MAX(seq),0)+1 FROM docs))"
-                       " ON CONFLICT(coll, id) DO UPDATE SET uname=excluded.uname,"
-                       " rev=excluded.rev, body=excluded.body",
-                       -1, &st, NULL) == SQLITE_OK;
+  struct store *s = t->s;
+  if (!s->put_stmt &&
+      sqlite3_prepare_v2(s->db,
+                         "INSERT INTO docs (coll, id, uname, rev, body, seq) VALUES (?,?,?,?,?,?)"
+                         " ON CONFLICT(coll, id) DO UPDATE SET uname=excluded.uname,"
+                         " rev=excluded.rev, body=excluded.body",
+                         -1, &s->put_stmt, NULL) != SQLITE_OK)
+    s->put_stmt = NULL;
+  sqlite3_stmt *st = s->put_stmt;
+  int ok = body && st;
   if (ok) {
     sqlite3_bind_text(st, 1, coll, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
@@ -552,13 +601,18 @@ int store_put(struct store_txn *t, const char *coll, const char *id, const char 
       sqlite3_bind_null(st, 3);
     sqlite3_bind_int64(st, 4, rev);
     sqlite3_bind_text(st, 5, body, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, s->db_seq + 1); /* ignored on update */
     ok = sqlite3_step(st) == SQLITE_DONE;
+    if (ok) s->db_seq++;
   }
   if (!ok) {
     err_set(e, 500, "STORE_ERROR", "database write %s/%s: %s", coll, id, sqlite3_errmsg(t->s->db));
     t->failed = 1;
   }
-  sqlite3_finalize(st);
+  if (st) {
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+  }
   free(body);
   if (!ok) return -1;
   pthread_rwlock_rdlock(&t->s->cache_lock); /* renderer lookup */

@@ -15,7 +15,7 @@
 
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 struct store;
 struct store_txn;
@@ -26,10 +26,11 @@ struct store_entry {
   json_t *doc;            /* the full document (may hold secrets) */
   char *text;             /* its public rendering (secrets removed), cached */
   size_t len;
-  int64_t rev;  /* revision, starts at 1 */
-  int refs;     /* atomic reference count */
-  uint64_t seq; /* insertion order */
-  struct store_entry *hnext;
+  int64_t rev;               /* revision, starts at 1 */
+  int refs;                  /* atomic reference count */
+  uint64_t seq;              /* insertion order */
+  struct store_entry *hnext; /* chain in the id index */
+  struct store_entry *nnext; /* chain in the name index */
 };
 
 /* Render the public JSON text of a document (e.g. strip password hashes,

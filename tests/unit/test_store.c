@@ -111,6 +111,50 @@ static void test_name_unique(void **state) {
   store_close(s);
 }
 
+/* The name index follows renames, deletes and table growth. */
+static void test_name_index(void **state) {
+  struct store *s = open_store();
+  struct err e;
+  err_init(&e);
+  char id[16], name[16];
+  for (int i = 0; i < 600; i++) {
+    snprintf(id, sizeof id, "id%d", i);
+    snprintf(name, sizeof name, "n%d", i);
+    assert_int_equal(put(s, "things", id, name, "{}", &e), 0);
+  }
+  for (int i = 0; i < 600; i += 37) {
+    snprintf(name, sizeof name, "n%d", i);
+    struct store_entry *en = store_get_by_name(s, "things", name);
+    assert_non_null(en);
+    snprintf(id, sizeof id, "id%d", i);
+    assert_string_equal(en->id, id);
+    store_entry_release(en);
+  }
+  /* rename id5: the old name is free, the new one is taken */
+  assert_int_equal(put(s, "things", "id5", "renamed", "{}", &e), 0);
+  assert_null(store_get_by_name(s, "things", "n5"));
+  struct store_entry *en = store_get_by_name(s, "things", "renamed");
+  assert_string_equal(en->id, "id5");
+  store_entry_release(en);
+  assert_int_equal(put(s, "things", "other", "n5", "{}", &e), 0);
+  assert_int_equal(put(s, "things", "again", "renamed", "{}", &e), -1);
+  assert_int_equal(e.status, 409);
+  /* delete frees the name */
+  struct store_txn *t = store_begin(s);
+  assert_int_equal(store_delete(t, "things", "id7", &e), 0);
+  assert_int_equal(store_commit(t, &e), 0);
+  assert_null(store_get_by_name(s, "things", "n7"));
+  assert_int_equal(put(s, "things", "new7", "n7", "{}", &e), 0);
+  store_close(s);
+  /* and all of it after a reopen */
+  s = open_store();
+  en = store_get_by_name(s, "things", "n7");
+  assert_string_equal(en->id, "new7");
+  store_entry_release(en);
+  assert_int_equal(store_count(s, "things"), 601);
+  store_close(s);
+}
+
 static void test_rollback_leaves_nothing(void **state) {
   struct store *s = open_store();
   struct err e;
@@ -177,7 +221,7 @@ static void test_migration_from_v1(void **state) {
                    SQLITE_OK);
   sqlite3_close(db);
   s = open_store();
-  assert_int_equal(store_schema_version(s), 2);
+  assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
   struct store_entry **v;
   size_t n;
   assert_int_equal(store_list(s, "things", &v, &n), 0);
@@ -253,6 +297,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_put_get_list_delete, setup, teardown),
       cmocka_unit_test_setup_teardown(test_name_unique, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_name_index, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
