@@ -24,6 +24,25 @@ struct session {
   struct session *next;
 };
 
+/* A rendered response body shared by many replies (refcounted). */
+struct blob {
+  int refs;
+  size_t len;
+  char data[];
+};
+struct blob *blob_new(size_t len);
+struct blob *blob_ref(struct blob *b);
+void blob_release(struct blob *b);
+
+/* The last unfiltered, unpaged body of a collection, valid while the store's
+ * generation of the collection is unchanged. */
+#define COLLECTION_CACHE_SLOTS 8
+struct collection_cache {
+  char coll[32];
+  uint64_t gen;
+  struct blob *body;
+};
+
 struct api {
   struct api_config cfg;
   struct store *store;
@@ -33,6 +52,8 @@ struct api {
   pthread_mutex_t sess_lock;
   struct session *sessions[256];
   int idle_timeout_s;
+  pthread_mutex_t cache_lock;
+  struct collection_cache cache[COLLECTION_CACHE_SLOTS];
 };
 
 #define MAX_SEGS 8
@@ -57,6 +78,7 @@ struct request {
   int status;
   char *resp;
   size_t resp_len;
+  struct blob *resp_blob; /* shared body instead of resp, when set */
   const char *content_type;
   char location[256];
   char etag[64];
@@ -69,6 +91,7 @@ void reply_error(struct request *r, struct err *e);                     /* clear
 void reply_err(struct request *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void reply_no_content(struct request *r);
+void reply_blob(struct request *r, int status, struct blob *b); /* takes a reference */
 
 /* ---- request helpers (http.c) ---- */
 /* Parse the body as JSON (any value). Sets a 400/415 reply and returns NULL on error.

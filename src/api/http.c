@@ -18,9 +18,41 @@
 /* ---- replies ------------------------------------------------------------- */
 void reply_text(struct request *r, int status, char *text, size_t len) {
   free(r->resp);
+  blob_release(r->resp_blob);
+  r->resp_blob = NULL;
   r->status = status;
   r->resp = text;
   r->resp_len = len;
+  r->content_type = "application/json";
+}
+
+struct blob *blob_new(size_t len) {
+  struct blob *b = malloc(sizeof *b + len + 1);
+  if (!b) return NULL;
+  b->refs = 1;
+  b->len = len;
+  b->data[len] = 0;
+  return b;
+}
+
+struct blob *blob_ref(struct blob *b) {
+  if (b) __atomic_add_fetch(&b->refs, 1, __ATOMIC_ACQ_REL);
+  return b;
+}
+
+void blob_release(struct blob *b) {
+  if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) free(b);
+}
+
+static void blob_release_cb(void *b) { blob_release(b); }
+
+void reply_blob(struct request *r, int status, struct blob *b) {
+  free(r->resp);
+  r->resp = NULL;
+  blob_release(r->resp_blob);
+  r->status = status;
+  r->resp_blob = b;
+  r->resp_len = b->len;
   r->content_type = "application/json";
 }
 
@@ -88,6 +120,8 @@ void reply_err(struct request *r, int status, const char *code, const char *fmt,
 void reply_no_content(struct request *r) {
   free(r->resp);
   r->resp = NULL;
+  blob_release(r->resp_blob);
+  r->resp_blob = NULL;
   r->resp_len = 0;
   r->status = 204;
 }
@@ -243,12 +277,17 @@ static void request_free(struct request *r) {
   free(r->body);
   json_decref(r->json);
   free(r->resp);
+  blob_release(r->resp_blob);
   free(r);
 }
 
 static enum MHD_Result send_reply(struct request *r) {
   struct MHD_Response *resp;
-  if (r->status == 204 || !r->resp) {
+  if (r->resp_blob && r->status != 204) {
+    resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        r->resp_blob->len, r->resp_blob->data, blob_release_cb, r->resp_blob);
+    if (resp) r->resp_blob = NULL; /* MHD releases it */
+  } else if (r->status == 204 || !r->resp) {
     resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
   } else {
     resp = MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
@@ -433,6 +472,7 @@ struct api *api_start(const struct api_config *cfg, struct store *s, struct task
   a->tasks = te;
   a->idle_timeout_s = cfg->session_idle_timeout;
   pthread_mutex_init(&a->sess_lock, NULL);
+  pthread_mutex_init(&a->cache_lock, NULL);
   auth_register(s);
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
   if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -475,6 +515,10 @@ void api_stop(struct api *a) {
   if (!a) return;
   if (a->mhd) MHD_stop_daemon(a->mhd);
   sessions_free(a);
+  for (int i = 0; i < COLLECTION_CACHE_SLOTS; i++) {
+    blob_release(a->cache[i].body);
+  }
+  pthread_mutex_destroy(&a->cache_lock);
   free(a->tls_cert);
   free(a->tls_key);
   pthread_mutex_destroy(&a->sess_lock);

@@ -131,6 +131,26 @@ void serve_collection(struct request *r, const char *coll) {
       return;
     }
   }
+  /* The whole unfiltered collection is served from a cache of its rendered
+   * body while the collection is unchanged (read the generation first). */
+  struct api *a = r->api;
+  int cacheable = !q && start == 0 && count < 0;
+  uint64_t gen = cacheable ? store_generation(a->store, coll) : 0;
+  int slot = -1;
+  if (cacheable) {
+    pthread_mutex_lock(&a->cache_lock);
+    for (int i = 0; i < COLLECTION_CACHE_SLOTS && slot < 0; i++)
+      if (strcmp(a->cache[i].coll, coll) == 0 || !a->cache[i].coll[0]) slot = i;
+    struct blob *hit = slot >= 0 && a->cache[slot].body && a->cache[slot].gen == gen &&
+                               strcmp(a->cache[slot].coll, coll) == 0
+                           ? blob_ref(a->cache[slot].body)
+                           : NULL;
+    pthread_mutex_unlock(&a->cache_lock);
+    if (hit) {
+      reply_blob(r, 200, hit);
+      return;
+    }
+  }
   struct store_entry **v;
   size_t n;
   if (store_list(r->api->store, coll, &v, &n) < 0) {
@@ -175,7 +195,8 @@ void serve_collection(struct request *r, const char *coll) {
   size_t len = hs ? strlen(hs) : 0, need = len + 16;
   for (size_t i = first; i < last; i++)
     need += sel[i].en->len + 1;
-  char *out = hs ? malloc(need) : NULL;
+  struct blob *b = hs ? blob_new(need) : NULL;
+  char *out = b ? b->data : NULL;
   if (out) {
     size_t o = len - 1; /* drop the closing brace */
     memcpy(out, hs, o);
@@ -188,7 +209,19 @@ void serve_collection(struct request *r, const char *coll) {
     }
     memcpy(out + o, "]}", 3);
     o += 2;
-    reply_text(r, 200, out, o);
+    b->len = o;
+    if (slot >= 0 && strlen(coll) < sizeof a->cache[slot].coll) {
+      pthread_mutex_lock(&a->cache_lock);
+      struct collection_cache *c = &a->cache[slot];
+      if (!c->body || c->gen <= gen || strcmp(c->coll, coll) != 0) {
+        blob_release(c->body);
+        snprintf(c->coll, sizeof c->coll, "%s", coll);
+        c->gen = gen;
+        c->body = blob_ref(b);
+      }
+      pthread_mutex_unlock(&a->cache_lock);
+    }
+    reply_blob(r, 200, b);
   } else {
     reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
   }

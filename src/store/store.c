@@ -19,6 +19,7 @@ struct coll {
   struct store_entry **byid;   /* chained by hnext */
   struct store_entry **byname; /* named entries, chained by nnext */
   size_t nbuckets, count;
+  uint64_t gen; /* bumped by every commit that changes the collection */
   struct coll *next;
 };
 
@@ -389,6 +390,7 @@ void store_set_render(struct store *s, const char *coll, store_render_fn fn) {
   struct coll *c = coll_find(s, coll, 1);
   if (c) {
     c->render = fn;
+    c->gen++;
     /* Re-render what was loaded before the renderer was known. */
     for (size_t i = 0; i < c->nbuckets; i++) {
       for (struct store_entry *en = c->byid[i]; en; en = en->hnext) {
@@ -452,6 +454,14 @@ int store_list(struct store *s, const char *coll, struct store_entry ***out, siz
   *out = v;
   *n = k;
   return 0;
+}
+
+uint64_t store_generation(struct store *s, const char *coll) {
+  pthread_rwlock_rdlock(&s->cache_lock);
+  struct coll *c = coll_find(s, coll, 0);
+  uint64_t g = c ? c->gen : 0;
+  pthread_rwlock_unlock(&s->cache_lock);
+  return g;
 }
 
 size_t store_count(struct store *s, const char *coll) {
@@ -672,6 +682,8 @@ int store_commit(struct store_txn *t, struct err *e) {
   pthread_rwlock_wrlock(&s->cache_lock);
   for (struct op *o = t->ops; o; o = o->next) {
     struct coll *c = coll_find(s, o->coll, 1);
+    if (!c) continue;
+    c->gen++;
     if (o->en) {
       if (!coll_lookup(c, o->id)) o->en->seq = ++s->seq;
       coll_set(c, entry_ref(o->en));

@@ -54,6 +54,9 @@ struct store_entry *store_get_by_name(struct store *s, const char *coll, const c
 /* All entries of a collection in insertion order; *out is malloc'd. */
 int store_list(struct store *s, const char *coll, struct store_entry ***out, size_t *n);
 size_t store_count(struct store *s, const char *coll);
+/* A number that changes whenever a commit changes the collection (for caches
+ * of derived data: read it before reading the collection). */
+uint64_t store_generation(struct store *s, const char *coll);
 void store_entry_release(struct store_entry *en);
 void store_entries_release(struct store_entry **v, size_t n);
 

@@ -43,3 +43,32 @@ def test_nul_in_path_finds_nothing(srv):
     assert srv.request("GET", uri).status == 200
     r = srv.request("GET", uri + "%00junk")
     assert r.status == 404 and r.json()["errorCode"] == "RESOURCE_NOT_FOUND", r
+
+
+def test_collection_cache_follows_every_change(srv):
+    """The unfiltered collection body is cached; every write must show at once."""
+    def names():
+        r = srv.request("GET", "/rest/plan-scripts")
+        assert r.status == 200
+        return [m["name"] for m in r.json()["members"]]
+    assert names() == []
+    assert names() == []  # served from the cache
+    a = srv.request("POST", "/rest/plan-scripts", {"name": "a", "planType": "general", "content": "echo"}).json()
+    assert names() == ["a"]
+    b = srv.request("POST", "/rest/plan-scripts", {"name": "b", "planType": "general", "content": "echo"}).json()
+    assert names() == ["a", "b"]
+    a["name"] = "a2"
+    assert srv.request("PUT", a["uri"], a).status == 200
+    assert names() == ["a2", "b"]
+    assert srv.request("GET", "/rest/plan-scripts?start=0&count=-1").json()["total"] == 2
+    assert srv.request("DELETE", b["uri"]).status == 204
+    assert names() == ["a2"]
+    # Other collections have their own entries.
+    assert srv.request("GET", "/rest/build-plans").json()["members"] == []
+    bp = srv.request("POST", "/rest/build-plans", {"name": "bp", "oeBuildPlanType": "deploy",
+                                                   "buildStep": [{"serialNumber": "1", "planScriptUri": a["uri"]}]})
+    assert bp.status == 201
+    assert [m["name"] for m in srv.request("GET", "/rest/build-plans").json()["members"]] == ["bp"]
+    # dependentArtifacts of the plan script changed with the build plan: visible in the list.
+    ps = srv.request("GET", "/rest/plan-scripts").json()["members"][0]
+    assert [d["name"] for d in ps["dependentArtifacts"]] == ["bp"]
