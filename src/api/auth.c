@@ -173,7 +173,8 @@ static int session_lookup(struct api *a, const char *token, struct session *out)
   struct session **pp = &a->sessions[bucket(token)];
   while (*pp) {
     struct session *s = *pp;
-    if (now - s->last_used_ms > (int64_t)a->idle_timeout_s * 1000) {
+    if (now - s->last_used_ms >
+        (int64_t)__atomic_load_n(&a->idle_timeout_s, __ATOMIC_RELAXED) * 1000) {
       *pp = s->next;
       explicit_bzero(s, sizeof *s);
       free(s);
@@ -316,8 +317,10 @@ void route_login_sessions(struct request *r) {
 void route_idle_timeout(struct request *r) {
   if (auth_check(r) < 0) return;
   if (strcmp(r->method, "GET") == 0) {
-    reply_json(r, 200,
-               json_pack("{s:I}", "idleTimeout", (json_int_t)r->api->idle_timeout_s * 1000));
+    reply_json(
+        r, 200,
+        json_pack("{s:I}", "idleTimeout",
+                  (json_int_t)__atomic_load_n(&r->api->idle_timeout_s, __ATOMIC_RELAXED) * 1000));
     return;
   }
   if (strcmp(r->method, "POST") != 0 && strcmp(r->method, "PUT") != 0) {
@@ -335,7 +338,7 @@ void route_idle_timeout(struct request *r) {
         "\"idleTimeout\" must be an integer number of milliseconds between 60000 and 604800000");
     return;
   }
-  r->api->idle_timeout_s = (int)(json_integer_value(v) / 1000);
+  __atomic_store_n(&r->api->idle_timeout_s, (int)(json_integer_value(v) / 1000), __ATOMIC_RELAXED);
   reply_json(r, 200, json_pack("{s:I}", "idleTimeout", json_integer_value(v)));
 }
 
