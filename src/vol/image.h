@@ -1,0 +1,55 @@
+/* image.h — golden image archives: import (HPE zip of one raw image, raw,
+ * qcow2/vmdk/vhdx through qemu-img) into a golden volume, streaming, zero runs
+ * as holes, with SHA-256 and CRC-32 of the raw content; export as the HPE
+ * zip (one stored raw member, zip64 when needed) with an exact length and
+ * random access, so that HTTP can serve any byte range from any thread.
+ * Must not know about HTTP or the store. See docs/formats/golden-image.md. */
+#ifndef STREAMER_IMAGE_H
+#define STREAMER_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/util.h"
+#include "vol/vol.h"
+
+enum image_format { IMAGE_AUTO = 0, IMAGE_HPE_ZIP, IMAGE_RAW, IMAGE_QCOW2, IMAGE_VMDK, IMAGE_VHDX };
+
+struct image_info {
+  enum image_format format; /* what the input was */
+  uint64_t size;            /* bytes of the raw image */
+  uint64_t allocated;       /* bytes not in holes after import */
+  char sha256[65];          /* hex, of the raw content (holes as zeros) */
+  uint32_t crc32;           /* of the raw content (the export's zip CRC) */
+  char member[256];         /* the zip member name for HPE zips, else "" */
+};
+
+/* Called now and then with bytes done and total (total 0 = unknown). */
+typedef void (*image_progress_fn)(void *arg, uint64_t done, uint64_t total);
+
+/* Import `src_path` into golden volume `id` of vs (through its temp path,
+ * committed with vol_golden_commit only on success; on any error nothing is
+ * left behind). `fmt` IMAGE_AUTO detects by content. Errors are 400 with
+ * codes IMAGE_CORRUPT, IMAGE_NOT_A_DISK, IMAGE_ZIP_MEMBERS, IMAGE_ZIP_PATH,
+ * IMAGE_ZIP_BOMB, IMAGE_CRC_MISMATCH, IMAGE_TRUNCATED, IMAGE_UNSUPPORTED;
+ * 501 QEMU_IMG_MISSING (message names Debian's qemu-utils); 507
+ * INSUFFICIENT_STORAGE. */
+int image_import(struct vol_store *vs, const char *id, const char *src_path,
+                 enum image_format fmt, image_progress_fn progress, void *progress_arg,
+                 struct image_info *info, struct err *e);
+
+/* The HPE zip of golden volume `id`: one stored member named `member` (the
+ * raw image). The export is a pure function of (size, crc32, member) and the
+ * volume's bytes, so its length is known up front. */
+struct image_export;
+int image_export_open(struct vol_store *vs, const char *id, const char *member, uint64_t size,
+                      uint32_t crc32, struct image_export **out, struct err *e);
+uint64_t image_export_length(struct image_export *x);
+/* Fill buf with bytes [off, off+len) of the zip; returns bytes (< len only at
+ * the end) or -1. Thread-safe. */
+long image_export_read(struct image_export *x, uint64_t off, void *buf, size_t len, struct err *e);
+void image_export_close(struct image_export *x);
+
+const char *image_format_name(enum image_format f);
+
+#endif
