@@ -14,11 +14,11 @@
 BUILD    ?= build
 SAN      ?=
 CC       ?= cc
-PKGS     := libmicrohttpd jansson sqlite3 libcurl libcrypt gnutls libpcre2-8
+PKGS     := libmicrohttpd jansson sqlite3 libcurl libcrypt gnutls libpcre2-8 zlib
 # Debian packages: build, run, test.
 DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
-             libcurl4-gnutls-dev libcrypt-dev libgnutls28-dev libpcre2-dev
-DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3
+             libcurl4-gnutls-dev libcrypt-dev libgnutls28-dev libpcre2-dev zlib1g-dev
+DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3 qemu-utils
 DEB_LINT  := clang-format clang-tidy cppcheck
 
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
