@@ -1,0 +1,140 @@
+/* vol_int.h — private to src/vol: the store layout, shared I/O helpers, the OS
+ * volume header (docs/formats/osvolume.md) and the in-memory OS volume that
+ * osvol.c and snapshot.c share. Nothing outside src/vol includes this. */
+#ifndef STREAMER_VOL_INT_H
+#define STREAMER_VOL_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util/util.h"
+#include "vol/vol.h"
+
+/* ---- the store ----------------------------------------------------------- */
+struct vol_store {
+  char *dir;        /* DIR */
+  char *golden_dir; /* DIR/golden */
+  char *os_dir;     /* DIR/os */
+  /* Serializes, within this process, clone creation against golden deletion
+   * (so a golden volume cannot vanish between "has no clones" and unlink). */
+  pthread_mutex_t lock;
+};
+
+/* [A-Za-z0-9-]{1,64} */
+int vol_id_valid(const char *id);
+
+/* ---- shared helpers (vol.c) -------------------------------------------- */
+/* 400 VOL_OUT_OF_RANGE unless [off, off+len) lies inside the volume. */
+int vol_check_range(const struct vol *v, uint64_t off, uint64_t len, struct err *e);
+/* 400 VOL_READ_ONLY when v is read-only; `what` names the operation. */
+int vol_check_writable(const struct vol *v, const char *what, struct err *e);
+/* 500 VOL_IO_ERROR "<formatted>: strerror(errnum)"; returns -1. */
+int vol_err_io(struct err *e, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* pread until len bytes or end of file (the rest is zero-filled); 0 or -1 with errno. */
+int vol_read_full(int fd, void *buf, size_t len, uint64_t off);
+/* pwrite all len bytes; 0 or -1 with errno. */
+int vol_write_full(int fd, const void *buf, size_t len, uint64_t off);
+/* fsync a directory by path; 0 or -1 with errno. */
+int vol_fsync_dir(const char *path);
+/* Whole buffer zero? */
+int vol_is_zero(const void *buf, size_t len);
+
+/* ---- the OS volume header (osformat.c) ------------------------------- */
+#define VOL_OS_MAGIC "STRMOSV1"
+#define VOL_OS_VERSION 1u
+#define VOL_OS_HEADER_SIZE 4096u
+#define VOL_OS_CLUSTER_SIZE 4096u
+#define VOL_OS_CLUSTER_SHIFT 12
+#define VOL_OS_BITMAP_PAGE 4096u /* bitmap bytes written as one unit */
+#define VOL_ID_MAX 64
+
+struct vol_os_header {
+  uint32_t version;
+  uint32_t cluster_size;
+  uint64_t size;        /* bytes of the OS volume */
+  uint64_t golden_size; /* bytes of the golden volume (0 when empty) */
+  uint64_t bitmap_off;  /* byte offset of the bitmap in meta */
+  uint64_t bitmap_len;  /* bytes of bitmap (a multiple of VOL_OS_BITMAP_PAGE) */
+  uint64_t created_ms;
+  char golden_id[VOL_ID_MAX + 1]; /* "" = empty volume */
+  char id[VOL_ID_MAX + 1];
+};
+
+uint32_t vol_crc32c(uint32_t crc, const void *buf, size_t len);
+/* Fill h for a new volume (bitmap geometry computed from size). */
+void vol_os_header_init(struct vol_os_header *h, const char *id, const char *golden_id,
+                        uint64_t size, uint64_t golden_size);
+/* Serialize to exactly VOL_OS_HEADER_SIZE bytes (with its CRC). */
+void vol_os_header_encode(const struct vol_os_header *h, unsigned char out[VOL_OS_HEADER_SIZE]);
+/* Parse and validate (magic, version, CRC, geometry); 500 VOL_CORRUPT naming
+ * `path` and the field at fault. */
+int vol_os_header_decode(const unsigned char in[VOL_OS_HEADER_SIZE], const char *path,
+                         struct vol_os_header *h, struct err *e);
+/* Read and decode the header of the meta file at fd. */
+int vol_os_header_read(int fd, const char *path, struct vol_os_header *h, struct err *e);
+
+/* ---- the OS volume in memory (osvol.c, snapshot.c) ------------------- */
+#define VOL_OS_STRIPES 256 /* per-cluster lock stripes; a power of two */
+
+struct vol_snap;
+
+/* Shared state of one open OS volume. The handle the caller holds (`v`) and
+ * every open snapshot hold a reference; the last one frees it. */
+struct osvol {
+  struct vol v; /* must be first: the live handle */
+  struct vol_os_header hdr;
+  char *dir;       /* DIR/os/<id> */
+  char *data_path; /* DIR/os/<id>/data */
+  char *meta_path; /* DIR/os/<id>/meta */
+  int data_fd;
+  int meta_fd;        /* holds flock(LOCK_EX) while open */
+  struct vol *golden; /* NULL for an empty volume */
+  uint64_t golden_size;
+  uint64_t clusters;
+  /* Allocation bitmap: bit c set = the volume owns cluster c (data file).
+   * Bits only go 0 -> 1; set with atomic OR, read with atomic loads. */
+  uint64_t *bitmap;
+  uint64_t bitmap_words;
+  /* One flag per bitmap page: set when a bit in it went 0 -> 1 since the
+   * page was last captured by a flush. */
+  unsigned char *dirty;
+  uint64_t dirty_pages;
+  int any_dirty;              /* hint: some page may be dirty */
+  pthread_mutex_t flush_lock; /* one flush at a time (see osvol_flush) */
+  pthread_mutex_t stripes[VOL_OS_STRIPES];
+  /* Writers and discards hold it shared for their whole duration; creating
+   * or closing a snapshot holds it exclusive, so the snapshot list is stable
+   * during any write and a snapshot is taken between writes, never inside one. */
+  pthread_rwlock_t snap_lock;
+  struct vol_snap *snaps; /* open snapshots (list), under snap_lock */
+  int nsnaps;
+  pthread_mutex_t ref_lock;
+  int refs;
+  int live_closed;
+};
+
+static inline int osvol_owns(const struct osvol *o, uint64_t c) {
+  return (__atomic_load_n(&o->bitmap[c >> 6], __ATOMIC_ACQUIRE) >> (c & 63)) & 1;
+}
+static inline pthread_mutex_t *osvol_stripe(struct osvol *o, uint64_t c) {
+  return &o->stripes[c & (VOL_OS_STRIPES - 1)];
+}
+/* Current content of cluster c of the live volume (owned: data file; else the
+ * golden volume, zeros past its end). Caller holds c's stripe lock or
+ * otherwise knows the cluster is not changing. */
+int osvol_read_cluster(struct osvol *o, uint64_t c, void *buf, struct err *e);
+/* Read [off, off+len) of the live volume without range checks or locks. */
+int osvol_read_live(struct osvol *o, void *buf, size_t len, uint64_t off, struct err *e);
+void osvol_unref(struct osvol *o);
+
+/* snapshot.c: before cluster c of the live volume changes (caller holds c's
+ * stripe lock and snap_lock shared), copy its current content into every open
+ * snapshot that has not saved it yet. `cur` is the content if the caller has
+ * already read it, else NULL. */
+int vol_snap_save_cluster(struct osvol *o, uint64_t c, const void *cur, struct err *e);
+/* Does any open snapshot still need cluster c saved? (snap_lock held shared) */
+int vol_snap_needs(struct osvol *o, uint64_t c);
+
+#endif
