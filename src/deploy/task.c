@@ -35,10 +35,19 @@ static int persist(struct task_engine *te, const char *id, json_t *doc, struct e
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     return -1;
   }
-  if (store_put(t, COLL, id, NULL, doc, e) < 0) {
+  /* The store keeps the object it is given and readers use it without a
+   * lock, while the task goes on changing its working copy: store a copy. */
+  json_t *copy = json_deep_copy(doc);
+  if (!copy || store_put(t, COLL, id, NULL, copy, e) < 0) {
+    if (!copy) err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
+    json_decref(copy);
     store_rollback(t);
     return -1;
   }
+  static const char *const stamps[] = {"created", "modified", "eTag"};
+  for (int i = 0; i < 3; i++)
+    json_object_set(doc, stamps[i], json_object_get(copy, stamps[i]));
+  json_decref(copy);
   return store_commit(t, e);
 }
 
@@ -192,45 +201,59 @@ void task_engine_stop(struct task_engine *te) {
   free(te);
 }
 
-json_t *task_submit(struct task_engine *te, const char *name, const char *owner, json_t *assoc,
-                    task_fn fn, void *arg, void (*free_arg)(void *), struct err *e) {
+/* A new task document in state `state`, persisted; NULL with e set. */
+static struct task *task_new(struct task_engine *te, const char *name, const char *owner,
+                             json_t *assoc, const char *state, struct err *e) {
   struct task *t = calloc(1, sizeof *t);
   if (!t) {
-    if (free_arg) free_arg(arg);
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     return NULL;
   }
   t->te = te;
-  t->fn = fn;
-  t->arg = arg;
-  t->free_arg = free_arg;
   util_uuid(t->id);
   snprintf(t->uri, sizeof t->uri, "/rest/tasks/%s", t->id);
   t->doc = json_pack(
       "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:b, s:b, s:n, s:n,"
       " s:O, s:[], s:[], s:[], s:n}",
       "type", "TaskResourceV2", "category", "tasks", "uri", t->uri, "id", t->id, "name", name,
-      "owner", owner ? owner : "", "taskType", "User", "taskState", "New", "taskStatus", name,
+      "owner", owner ? owner : "", "taskType", "User", "taskState", state, "taskStatus", name,
       "percentComplete", 0, "computedPercentComplete", 0, "completedSteps", 0, "totalSteps", 0,
       "expectedDuration", 0, "hidden", 0, "userInitiated", 1, "parentTaskUri", "associatedTaskUri",
       "associatedResource", assoc ? assoc : json_null(), "progressUpdates", "taskErrors",
       "taskOutput", "data");
-  json_object_set_new(t->doc, "stateReason", json_string("New"));
+  if (t->doc) json_object_set_new(t->doc, "stateReason", json_string(state));
   if (!t->doc || persist(te, t->id, t->doc, e) < 0) {
     if (!t->doc) err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     task_free(t);
     return NULL;
   }
-  struct store_entry *en = store_get(te->s, COLL, t->id);
-  json_t *out = en ? json_deep_copy(en->doc) : NULL;
-  store_entry_release(en);
+  return t;
+}
+
+/* Record a task that will never run as Error with `why`. */
+static void end_with_error(struct task *t, const struct err *why) {
+  set_state(t->doc, "Error", "Error");
+  json_object_set_new(t->doc, "taskStatus", json_string(why->message));
+  json_array_append_new(json_object_get(t->doc, "taskErrors"), err_to_json(why));
+  add_update(t->te, t->doc, why->message);
+  persist_or_log(t);
+}
+
+int task_start(struct task *t, task_fn fn, void *arg, void (*free_arg)(void *), json_t **doc,
+               struct err *e) {
+  struct task_engine *te = t->te;
+  t->fn = fn;
+  t->arg = arg;
+  t->free_arg = free_arg;
+  json_t *out = doc ? json_deep_copy(t->doc) : NULL;
   pthread_mutex_lock(&te->lock);
   if (te->stopping) {
     pthread_mutex_unlock(&te->lock);
+    err_set(e, 503, "SHUTTING_DOWN", "streamerd is shutting down; the task was not started");
+    end_with_error(t, e);
     task_free(t);
     json_decref(out);
-    err_set(e, 503, "SHUTTING_DOWN", "streamerd is shutting down; the task was not started");
-    return NULL;
+    return -1;
   }
   if (te->tail)
     te->tail->next = t;
@@ -239,7 +262,46 @@ json_t *task_submit(struct task_engine *te, const char *name, const char *owner,
   te->tail = t;
   pthread_cond_signal(&te->cond);
   pthread_mutex_unlock(&te->lock);
+  if (doc) *doc = out;
+  return 0;
+}
+
+json_t *task_submit(struct task_engine *te, const char *name, const char *owner, json_t *assoc,
+                    task_fn fn, void *arg, void (*free_arg)(void *), struct err *e) {
+  struct task *t = task_new(te, name, owner, assoc, "New", e);
+  if (!t) {
+    if (free_arg) free_arg(arg);
+    return NULL;
+  }
+  json_t *out = NULL;
+  if (task_start(t, fn, arg, free_arg, &out, e) < 0) return NULL;
   return out;
+}
+
+struct task *task_create(struct task_engine *te, const char *name, const char *owner, json_t *assoc,
+                         struct err *e) {
+  return task_new(te, name, owner, assoc, "Running", e);
+}
+
+void task_abandon(struct task *t, const struct err *why) {
+  if (!t) return;
+  struct err e;
+  err_init(&e);
+  if (!why || !why->message[0]) {
+    err_set(&e, 500, "TASK_FAILED", "the task was abandoned before it started");
+    why = &e;
+  }
+  end_with_error(t, why);
+  task_free(t);
+  err_clear(&e);
+}
+
+void task_percent(struct task *t, int percent) {
+  if (percent < 0) percent = 0;
+  if (percent > 100) percent = 100;
+  json_object_set_new(t->doc, "percentComplete", json_integer(percent));
+  json_object_set_new(t->doc, "computedPercentComplete", json_integer(percent));
+  persist_or_log(t);
 }
 
 void task_progress(struct task *t, int percent, const char *fmt, ...) {

@@ -34,9 +34,28 @@ void task_engine_stop(struct task_engine *te);
 json_t *task_submit(struct task_engine *te, const char *name, const char *owner, json_t *assoc,
                     task_fn fn, void *arg, void (*free_arg)(void *), struct err *e);
 
+/* A task whose work starts later, e.g. an upload that the HTTP thread is
+ * still receiving: task_create persists it as Running (the caller may report
+ * progress on it with task_progress / task_percent meanwhile), then exactly
+ * one of task_start (queue `fn` on the workers) or task_abandon (end it as
+ * Error) must follow, from the same thread. */
+struct task *task_create(struct task_engine *te, const char *name, const char *owner, json_t *assoc,
+                         struct err *e);
+/* Queue a task made by task_create. *doc (may be NULL) receives its document
+ * (a new reference, the 202 body). The task then belongs to the engine. On
+ * failure (the engine is stopping) the task is ended as Error, freed, and
+ * free_arg(arg) is called; returns -1 with e set. */
+int task_start(struct task *t, task_fn fn, void *arg, void (*free_arg)(void *), json_t **doc,
+               struct err *e);
+/* End a task made by task_create that will not run: Error, with `why` as its
+ * taskErrors[0]. Frees t. */
+void task_abandon(struct task *t, const struct err *why);
+
 /* From inside a task: report progress (0..100) with a status line. */
 void task_progress(struct task *t, int percent, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Report progress (0..100) without a status line (frequent updates). */
+void task_percent(struct task *t, int percent);
 /* From inside a task: set the associated resource (e.g. once it exists). */
 void task_set_resource(struct task *t, const char *uri, const char *name);
 /* The task's uri, e.g. "/rest/tasks/<id>". */

@@ -164,11 +164,69 @@ static void test_interrupted(void **state) {
   store_close(s);
 }
 
+/* task_create: visible as Running at once, progress before the work starts,
+ * then task_start queues the work; task_abandon ends one as Error. */
+static void test_create_start(void **state) {
+  struct store *s;
+  struct err e;
+  err_init(&e);
+  assert_int_equal(store_open(&s, path, &e), 0);
+  struct task_engine *te = task_engine_start(s, 1, &e);
+  struct task *t = task_create(te, "Upload", "administrator", NULL, &e);
+  assert_non_null(t);
+  char id[64];
+  snprintf(id, sizeof id, "%s", task_uri(t) + 12);
+  struct store_entry *en = store_get(s, "tasks", id);
+  assert_non_null(en);
+  assert_string_equal(json_string_value(json_object_get(en->doc, "taskState")), "Running");
+  store_entry_release(en);
+  task_percent(t, 20);
+  task_progress(t, 40, "received %d bytes", 40);
+  en = store_get(s, "tasks", id);
+  assert_int_equal(json_integer_value(json_object_get(en->doc, "percentComplete")), 40);
+  assert_int_equal(json_array_size(json_object_get(en->doc, "progressUpdates")), 1);
+  store_entry_release(en);
+  int ran = 0;
+  freed = 0;
+  json_t *doc = NULL;
+  assert_int_equal(task_start(t, work_ok, &ran, free_arg, &doc, &e), 0);
+  assert_non_null(doc);
+  assert_string_equal(json_string_value(json_object_get(doc, "uri")) + 12, id);
+  assert_non_null(json_string_value(json_object_get(doc, "eTag")));
+  assert_int_equal(json_integer_value(json_object_get(doc, "percentComplete")), 40);
+  json_decref(doc);
+  json_t *d = wait_done(s, id);
+  assert_string_equal(json_string_value(json_object_get(d, "taskState")), "Completed");
+  assert_int_equal(json_array_size(json_object_get(d, "progressUpdates")), 2);
+  assert_int_equal(ran, 1);
+  json_decref(d);
+
+  struct task *t2 = task_create(te, "Upload", "administrator", NULL, &e);
+  assert_non_null(t2);
+  snprintf(id, sizeof id, "%s", task_uri(t2) + 12);
+  struct err why;
+  err_init(&why);
+  err_set(&why, 400, "BAD_UPLOAD", "the upload was bad");
+  task_abandon(t2, &why);
+  en = store_get(s, "tasks", id);
+  assert_string_equal(json_string_value(json_object_get(en->doc, "taskState")), "Error");
+  json_t *errs = json_object_get(en->doc, "taskErrors");
+  assert_int_equal(json_array_size(errs), 1);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(errs, 0), "errorCode")),
+                      "BAD_UPLOAD");
+  store_entry_release(en);
+  task_engine_stop(te);
+  assert_int_equal(freed, 1);
+
+  store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_complete, setup, teardown),
       cmocka_unit_test_setup_teardown(test_error, setup, teardown),
       cmocka_unit_test_setup_teardown(test_interrupted, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_create_start, setup, teardown),
   };
   log_set_level(LOG_ERROR);
   return cmocka_run_group_tests(tests, NULL, NULL);
