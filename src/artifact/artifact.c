@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "artifact/artifact_int.h"
 #include "script/attr.h"
 
 static const char *const COLLS[] = {"plan-scripts", "build-plans", "deployment-plans"};
@@ -120,7 +121,7 @@ static int check_type(enum artifact_kind k, json_t *body, struct err *e) {
 }
 
 /* The id part of "/rest/<coll>/<id>" (or a bare id). NULL if another collection. */
-static const char *uri_id(const char *uri, const char *coll) {
+const char *artifact_uri_id(const char *uri, const char *coll) {
   if (!uri) return NULL;
   size_t cl = strlen(coll);
   if (strncmp(uri, "/rest/", 6) == 0) {
@@ -136,7 +137,7 @@ static int is_read_only(json_t *doc) {
 }
 
 /* Build a JSON array of "name" strings for messages: "a", "b" (max 10). */
-static void names_list(json_t *docs, char *buf, size_t size) {
+void artifact_names_list(json_t *docs, char *buf, size_t size) {
   size_t i, off = 0;
   json_t *d;
   buf[0] = 0;
@@ -168,6 +169,7 @@ static char *render_masked(json_t *doc) {
 void artifact_register(struct store *s) {
   store_set_render(s, COLLS[ART_BUILD_PLAN], render_masked);
   store_set_render(s, COLLS[ART_DEPLOYMENT_PLAN], render_masked);
+  golden_register(s);
 }
 
 /* ---- dependentArtifacts ---------------------------------------------------------
@@ -178,19 +180,21 @@ static int uses(enum artifact_kind user, json_t *doc, const char *target_id) {
     size_t i;
     json_t *st;
     json_array_foreach(json_object_get(doc, "buildStep"), i, st) {
-      const char *id = uri_id(json_string_value(json_object_get(st, "planScriptUri")), COLLS[0]);
+      const char *id =
+          artifact_uri_id(json_string_value(json_object_get(st, "planScriptUri")), COLLS[0]);
       if (id && strcmp(id, target_id) == 0) return 1;
     }
     return 0;
   }
   if (user == ART_DEPLOYMENT_PLAN) {
-    const char *id = uri_id(json_string_value(json_object_get(doc, "oeBuildPlanURI")), COLLS[1]);
+    const char *id =
+        artifact_uri_id(json_string_value(json_object_get(doc, "oeBuildPlanURI")), COLLS[1]);
     return id && strcmp(id, target_id) == 0;
   }
   if (user == 3) { /* server profiles (deployments issue) */
     json_t *ods = json_object_get(doc, "osDeploymentSettings");
     const char *id =
-        uri_id(json_string_value(json_object_get(ods, "osDeploymentPlanUri")), COLLS[2]);
+        artifact_uri_id(json_string_value(json_object_get(ods, "osDeploymentPlanUri")), COLLS[2]);
     return id && strcmp(id, target_id) == 0;
   }
   return 0;
@@ -255,7 +259,8 @@ static int rename_in_steps(struct store_txn *t, const char *ps_id, const char *n
   json_array_foreach(users, i, bp) {
     json_t *doc = json_deep_copy(bp);
     json_array_foreach(json_object_get(doc, "buildStep"), j, st) {
-      const char *id = uri_id(json_string_value(json_object_get(st, "planScriptUri")), COLLS[0]);
+      const char *id =
+          artifact_uri_id(json_string_value(json_object_get(st, "planScriptUri")), COLLS[0]);
       if (id && strcmp(id, ps_id) == 0)
         json_object_set_new(st, "planScriptName", json_string(name));
     }
@@ -393,7 +398,7 @@ static json_t *normalize_steps(struct store_txn *t, json_t *steps, struct err *e
     const char *psname = json_string_value(json_object_get(st, "planScriptName"));
     struct store_entry *ps = NULL;
     if (uri) {
-      const char *id = uri_id(uri, COLLS[0]);
+      const char *id = artifact_uri_id(uri, COLLS[0]);
       ps = id ? store_txn_get(t, COLLS[0], id) : NULL;
       if (!ps) {
         err_set(e, 400, "PLAN_SCRIPT_NOT_FOUND",
@@ -561,7 +566,8 @@ static json_t *derived_of_build_plan(struct store_txn *t, json_t *bp) {
   size_t i, j;
   json_t *st, *a;
   json_array_foreach(json_object_get(bp, "buildStep"), i, st) {
-    const char *id = uri_id(json_string_value(json_object_get(st, "planScriptUri")), COLLS[0]);
+    const char *id =
+        artifact_uri_id(json_string_value(json_object_get(st, "planScriptUri")), COLLS[0]);
     struct store_entry *ps = id ? store_txn_get(t, COLLS[0], id) : NULL;
     if (!ps) continue;
     json_t *d = attr_derive(json_string_value(json_object_get(ps->doc, "content")));
@@ -609,7 +615,7 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
             "deployment plan: \"oeBuildPlanURI\" is required (the URI of an OS build plan)");
     return NULL;
   }
-  const char *bpid = uri_id(bpref, COLLS[1]);
+  const char *bpid = artifact_uri_id(bpref, COLLS[1]);
   struct store_entry *bp = bpid ? store_txn_get(t, COLLS[1], bpid) : NULL;
   if (!bp && strncmp(bpref, "/rest/", 6) != 0)
     bp = store_get_by_name(store_txn_store(t), COLLS[1], bpref);
@@ -618,21 +624,29 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
             bpref);
     return NULL;
   }
-  /* The golden image, when given, must exist. */
+  /* The golden image, when given, must exist and not be being deleted: its
+   * URI, bare id, or (as bundles write it) its name. Stored as its URI. */
   const char *gi = json_string_value(json_object_get(body, "goldenImageURI"));
+  json_t *giuri = NULL;
   if (gi && *gi) {
-    const char *gid = uri_id(gi, "golden-images");
-    struct store_entry *g = gid ? store_txn_get(t, "golden-images", gid) : NULL;
-    if (!g) {
-      err_set(e, 400, "GOLDEN_IMAGE_NOT_FOUND",
-              "deployment plan: golden image \"%.300s\" does not exist", gi);
+    struct store_entry *g = golden_lookup(t, gi);
+    if (!g || golden_is_deleting(g->doc)) {
+      if (g)
+        err_set(e, 409, "GOLDEN_IMAGE_DELETING",
+                "deployment plan: golden image \"%.300s\" is being deleted", gi);
+      else
+        err_set(e, 400, "GOLDEN_IMAGE_NOT_FOUND",
+                "deployment plan: golden image \"%.300s\" does not exist", gi);
+      store_entry_release(g);
       store_entry_release(bp);
       return NULL;
     }
+    giuri = json_incref(json_object_get(g->doc, "uri"));
     store_entry_release(g);
   }
   json_t *given = normalize_decls(json_object_get(body, "customAttributes"), 1, what, e);
   if (!given) {
+    json_decref(giuri);
     store_entry_release(bp);
     return NULL;
   }
@@ -689,17 +703,18 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
             json_string_value(json_object_get(json_array_get(violations, 0), "message")));
     e->nested = violations;
     json_decref(merged);
+    json_decref(giuri);
     store_entry_release(bp);
     return NULL;
   }
   json_decref(violations);
   json_t *desc = json_object_get(body, "description");
-  json_t *doc = json_pack("{s:s, s:O, s:o, s:O, s:s, s:o, s:b, s:b, s:b, s:s, s:n}", "type",
+  json_t *doc = json_pack("{s:s, s:O, s:o, s:O, s:o, s:o, s:b, s:b, s:b, s:s, s:n}", "type",
                           "OEDeploymentPlan", "name", json_object_get(body, "name"), "description",
                           json_is_string(desc) ? json_incref(desc) : json_string(""),
                           "oeBuildPlanURI", json_object_get(bp->doc, "uri"), "goldenImageURI",
-                          gi ? gi : "", "customAttributes", merged, "hpProvided", hp, "readOnly",
-                          ro, "importMetadata", 0, "status", "OK", "state");
+                          giuri ? giuri : json_string(""), "customAttributes", merged, "hpProvided",
+                          hp, "readOnly", ro, "importMetadata", 0, "status", "OK", "state");
   store_entry_release(bp);
   return doc;
 }
@@ -745,7 +760,8 @@ static int after_change(struct store_txn *t, enum artifact_kind k, const char *i
       size_t i;
       json_t *st;
       json_array_foreach(json_object_get(both[b], "buildStep"), i, st) {
-        const char *pid = uri_id(json_string_value(json_object_get(st, "planScriptUri")), COLLS[0]);
+        const char *pid =
+            artifact_uri_id(json_string_value(json_object_get(st, "planScriptUri")), COLLS[0]);
         if (pid && refresh_deps(t, ART_PLAN_SCRIPT, pid, e) < 0) return -1;
       }
     }
@@ -754,13 +770,16 @@ static int after_change(struct store_txn *t, enum artifact_kind k, const char *i
   json_t *both[2] = {old, doc};
   for (int b = 0; b < 2; b++) {
     const char *bid =
-        uri_id(json_string_value(json_object_get(both[b], "oeBuildPlanURI")), COLLS[1]);
+        artifact_uri_id(json_string_value(json_object_get(both[b], "oeBuildPlanURI")), COLLS[1]);
     if (bid && refresh_deps(t, ART_BUILD_PLAN, bid, e) < 0) return -1;
+    const char *gid =
+        artifact_uri_id(json_string_value(json_object_get(both[b], "goldenImageURI")), GOLDEN_COLL);
+    if (gid && *gid && golden_refresh_deps(t, gid, e) < 0) return -1;
   }
   return 0;
 }
 
-static int check_if_match(json_t *doc, const char *if_match, struct err *e) {
+int artifact_check_if_match(json_t *doc, const char *if_match, struct err *e) {
   if (!if_match || !*if_match || strcmp(if_match, "*") == 0) return 0;
   const char *etag = json_string_value(json_object_get(doc, "eTag"));
   /* Tolerate the quoted form of RFC 7232. */
@@ -826,7 +845,7 @@ int artifact_update(struct store *s, enum artifact_kind k, const char *id, json_
   struct store_entry *old = get_existing(t, k, id, e);
   json_t *doc = NULL;
   int rc = -1;
-  if (!old || check_if_match(old->doc, if_match, e) < 0) goto out;
+  if (!old || artifact_check_if_match(old->doc, if_match, e) < 0) goto out;
   if (is_read_only(old->doc)) {
     err_set(e, 409, "ARTIFACT_READ_ONLY", "%s \"%s\" is read-only and cannot be changed", TYPES[k],
             old->name);
@@ -865,7 +884,7 @@ int artifact_delete(struct store *s, enum artifact_kind k, const char *id, const
   }
   struct store_entry *old = get_existing(t, k, id, e);
   int rc = -1;
-  if (!old || check_if_match(old->doc, if_match, e) < 0) goto out;
+  if (!old || artifact_check_if_match(old->doc, if_match, e) < 0) goto out;
   if (is_read_only(old->doc)) {
     err_set(e, 409, "ARTIFACT_READ_ONLY", "%s \"%s\" is read-only and cannot be deleted", TYPES[k],
             old->name);
@@ -874,7 +893,7 @@ int artifact_delete(struct store *s, enum artifact_kind k, const char *id, const
   json_t *users = users_of(t, NULL, k, id);
   if (users && json_array_size(users) > 0) {
     char names[1024];
-    names_list(users, names, sizeof names);
+    artifact_names_list(users, names, sizeof names);
     static const char *const user_kind[] = {"build plan(s)", "deployment plan(s)",
                                             "server profile(s)"};
     err_set(e, 409, "RESOURCE_IN_USE", "%s \"%s\" is used by %s %s", TYPES[k], old->name,

@@ -7,6 +7,7 @@
 #define STREAMER_ARTIFACT_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 #include "store/store.h"
 #include "util/util.h"
@@ -40,5 +41,57 @@ json_t *artifact_used_by(struct store *s, enum artifact_kind k, const char *id, 
 /* Check a resource name: 1..255 characters, no control characters, none of
  * the characters that HPE rejects. 0 or -1 with e set (400). */
 int artifact_check_name(const char *what, json_t *name, struct err *e);
+
+/* ---- golden images (golden.c) ------------------------------------------------
+ * The "golden-images" documents: HPE's GoldenImage fields plus Streamer's
+ * size, allocatedBytes, format and crc32. The bytes live in a golden volume
+ * of the same id (src/vol), which the API layer imports, exports and deletes;
+ * this module keeps the documents and their rules. */
+#define GOLDEN_COLL "golden-images"
+
+/* What an import produced, for golden_create. */
+struct golden_new {
+  const char *id; /* the golden volume's id, also the document's */
+  const char *name;
+  const char *description; /* NULL = "" */
+  const char *format;      /* "hpe-zip", "raw", "qcow2", ... */
+  uint64_t size;           /* bytes of the raw image */
+  uint64_t allocated;      /* bytes stored */
+  const char *sha256;      /* hex of the raw image */
+  uint32_t crc32;          /* of the raw image */
+  const char *member;      /* zip member name of its export */
+  const char *log;         /* the import log (GET /rest/golden-images/archive/{id}) */
+};
+
+void golden_register(struct store *s);
+/* Check a name for a new golden image: the name rules and not taken
+ * (400 INVALID_NAME, 409 NAME_CONFLICT). */
+int golden_check_new_name(struct store *s, const char *name, struct err *e);
+int golden_check_description(const char *description, struct err *e);
+int golden_create(struct store *s, const struct golden_new *g, struct store_entry **out,
+                  struct err *e);
+/* PUT: name and description may change; other fields must be absent, null
+ * or equal to the current value (400 GOLDEN_IMAGE_FIELD_READ_ONLY). */
+int golden_update(struct store *s, const char *id, json_t *body, const char *if_match,
+                  struct store_entry **out, struct err *e);
+/* Deleting is three steps around the volume's removal: golden_delete_begin
+ * checks (404, 412 If-Match, 409 read-only / in use by deployment plans /
+ * already being deleted) and marks the image state "Deleting" (deployment
+ * plans can then no longer refer to it); golden_delete_finish removes the
+ * document; golden_delete_cancel puts it back to "OK". *out of begin (may be
+ * NULL) receives the entry as it was. */
+int golden_delete_begin(struct store *s, const char *id, const char *if_match,
+                        struct store_entry **out, struct err *e);
+int golden_delete_finish(struct store *s, const char *id, struct err *e);
+int golden_delete_cancel(struct store *s, const char *id, struct err *e);
+int golden_is_deleting(json_t *doc);
+/* Sum of allocatedBytes of every golden image (for the storage quota). */
+uint64_t golden_allocated_total(struct store *s);
+/* The golden image a reference names (URI, bare id or exact name), as seen
+ * by transaction t; NULL if none. Release it. */
+struct store_entry *golden_lookup(struct store_txn *t, const char *ref);
+/* Recompute dependentArtifacts (the deployment plans using it) of golden
+ * image `id` inside t. */
+int golden_refresh_deps(struct store_txn *t, const char *id, struct err *e);
 
 #endif
