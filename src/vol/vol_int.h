@@ -102,6 +102,7 @@ struct osvol {
   unsigned char *dirty;
   uint64_t dirty_pages;
   int any_dirty;              /* hint: some page may be dirty */
+  int unflushed;              /* a write or discard completed since the last flush */
   pthread_mutex_t flush_lock; /* one flush at a time (see osvol_flush) */
   pthread_mutex_t stripes[VOL_OS_STRIPES];
   /* Writers and discards hold it shared for their whole duration; creating
@@ -128,6 +129,13 @@ int osvol_read_cluster(struct osvol *o, uint64_t c, void *buf, struct err *e);
 /* Read [off, off+len) of the live volume without range checks or locks. */
 int osvol_read_live(struct osvol *o, void *buf, size_t len, uint64_t off, struct err *e);
 void osvol_unref(struct osvol *o);
+/* Lock / unlock the stripes of clusters [c, c+n), in ascending stripe order
+ * (all of them when n >= VOL_OS_STRIPES). Whoever holds several stripes
+ * takes them this way, so no two holders deadlock. */
+void osvol_lock_stripes(struct osvol *o, uint64_t c, uint64_t n);
+void osvol_unlock_stripes(struct osvol *o, uint64_t c, uint64_t n);
+/* Is v an OS volume's live handle? */
+int osvol_is(const struct vol *v);
 
 /* snapshot.c: before cluster c of the live volume changes (caller holds c's
  * stripe lock and snap_lock shared), copy its current content into every open
