@@ -1,0 +1,587 @@
+/* test_image.c — golden image import and export (src/vol/image.c): HPE's own
+ * Developer golden image (from the research corpus, never copied into the
+ * repository), raw disks with zero runs (holes), zip variants (stored,
+ * deflate, data descriptor, zip64), qcow2/vmdk/vhdx through qemu-img, hostile
+ * and broken inputs (each refused with its code, leaving nothing in the golden
+ * directory), random-access export, and the zip64 export of a 5 GiB sparse
+ * golden volume. The inputs are written by tests/unit/image_fixtures.py. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "vol/image.h"
+
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+
+static char fx[] = "/tmp/streamer-test-image-XXXXXX"; /* fixtures and stores */
+static char in[300];                                  /* fx/in: the inputs */
+static char store_dir[300];
+static struct vol_store *vs;
+static int store_seq;
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static char *input(const char *name) { return util_strdup_printf("%s/%s", in, name); }
+
+static char *slurp_input(const char *name) {
+  CLEANUP_FREE char *p = input(name);
+  struct err e;
+  err_init(&e);
+  char *s = util_read_file(p, NULL, &e);
+  assert_non_null(s);
+  return s;
+}
+
+/* Entries of DIR/golden (temp files included). */
+static int golden_entries(void) {
+  CLEANUP_FREE char *d = util_strdup_printf("%s/golden", store_dir);
+  DIR *dir = opendir(d);
+  assert_non_null(dir);
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(dir)) != NULL)
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) n++;
+  closedir(dir);
+  return n;
+}
+
+static void hex(const unsigned char *d, size_t n, char *out) {
+  for (size_t i = 0; i < n; i++)
+    sprintf(out + 2 * i, "%02x", d[i]);
+}
+
+/* SHA-256 of golden volume `id`, read through struct vol. */
+static void golden_sha256(const char *id, char out[65]) {
+  struct vol *v = NULL;
+  struct err e;
+  err_init(&e);
+  assert_int_equal(vol_golden_open(vs, id, &v, &e), 0);
+  gnutls_hash_hd_t h;
+  assert_int_equal(gnutls_hash_init(&h, GNUTLS_DIG_SHA256), 0);
+  unsigned char *buf = malloc(MiB);
+  assert_non_null(buf);
+  for (uint64_t off = 0; off < vol_size(v);) {
+    size_t n = vol_size(v) - off < MiB ? (size_t)(vol_size(v) - off) : MiB;
+    assert_int_equal(vol_pread(v, buf, n, off, &e), 0);
+    gnutls_hash(h, buf, n);
+    off += n;
+  }
+  unsigned char d[32];
+  gnutls_hash_deinit(h, d);
+  hex(d, 32, out);
+  free(buf);
+  vol_close(v);
+}
+
+struct calls {
+  int n;
+  uint64_t last_done, last_total;
+  int monotonic;
+};
+
+static void on_progress(void *arg, uint64_t done, uint64_t total) {
+  struct calls *c = arg;
+  if (c->n && done < c->last_done) c->monotonic = 0;
+  c->n++;
+  c->last_done = done;
+  c->last_total = total;
+}
+
+static int import_as(const char *id, const char *name, enum image_format fmt,
+                     struct image_info *info, struct err *e) {
+  CLEANUP_FREE char *p = input(name);
+  err_init(e);
+  return image_import(vs, id, p, fmt, NULL, NULL, info, e);
+}
+
+/* Write the whole export of golden `id` to `path`, sparse (zero blocks skipped). */
+static uint64_t export_to_file(struct image_export *x, const char *path, size_t piece) {
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  assert_true(fd >= 0);
+  uint64_t total = image_export_length(x);
+  assert_int_equal(ftruncate(fd, (off_t)total), 0);
+  unsigned char *buf = malloc(piece);
+  assert_non_null(buf);
+  struct err e;
+  err_init(&e);
+  uint64_t off = 0;
+  for (;;) {
+    long n = image_export_read(x, off, buf, piece, &e);
+    assert_true(n >= 0);
+    if (n == 0) break;
+    for (long i = 0; i < n; i += 4096) {
+      long k = n - i < 4096 ? n - i : 4096;
+      int zero = 1;
+      for (long j = 0; j < k && zero; j++)
+        zero = buf[i + j] == 0;
+      if (!zero) assert_int_equal(pwrite(fd, buf + i, (size_t)k, (off_t)(off + (uint64_t)i)), k);
+    }
+    off += (uint64_t)n;
+  }
+  assert_int_equal(off, total);
+  free(buf);
+  close(fd);
+  return total;
+}
+
+/* ---- fixtures -------------------------------------------------------------- */
+
+static int group_setup(void **state) {
+  assert_non_null(mkdtemp(fx));
+  snprintf(in, sizeof in, "%s/in", fx);
+  const char *research = getenv("STREAMER_RESEARCH");
+  if (!research || !*research) research = "../shared/research";
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "python3 tests/unit/image_fixtures.py '%s' '%s'", in, research);
+  if (system(cmd) != 0) {
+    fprintf(stderr,
+            "test_image: %s failed (run from the repository root; the research corpus "
+            "must be at $STREAMER_RESEARCH or ../shared/research)\n",
+            cmd);
+    return -1;
+  }
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx);
+  return system(cmd);
+}
+
+static int setup(void **state) {
+  snprintf(store_dir, sizeof store_dir, "%s/store%d", fx, ++store_seq);
+  struct err e;
+  err_init(&e);
+  assert_int_equal(vol_store_open(&vs, store_dir, &e), 0);
+  return 0;
+}
+
+static int teardown(void **state) {
+  vol_store_close(vs);
+  vs = NULL;
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "chmod -R u+w '%s'; rm -rf '%s'", store_dir, store_dir);
+  return system(cmd);
+}
+
+/* ---- HPE's Developer golden image ------------------------------------------ */
+
+static void test_hpe_developer_image(void **state) {
+  CLEANUP_FREE char *want_sha = slurp_input("dev.sha256");
+  CLEANUP_FREE char *member = slurp_input("dev.member");
+  CLEANUP_FREE char *src = input("dev.zip");
+  struct image_info info;
+  struct err e;
+  err_init(&e);
+  struct calls calls = {.monotonic = 1};
+  assert_int_equal(image_import(vs, "dev", src, IMAGE_AUTO, on_progress, &calls, &info, &e), 0);
+  assert_int_equal(info.format, IMAGE_HPE_ZIP);
+  assert_int_equal(info.size, 104857600);
+  assert_string_equal(info.member, member);
+  assert_string_equal(info.sha256, want_sha);
+  assert_true(info.allocated < info.size / 4); /* a mostly empty FAT16 partition */
+  char got[65];
+  golden_sha256("dev", got);
+  assert_string_equal(got, want_sha);
+  /* Progress: about every 1%, never backwards, ending at the total. */
+  assert_true(calls.n >= 50 && calls.n <= 110);
+  assert_true(calls.monotonic);
+  assert_int_equal(calls.last_done, info.size);
+  assert_int_equal(calls.last_total, info.size);
+
+  /* Export: an exact length, a stored zip that Python and unzip accept. */
+  struct image_export *x = NULL;
+  assert_int_equal(image_export_open(vs, "dev", info.member, info.size, info.crc32, &x, &e), 0);
+  uint64_t total = image_export_length(x);
+  assert_int_equal(total, 30 + strlen(member) + info.size + 46 + strlen(member) + 22);
+  CLEANUP_FREE char *out = util_strdup_printf("%s/dev-export.zip", fx);
+  assert_int_equal(export_to_file(x, out, MiB + 7), total);
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd,
+           "python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); "
+           "assert z.testzip() is None; [i] = z.infolist(); "
+           "assert i.filename == sys.argv[2] and i.compress_type == 0 and i.file_size == %" PRIu64
+           "' '%s' '%s'",
+           info.size, out, member);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "unzip -tqq '%s'", out);
+  assert_int_equal(system(cmd), 0);
+
+  /* Random ranges equal the same slice of the whole stream. */
+  int fd = open(out, O_RDONLY);
+  assert_true(fd >= 0);
+  unsigned char *a = malloc(3 * MiB), *b = malloc(3 * MiB);
+  assert_non_null(a);
+  assert_non_null(b);
+  uint64_t marks[] = {0, 1, 29, 30, 30 + strlen(member), total - 200, total - 22, total - 1};
+  srand(42);
+  for (int i = 0; i < 300; i++) {
+    uint64_t off;
+    if (i < (int)(sizeof marks / sizeof marks[0]) * 2)
+      off = marks[i / 2] - (i % 2 && marks[i / 2] ? 1 : 0);
+    else
+      off = ((uint64_t)rand() << 16 ^ (uint64_t)rand()) % total;
+    size_t len = (size_t)(rand() % (int)(MiB / 4)) + 1;
+    long n = image_export_read(x, off, a, len, &e);
+    size_t want = total - off < len ? (size_t)(total - off) : len;
+    assert_int_equal(n, (long)want);
+    assert_int_equal(pread(fd, b, want, (off_t)off), (ssize_t)want);
+    assert_memory_equal(a, b, want);
+  }
+  assert_int_equal(image_export_read(x, total, a, 10, &e), 0);
+  assert_int_equal(image_export_read(x, total + 5, a, 10, &e), 0);
+  free(a);
+  free(b);
+  close(fd);
+  image_export_close(x);
+
+  /* The export imports again to the same content, name and CRC. */
+  struct image_info again;
+  err_init(&e);
+  assert_int_equal(image_import(vs, "dev2", out, IMAGE_HPE_ZIP, NULL, NULL, &again, &e), 0);
+  assert_string_equal(again.sha256, want_sha);
+  assert_string_equal(again.member, member);
+  assert_int_equal(again.crc32, info.crc32);
+  assert_int_equal(again.size, info.size);
+
+  /* A recorded size that is not the volume's is refused. */
+  x = NULL;
+  assert_int_equal(image_export_open(vs, "dev", member, info.size + 512, info.crc32, &x, &e), -1);
+  assert_null(x);
+  assert_int_equal(image_export_open(vs, "dev", "../x", info.size, info.crc32, &x, &e), -1);
+  assert_string_equal(e.code, "IMAGE_ZIP_PATH");
+  assert_int_equal(image_export_open(vs, "nope", member, info.size, info.crc32, &x, &e), -1);
+  assert_int_equal(e.status, 404);
+}
+
+/* ---- raw, zips, qemu formats: the same 64 MiB disk with zero runs ----------- */
+
+static void check_pattern(const char *id, const struct image_info *info) {
+  CLEANUP_FREE char *want = slurp_input("pattern.sha256");
+  assert_string_equal(info->sha256, want);
+  assert_int_equal(info->size, 64 * MiB);
+  /* 3 MiB of data, a sector and a lone block: the rest are holes. */
+  assert_true(info->allocated >= 3 * MiB);
+  assert_true(info->allocated <= 3 * MiB + 256 * 1024);
+  char got[65];
+  golden_sha256(id, got);
+  assert_string_equal(got, want);
+}
+
+static void test_raw_holes(void **state) {
+  struct image_info info;
+  struct err e;
+  assert_int_equal(import_as("raw1", "pattern.raw", IMAGE_AUTO, &info, &e), 0);
+  assert_int_equal(info.format, IMAGE_RAW);
+  assert_string_equal(info.member, "");
+  check_pattern("raw1", &info);
+  assert_int_equal(import_as("raw2", "pattern.raw", IMAGE_RAW, &info, &e), 0);
+  check_pattern("raw2", &info);
+  /* The same CRC-32 as zlib over the file. */
+  CLEANUP_FREE char *p = input("pattern.raw");
+  size_t len;
+  CLEANUP_FREE char *data = util_read_file(p, &len, &e);
+  assert_non_null(data);
+  assert_int_equal(info.crc32, (uint32_t)crc32_z(0, (const Bytef *)data, len));
+  /* A golden volume is never replaced. */
+  assert_int_equal(import_as("raw1", "pattern.raw", IMAGE_RAW, &info, &e), -1);
+  assert_int_equal(e.status, 409);
+  assert_string_equal(e.code, "VOL_EXISTS");
+  assert_int_equal(import_as("../x", "pattern.raw", IMAGE_RAW, &info, &e), -1);
+  assert_string_equal(e.code, "VOL_BAD_ID");
+  assert_int_equal(golden_entries(), 2);
+}
+
+static void test_zip_variants(void **state) {
+  static const char *names[] = {"pattern-stored.zip", "pattern-deflate.zip", "pattern-dd.zip",
+                                "pattern-zip64.zip"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "z%zu", i);
+    struct image_info info;
+    struct err e;
+    if (import_as(id, names[i], IMAGE_AUTO, &info, &e) < 0) fail_msg("%s: %s", names[i], e.message);
+    assert_int_equal(info.format, IMAGE_HPE_ZIP);
+    assert_string_equal(info.member, "disk.raw");
+    check_pattern(id, &info);
+  }
+}
+
+static void test_qemu_formats(void **state) {
+  static const struct {
+    const char *name;
+    enum image_format fmt;
+  } cases[] = {{"pattern.qcow2", IMAGE_AUTO},
+               {"pattern.qcow2", IMAGE_QCOW2},
+               {"pattern.vmdk", IMAGE_AUTO},
+               {"pattern.vhdx", IMAGE_AUTO},
+               {"pattern.vhdx", IMAGE_VHDX}};
+  static const enum image_format detected[] = {IMAGE_QCOW2, IMAGE_QCOW2, IMAGE_VMDK, IMAGE_VHDX,
+                                               IMAGE_VHDX};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "q%zu", i);
+    struct image_info info;
+    struct err e;
+    struct calls calls = {.monotonic = 1};
+    CLEANUP_FREE char *p = input(cases[i].name);
+    err_init(&e);
+    if (image_import(vs, id, p, cases[i].fmt, on_progress, &calls, &info, &e) < 0)
+      fail_msg("%s: %s", cases[i].name, e.message);
+    assert_int_equal(info.format, detected[i]);
+    check_pattern(id, &info);
+    assert_true(calls.monotonic);
+    assert_int_equal(calls.last_done, calls.last_total);
+  }
+}
+
+static void test_qemu_img_missing(void **state) {
+  setenv("STREAMER_QEMU_IMG", "/nonexistent/qemu-img", 1);
+  struct image_info info;
+  struct err e;
+  int rc = import_as("q", "pattern.qcow2", IMAGE_AUTO, &info, &e);
+  unsetenv("STREAMER_QEMU_IMG");
+  assert_int_equal(rc, -1);
+  assert_int_equal(e.status, 501);
+  assert_string_equal(e.code, "QEMU_IMG_MISSING");
+  assert_non_null(strstr(e.message, "qemu-utils"));
+  assert_int_equal(golden_entries(), 0);
+}
+
+static void test_max_size(void **state) {
+  setenv("STREAMER_IMAGE_MAX_BYTES", "1048576", 1);
+  struct image_info info;
+  struct err e;
+  int zip = import_as("m", "pattern-deflate.zip", IMAGE_AUTO, &info, &e);
+  char zip_code[64];
+  snprintf(zip_code, sizeof zip_code, "%s", e.code);
+  int raw = import_as("m", "pattern.raw", IMAGE_AUTO, &info, &e);
+  unsetenv("STREAMER_IMAGE_MAX_BYTES");
+  assert_int_equal(zip, -1);
+  assert_string_equal(zip_code, "IMAGE_ZIP_BOMB");
+  assert_int_equal(raw, -1);
+  assert_string_equal(e.code, "IMAGE_UNSUPPORTED");
+  assert_int_equal(golden_entries(), 0);
+}
+
+/* ---- hostile and broken inputs -------------------------------------------- */
+
+static void test_hostile_inputs(void **state) {
+  static const struct {
+    const char *name;
+    enum image_format fmt;
+    const char *code;
+    const char *code2; /* also acceptable, or NULL ("*": any of the damage codes) */
+  } cases[] = {
+      {"bad-two-members.zip", IMAGE_AUTO, "IMAGE_ZIP_MEMBERS", NULL},
+      {"bad-dir-and-file.zip", IMAGE_AUTO, "IMAGE_ZIP_MEMBERS", NULL},
+      {"bad-dotdot.zip", IMAGE_AUTO, "IMAGE_ZIP_PATH", NULL},
+      {"bad-absolute.zip", IMAGE_AUTO, "IMAGE_ZIP_PATH", NULL},
+      {"bad-backslash.zip", IMAGE_AUTO, "IMAGE_ZIP_PATH", NULL},
+      {"bad-directory.zip", IMAGE_AUTO, "IMAGE_ZIP_PATH", NULL},
+      {"bad-crc-stored.zip", IMAGE_AUTO, "IMAGE_CRC_MISMATCH", NULL},
+      {"bad-crc-deflate.zip", IMAGE_AUTO, "IMAGE_CRC_MISMATCH", "*"},
+      {"bad-truncated.zip", IMAGE_AUTO, "IMAGE_TRUNCATED", NULL},
+      {"bad-truncated.zip", IMAGE_HPE_ZIP, "IMAGE_TRUNCATED", NULL},
+      {"bad-declared-smaller.zip", IMAGE_AUTO, "IMAGE_ZIP_BOMB", NULL},
+      {"bad-declared-larger.zip", IMAGE_AUTO, "IMAGE_TRUNCATED", NULL},
+      {"bad-sizes-disagree.zip", IMAGE_AUTO, "IMAGE_ZIP_BOMB", NULL},
+      {"bad-bomb-ratio.zip", IMAGE_AUTO, "IMAGE_ZIP_BOMB", NULL},
+      {"bad-encrypted.zip", IMAGE_AUTO, "IMAGE_UNSUPPORTED", NULL},
+      {"bad-bzip2.zip", IMAGE_AUTO, "IMAGE_UNSUPPORTED", NULL},
+      {"bad-method12.zip", IMAGE_AUTO, "IMAGE_UNSUPPORTED", NULL},
+      {"bad-garbage.bin", IMAGE_AUTO, "IMAGE_NOT_A_DISK", NULL},
+      {"bad-garbage.bin", IMAGE_HPE_ZIP, "IMAGE_CORRUPT", NULL},
+      {"bad-random.bin", IMAGE_HPE_ZIP, "IMAGE_CORRUPT", NULL},
+      {"bad-odd-size.raw", IMAGE_AUTO, "IMAGE_NOT_A_DISK", NULL},
+      {"bad-empty.raw", IMAGE_AUTO, "IMAGE_NOT_A_DISK", NULL},
+      {"bad-empty.raw", IMAGE_HPE_ZIP, "IMAGE_CORRUPT", NULL},
+      {"bad-odd-member.zip", IMAGE_AUTO, "IMAGE_NOT_A_DISK", NULL},
+      {"bad-empty-member.zip", IMAGE_AUTO, "IMAGE_NOT_A_DISK", NULL},
+      {"bad-zip-in-zip.zip", IMAGE_AUTO, "IMAGE_NOT_A_DISK", NULL},
+      {"bad-text-member.zip", IMAGE_AUTO, "IMAGE_NOT_A_DISK", NULL},
+      {"bad-trailing-garbage.zip", IMAGE_AUTO, "IMAGE_CORRUPT", NULL},
+      {"dev.zip", IMAGE_RAW, "IMAGE_NOT_A_DISK", NULL},
+      {"pattern.qcow2", IMAGE_RAW, "IMAGE_NOT_A_DISK", NULL},
+      {"bad-backing.qcow2", IMAGE_AUTO, "IMAGE_UNSUPPORTED", NULL},
+      {"bad-datafile.qcow2", IMAGE_AUTO, "IMAGE_UNSUPPORTED", NULL},
+      {"bad-descriptor.vmdk", IMAGE_AUTO, "IMAGE_UNSUPPORTED", NULL},
+      {"bad-descriptor.vmdk", IMAGE_VMDK, "IMAGE_UNSUPPORTED", NULL},
+      {"bad-not-qcow2.qcow2", IMAGE_QCOW2, "IMAGE_CORRUPT", NULL},
+      {"pattern.raw", IMAGE_QCOW2, "IMAGE_CORRUPT", NULL},
+      {"pattern.raw", IMAGE_HPE_ZIP, "IMAGE_CORRUPT", NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct image_info info;
+    struct err e;
+    int rc = import_as("hostile", cases[i].name, cases[i].fmt, &info, &e);
+    if (rc != -1) fail_msg("%s (%s) was accepted", cases[i].name, image_format_name(cases[i].fmt));
+    int ok = !strcmp(e.code, cases[i].code) || (cases[i].code2 && !strcmp(e.code, cases[i].code2));
+    /* A flipped compressed byte: inflate fails, or produces too much, too
+     * little or other bytes, depending on where it lands. */
+    if (cases[i].code2 && !strcmp(cases[i].code2, "*"))
+      ok = !strcmp(e.code, "IMAGE_CORRUPT") || !strcmp(e.code, "IMAGE_CRC_MISMATCH") ||
+           !strcmp(e.code, "IMAGE_ZIP_BOMB") || !strcmp(e.code, "IMAGE_TRUNCATED");
+    if (!ok)
+      fail_msg("%s (%s): %s %s, expected %s", cases[i].name, image_format_name(cases[i].fmt),
+               e.code, e.message, cases[i].code);
+    assert_int_equal(e.status, 400);
+    assert_true(strlen(e.message) > 20);
+    if (getenv("TEST_IMAGE_VERBOSE")) printf("%-26s %-14s %s\n", cases[i].name, e.code, e.message);
+    /* Nothing behind: no golden volume, no temp file. */
+    if (golden_entries() != 0) fail_msg("%s left a file in the golden directory", cases[i].name);
+    assert_false(vol_golden_exists(vs, "hostile"));
+  }
+}
+
+/* An import already running (its temp file locked) is not disturbed. */
+static void test_busy(void **state) {
+  CLEANUP_FREE char *tmp = vol_golden_tmp_path(vs, "busy");
+  int fd = open(tmp, O_RDWR | O_CREAT, 0600);
+  assert_true(fd >= 0);
+  assert_int_equal(flock(fd, LOCK_EX), 0);
+  assert_int_equal(write(fd, "x", 1), 1);
+  struct image_info info;
+  struct err e;
+  assert_int_equal(import_as("busy", "pattern.raw", IMAGE_RAW, &info, &e), -1);
+  assert_int_equal(e.status, 409);
+  assert_string_equal(e.code, "GOLDEN_VOLUME_BUSY");
+  struct stat st;
+  assert_int_equal(fstat(fd, &st), 0);
+  assert_int_equal(st.st_size, 1);
+  assert_int_equal(st.st_nlink, 1);
+  close(fd); /* a leftover of a crashed import is reused */
+  assert_int_equal(import_as("busy", "pattern.raw", IMAGE_RAW, &info, &e), 0);
+  check_pattern("busy", &info);
+  assert_int_equal(golden_entries(), 1);
+}
+
+/* ---- zip64 export of a 5 GiB sparse golden volume ------------------------------ */
+
+/* CRC-32 of n zero bytes (n a multiple of 4096), by doubling. */
+static uLong crc_zeros(uint64_t n) {
+  static const unsigned char z[4096];
+  uLong acc = 0, pow = crc32(0, z, sizeof z);
+  uint64_t len = sizeof z;
+  for (uint64_t k = n / sizeof z; k; k >>= 1) {
+    if (k & 1) acc = crc32_combine64(acc, pow, (z_off64_t)len);
+    pow = crc32_combine64(pow, pow, (z_off64_t)len);
+    len *= 2;
+  }
+  return acc;
+}
+
+static void test_zip64_export(void **state) {
+  const uint64_t size = 5 * GiB;
+  unsigned char first[4096], last[4096];
+  memset(first, 0, sizeof first);
+  first[510] = 0x55;
+  first[511] = 0xaa;
+  for (size_t i = 0; i < sizeof last; i++)
+    last[i] = (unsigned char)(i * 7 + 1);
+  CLEANUP_FREE char *tmp = vol_golden_tmp_path(vs, "big");
+  int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  assert_true(fd >= 0);
+  assert_int_equal(ftruncate(fd, (off_t)size), 0);
+  assert_int_equal(pwrite(fd, first, sizeof first, 0), (ssize_t)sizeof first);
+  assert_int_equal(pwrite(fd, last, sizeof last, (off_t)(size - sizeof last)),
+                   (ssize_t)sizeof last);
+  close(fd);
+  struct err e;
+  err_init(&e);
+  assert_int_equal(vol_golden_commit(vs, "big", &e), 0);
+  uLong crc = crc32(0, first, sizeof first);
+  crc = crc32_combine64(crc, crc_zeros(size - 8192), (z_off64_t)(size - 8192));
+  crc = crc32_combine64(crc, crc32(0, last, sizeof last), sizeof last);
+
+  struct image_export *x = NULL;
+  assert_int_equal(image_export_open(vs, "big", "disk.raw", size, (uint32_t)crc, &x, &e), 0);
+  uint64_t total = image_export_length(x);
+  /* Local header + zip64 extra, data, central entry + zip64 extra, zip64 end
+   * record and locator, end record. */
+  assert_int_equal(total, 30 + 8 + 20 + size + 46 + 8 + 20 + 56 + 20 + 22);
+  /* The file the stream makes: its head and tail as read, the middle as holes
+   * plus the two data blocks; a sample of ranges across it is compared with
+   * what the stream serves (reading all 5 GiB of holes would take seconds). */
+  CLEANUP_FREE char *out = util_strdup_printf("%s/big-export.zip", fx);
+  fd = open(out, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  assert_true(fd >= 0);
+  assert_int_equal(ftruncate(fd, (off_t)total), 0);
+  const uint64_t data_off = 30 + 8 + 20, tail_off = data_off + size;
+  unsigned char *buf = malloc(MiB), *want = malloc(MiB);
+  assert_non_null(buf);
+  assert_non_null(want);
+  assert_int_equal(image_export_read(x, 0, buf, MiB, &e), (long)MiB);
+  assert_int_equal(pwrite(fd, buf, MiB, 0), (ssize_t)MiB);
+  assert_int_equal(image_export_read(x, total - MiB, buf, MiB, &e), (long)MiB);
+  assert_int_equal(pwrite(fd, buf, MiB, (off_t)(total - MiB)), (ssize_t)MiB);
+  assert_memory_equal(buf + MiB - (total - tail_off) - sizeof last, last, sizeof last);
+  srand(5);
+  for (int i = 0; i < 64; i++) {
+    uint64_t off = i == 0 ? tail_off - 100 : ((uint64_t)rand() << 20 ^ (uint64_t)rand()) % total;
+    size_t len = (size_t)(rand() % (int)MiB) + 1;
+    long n = image_export_read(x, off, buf, len, &e);
+    size_t expect = total - off < len ? (size_t)(total - off) : len;
+    assert_int_equal(n, (long)expect);
+    assert_int_equal(pread(fd, want, expect, (off_t)off), (ssize_t)expect);
+    assert_memory_equal(buf, want, expect);
+  }
+  free(buf);
+  free(want);
+  close(fd);
+  image_export_close(x);
+
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd,
+           "python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [i] = z.infolist(); "
+           "assert i.filename == \"disk.raw\" and i.file_size == %" PRIu64
+           " and i.compress_size == i.file_size and i.CRC == %lu and i.compress_type == 0; "
+           "f = z.open(i); assert f.read(512)[510:] == b\"\\x55\\xaa\"' '%s'",
+           size, (unsigned long)crc, out);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "unzip -lqq '%s' | grep -q '^ *%" PRIu64 " .*disk.raw$'", out, size);
+  assert_int_equal(system(cmd), 0);
+
+  /* Our importer reads it back (zip64 end records and extra fields), CRC checked. */
+  struct image_info info;
+  err_init(&e);
+  assert_int_equal(image_import(vs, "big2", out, IMAGE_AUTO, NULL, NULL, &info, &e), 0);
+  assert_int_equal(info.size, size);
+  assert_int_equal(info.crc32, (uint32_t)crc);
+  assert_string_equal(info.member, "disk.raw");
+  assert_true(info.allocated <= 64 * 1024);
+}
+
+int main(void) {
+  if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_hpe_developer_image, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_raw_holes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_zip_variants, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_qemu_formats, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_qemu_img_missing, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_max_size, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_hostile_inputs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_busy, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_zip64_export, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
