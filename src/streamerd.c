@@ -21,6 +21,7 @@
 #include "deploy/task.h"
 #include "store/store.h"
 #include "util/util.h"
+#include "vol/vol.h"
 
 #define STREAMER_VERSION "0.1.0"
 #define MAX_ISCSI_PORTALS 8
@@ -36,6 +37,7 @@ struct options {
   long idle_timeout;
   long http_threads;
   long task_workers;
+  long long storage_quota;
   char *log_level;
 };
 
@@ -55,6 +57,7 @@ static void usage(FILE *f) {
       "  --session-idle-timeout SEC  idle time before a session ends (default 86400)\n"
       "  --http-threads N            HTTP worker threads (default: number of CPUs)\n"
       "  --task-workers N            concurrent background tasks (default 4)\n"
+      "  --storage-quota BYTES       space golden images may take (default 0 = no limit)\n"
       "  --log-level LEVEL           debug, info, warn or error (default info)\n"
       "  --version, --help\n");
 }
@@ -111,6 +114,17 @@ static int apply(struct options *o, const char *key, const char *v) {
     return set_long(key, v, 60, 7 * 86400, &o->idle_timeout);
   if (!strcmp(key, "http-threads")) return set_long(key, v, 1, 256, &o->http_threads);
   if (!strcmp(key, "task-workers")) return set_long(key, v, 1, 256, &o->task_workers);
+  if (!strcmp(key, "storage-quota")) {
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end || n < 0) {
+      fprintf(stderr, "streamerd: --storage-quota: \"%s\" is not a number of bytes >= 0\n", v);
+      return -1;
+    }
+    o->storage_quota = n;
+    return 0;
+  }
   fprintf(stderr, "streamerd: unknown option \"%s\"\n", key);
   return -1;
 }
@@ -234,6 +248,7 @@ int main(int argc, char **argv) {
       {"session-idle-timeout", required_argument, NULL, 0},
       {"http-threads", required_argument, NULL, 0},
       {"task-workers", required_argument, NULL, 0},
+      {"storage-quota", required_argument, NULL, 0},
       {"log-level", required_argument, NULL, 0},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
@@ -323,6 +338,7 @@ int main(int argc, char **argv) {
   char *pw_path = util_strdup_printf("%s/admin-password", o.data_dir);
   char *cert = util_strdup_printf("%s/cert.pem", tlsdir);
   char *key = util_strdup_printf("%s/key.pem", tlsdir);
+  char *vol_dir = util_strdup_printf("%s/volumes", o.data_dir);
 
   /* Signals are taken synchronously by the main thread only. */
   sigset_t sigs;
@@ -336,8 +352,10 @@ int main(int argc, char **argv) {
   struct store *store = NULL;
   struct task_engine *tasks = NULL;
   struct api *api = NULL;
+  struct vol_store *vols = NULL;
   int rc = 1;
   if (store_open(&store, db_path, &e) < 0) goto fail;
+  if (vol_store_open(&vols, vol_dir, &e) < 0) goto fail;
   artifact_register(store);
   if (api_bootstrap_admin(store, pw_path, &e) < 0) goto fail;
   if (!o.insecure_http && (mkdir_p(tlsdir, 0700) < 0 || api_tls_ensure(cert, key, &e) < 0)) {
@@ -354,6 +372,8 @@ int main(int argc, char **argv) {
       .max_body = (size_t)o.max_body,
       .session_idle_timeout = (int)o.idle_timeout,
       .threads = (int)o.http_threads,
+      .volumes = vols,
+      .storage_quota = (uint64_t)o.storage_quota,
   };
   api = api_start(&ac, store, tasks, &e);
   if (!api) goto fail;
@@ -380,6 +400,7 @@ fail:
 out:
   api_stop(api);
   task_engine_stop(tasks);
+  if (vols) vol_store_close(vols);
   store_close(store);
   err_clear(&e);
   if (rc == 0) log_info("main", "stopped");
@@ -388,6 +409,7 @@ out:
   free(pw_path);
   free(cert);
   free(key);
+  free(vol_dir);
   free(o.config);
   free(o.data_dir);
   free(o.listen);

@@ -4,6 +4,7 @@
 #define STREAMER_API_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "deploy/task.h"
 #include "store/store.h"
@@ -14,12 +15,15 @@ struct api_config {
   int insecure_http;         /* plain HTTP (loopback only) */
   const char *tls_cert_path; /* PEM files, used unless insecure_http */
   const char *tls_key_path;
-  size_t max_body;          /* bytes; larger bodies get 413 */
-  int session_idle_timeout; /* seconds */
-  int threads;              /* HTTP worker threads */
+  size_t max_body;           /* bytes; larger bodies get 413 */
+  int session_idle_timeout;  /* seconds */
+  int threads;               /* HTTP worker threads */
+  struct vol_store *volumes; /* golden images live here (must outlive the api) */
+  uint64_t storage_quota;    /* bytes golden images and uploads may use; 0 = no limit */
 };
 
 struct api;
+struct vol_store;
 
 /* Start serving. The store and task engine must outlive the api. */
 struct api *api_start(const struct api_config *cfg, struct store *s, struct task_engine *te,

@@ -54,6 +54,8 @@ struct api {
   int idle_timeout_s;
   pthread_mutex_t cache_lock;
   struct collection_cache cache[COLLECTION_CACHE_SLOTS];
+  char *uploads_dir;     /* VOLUMES/uploads: golden image uploads being received */
+  uint64_t upload_bytes; /* bytes reserved by uploads in progress (atomic) */
 };
 
 #define MAX_SEGS 8
@@ -82,6 +84,9 @@ struct request {
   const char *content_type;
   char location[256];
   char etag[64];
+  struct MHD_Response *resp_custom; /* a ready response (downloads) instead of resp */
+  int close_conn;                   /* answered before the body was read: close after */
+  struct upload *upload;            /* a streamed golden image upload (golden.c) */
 };
 
 /* ---- responses (http.c) ---- */
@@ -94,6 +99,11 @@ void reply_no_content(struct request *r);
 void reply_blob(struct request *r, int status, struct blob *b); /* takes a reference */
 
 /* ---- request helpers (http.c) ---- */
+/* Split and check the path and X-API-Version (done by the normal path before
+ * routing); 0, or -1 with a reply set. */
+int req_prepare(struct request *r);
+/* Is the media type of Content-Type `ct` exactly `type` (parameters allowed)? */
+int media_is(const char *ct, const char *type);
 /* Parse the body as JSON (any value). Sets a 400/415 reply and returns NULL on error.
  * An empty body yields json null. */
 json_t *req_json(struct request *r);
@@ -112,6 +122,19 @@ void route_idle_timeout(struct request *r);
 void route_users(struct request *r);
 void sessions_drop_user(struct api *a, const char *user);
 void sessions_free(struct api *a);
+
+/* ---- golden images (golden.c) ---- */
+int golden_api_init(struct api *a, struct err *e); /* uploads dir, recovery; at start */
+void golden_api_fini(struct api *a);
+void route_golden_images(struct request *r);
+/* Is this the first call of a golden image upload (POST /rest/golden-images,
+ * multipart/form-data)? Then the body is streamed to upload_data instead of
+ * being buffered, and upload_end produces the reply. */
+int upload_wanted(struct MHD_Connection *conn, const char *method, const char *url);
+void upload_begin(struct request *r); /* headers only; may reply at once */
+void upload_data(struct request *r, const char *data, size_t size);
+void upload_end(struct request *r);
+void upload_free(struct upload *u); /* also when the client went away */
 
 /* ---- resources (routes.c) ---- */
 void route_dispatch(struct request *r);

@@ -156,7 +156,7 @@ int req_args(struct request *r, const char *name, const char **out, int max) {
 
 /* Is the media type of Content-Type `ct` exactly `type` (parameters such as
  * "; charset=utf-8" allowed)? "application/jsonx" is not application/json. */
-static int media_is(const char *ct, const char *type) {
+int media_is(const char *ct, const char *type) {
   size_t n = strlen(type);
   return strncasecmp(ct, type, n) == 0 &&
          (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
@@ -278,12 +278,17 @@ static void request_free(struct request *r) {
   json_decref(r->json);
   free(r->resp);
   blob_release(r->resp_blob);
+  if (r->resp_custom) MHD_destroy_response(r->resp_custom);
+  upload_free(r->upload);
   free(r);
 }
 
 static enum MHD_Result send_reply(struct request *r) {
   struct MHD_Response *resp;
-  if (r->resp_blob && r->status != 204) {
+  if (r->resp_custom) {
+    resp = r->resp_custom;
+    r->resp_custom = NULL;
+  } else if (r->resp_blob && r->status != 204) {
     resp = MHD_create_response_from_buffer_with_free_callback_cls(
         r->resp_blob->len, r->resp_blob->data, blob_release_cb, r->resp_blob);
     if (resp) r->resp_blob = NULL; /* MHD releases it */
@@ -300,24 +305,29 @@ static enum MHD_Result send_reply(struct request *r) {
   if (r->etag[0]) MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, r->etag);
   MHD_add_response_header(resp, "Cache-Control", "no-store");
   MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-  if (r->status == 413) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+  if (r->status == 413 || r->close_conn)
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
   enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
   MHD_destroy_response(resp);
   return ret;
 }
 
-static void handle(struct request *r) {
+int req_prepare(struct request *r) {
   int rc = split_path(r);
   if (rc < 0) {
     reply_err(r, 400, "INVALID_URI", "the request URI is malformed");
-    return;
+    return -1;
   }
   if (rc > 0 || r->nseg == 0) {
     reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at \"%.200s\"; the API is under /rest/",
               r->url);
-    return;
+    return -1;
   }
-  if (check_api_version(r) < 0) return;
+  return check_api_version(r);
+}
+
+static void handle(struct request *r) {
+  if (req_prepare(r) < 0) return;
   if (r->too_big) {
     reply_err(r, 413, "REQUEST_TOO_LARGE",
               "the request body is larger than the limit of %zu bytes (--max-body)",
@@ -340,6 +350,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     r->method = method;
     r->url = url;
     *con_cls = r;
+    /* A golden image upload streams to disk: no --max-body, no buffering. */
+    if (upload_wanted(conn, method, url)) {
+      upload_begin(r);
+      if (!r->status) return MHD_YES;
+      r->close_conn = 1; /* answered before the body was read */
+      log_info("api", "%s %s -> %d user=%s", method, r->path ? r->path : url, r->status,
+               r->authenticated ? r->sess.user : "-");
+      return send_reply(r);
+    }
     /* Refuse an announced oversized body before reading it. */
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     if (cl && strtoull(cl, NULL, 10) > a->cfg.max_body) {
@@ -351,6 +370,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
       return send_reply(r);
     }
     return MHD_YES;
+  }
+  if (r->upload && !r->status) {
+    if (*upload_size > 0) {
+      upload_data(r, upload, *upload_size);
+      *upload_size = 0;
+      return MHD_YES;
+    }
+    upload_end(r);
+    if (!r->status) reply_err(r, 500, "INTERNAL_ERROR", "no reply was produced");
+    log_info("api", "%s %s -> %d user=%s", method, r->path ? r->path : url, r->status,
+             r->authenticated ? r->sess.user : "-");
+    return send_reply(r);
   }
   if (*upload_size > 0) {
     if (!r->too_big) {
@@ -474,6 +505,10 @@ struct api *api_start(const struct api_config *cfg, struct store *s, struct task
   pthread_mutex_init(&a->sess_lock, NULL);
   pthread_mutex_init(&a->cache_lock, NULL);
   auth_register(s);
+  if (golden_api_init(a, e) < 0) {
+    api_stop(a);
+    return NULL;
+  }
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
   if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
   if (!cfg->insecure_http) {
@@ -514,6 +549,7 @@ struct api *api_start(const struct api_config *cfg, struct store *s, struct task
 void api_stop(struct api *a) {
   if (!a) return;
   if (a->mhd) MHD_stop_daemon(a->mhd);
+  golden_api_fini(a);
   sessions_free(a);
   for (int i = 0; i < COLLECTION_CACHE_SLOTS; i++) {
     blob_release(a->cache[i].body);

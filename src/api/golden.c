@@ -1,0 +1,1070 @@
+/* golden.c — /rest/golden-images over HTTP: the collection and resources
+ * (documents kept by artifact/golden.c), streamed multipart uploads imported
+ * by a task (vol/image.h), downloads as the HPE zip straight from the golden
+ * volume, the import log, PUT and the asynchronous DELETE.
+ *
+ * An upload never sits in memory: http.c hands POST /rest/golden-images with
+ * a multipart/form-data body to upload_begin at the first call (headers
+ * only: session, role, name, quota and free space are checked there, before
+ * a byte of the body is read), then every chunk to upload_data, which runs
+ * libmicrohttpd's post processor and writes the `file` part to
+ * VOLUMES/uploads/<uuid>.part through a 1 MiB buffer. The task exists from
+ * the first byte of the file on, so percentComplete shows the receive
+ * (0-50 %) and then the import (50-100 %). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "api/api_int.h"
+#include "artifact/artifact.h"
+#include "vol/image.h"
+#include "vol/vol.h"
+
+#define UPLOAD_BUF (1u << 20)       /* write buffer of an upload */
+#define PP_BUF (64u << 10)          /* libmicrohttpd post processor buffer */
+#define DOWNLOAD_BLOCK (256u << 10) /* bytes per download read */
+#define FREE_MARGIN (64ull << 20)   /* disk space an upload must leave free */
+#define PROGRESS_MS 250             /* at most 4 task updates a second */
+#define SCAN_MAX (128u << 10)       /* body bytes searched for the file part's header */
+#define NAME_MAX_LEN 255
+#define DESC_MAX_LEN 65536
+
+static int is(const char *a, const char *b) { return strcmp(a, b) == 0; }
+
+/* ---- the import log ------------------------------------------------------------ */
+struct logbuf {
+  char *text;
+  size_t len, cap;
+};
+
+static void log_line(struct logbuf *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_line(struct logbuf *l, const char *fmt, ...) {
+  char line[1200], ts[32];
+  util_iso8601(util_now_ms(), ts);
+  int n = snprintf(line, sizeof line, "%s ", ts);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+  va_end(ap);
+  size_t len = strlen(line);
+  line[len++] = '\n';
+  if (l->len + len + 1 > l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 1024;
+    while (cap < l->len + len + 1)
+      cap *= 2;
+    char *t = realloc(l->text, cap);
+    if (!t) return;
+    l->text = t;
+    l->cap = cap;
+  }
+  memcpy(l->text + l->len, line, len);
+  l->len += len;
+  l->text[l->len] = 0;
+}
+
+/* ---- storage accounting ---------------------------------------------------------- */
+static uint64_t quota_used(struct api *a) {
+  return golden_allocated_total(a->store) + __atomic_load_n(&a->upload_bytes, __ATOMIC_RELAXED);
+}
+
+static void reserve(struct api *a, uint64_t n) {
+  __atomic_add_fetch(&a->upload_bytes, n, __ATOMIC_RELAXED);
+}
+
+static void unreserve(struct api *a, uint64_t n) {
+  __atomic_sub_fetch(&a->upload_bytes, n, __ATOMIC_RELAXED);
+}
+
+static void err_quota(struct err *e, struct api *a, uint64_t need) {
+  err_set(e, 413, "QUOTA_EXCEEDED",
+          "storing %llu more bytes would exceed the storage quota of %llu bytes (%llu in use)",
+          (unsigned long long)need, (unsigned long long)a->cfg.storage_quota,
+          (unsigned long long)quota_used(a));
+  err_action(e, "Delete golden images that are no longer needed, or raise --storage-quota.");
+}
+
+/* 0 if `need` bytes (plus a margin) fit on the file system of `dir`. */
+static int check_free(const char *dir, uint64_t need, struct err *e) {
+  struct statvfs sv;
+  if (statvfs(dir, &sv) < 0) return 0; /* cannot tell: let the writes decide */
+  uint64_t avail = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+  if (need + FREE_MARGIN > avail) {
+    err_set(e, 507, "INSUFFICIENT_STORAGE",
+            "the upload needs %llu bytes but only %llu are free on the volume store's file "
+            "system (keeping %llu in reserve)",
+            (unsigned long long)need, (unsigned long long)avail, (unsigned long long)FREE_MARGIN);
+    err_action(e, "Free disk space on the server (delete unused golden images) and retry.");
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- file names ------------------------------------------------------------------- */
+/* The base name of an uploaded file: quotes and any directory part (also
+ * C:\x\y.zip) removed. malloc'd; NULL if nothing is left. */
+static char *clean_filename(const char *raw) {
+  if (!raw) return NULL;
+  const char *p = raw;
+  for (const char *q = raw; *q; q++)
+    if (*q == '/' || *q == '\\') p = q + 1;
+  if (p == raw && strlen(raw) >= 2 && raw[1] == ':') p = raw + 2; /* C:file.zip */
+  char *out = strdup(p);
+  if (!out) return NULL;
+  size_t o = 0;
+  for (size_t i = 0; out[i]; i++)
+    if (out[i] != '"' && out[i] != '\'') out[o++] = out[i];
+  out[o] = 0;
+  while (o > 0 && (out[o - 1] == ' ' || out[o - 1] == '\t'))
+    out[--o] = 0;
+  if (!out[0] || is(out, ".") || is(out, "..")) {
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
+/* The format a file name's extension announces; -1 if none we take. */
+static int format_of(const char *fn) {
+  const char *dot = strrchr(fn, '.');
+  if (!dot) return -1;
+  static const struct {
+    const char *ext;
+    enum image_format fmt;
+  } map[] = {{".zip", IMAGE_HPE_ZIP}, {".raw", IMAGE_RAW},   {".img", IMAGE_RAW},
+             {".qcow2", IMAGE_QCOW2}, {".vmdk", IMAGE_VMDK}, {".vhdx", IMAGE_VHDX}};
+  for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+    if (strcasecmp(dot, map[i].ext) == 0) return (int)map[i].fmt;
+  return -1;
+}
+
+/* The "format" of a golden image document. */
+static const char *format_label(enum image_format f) {
+  return f == IMAGE_HPE_ZIP ? "hpe-zip" : image_format_name(f);
+}
+
+/* ---- uploads ------------------------------------------------------------------------ */
+struct field {
+  char *v;
+  size_t len;
+  int too_long;
+};
+
+struct upload {
+  struct api *api;
+  struct MHD_PostProcessor *pp;
+  char id[37]; /* the new golden image's id */
+  char *path;  /* VOLUMES/uploads/<id>.part */
+  int fd;
+  char *buf;
+  size_t buf_len;
+  uint64_t received;   /* bytes of the file part */
+  uint64_t body_total; /* Content-Length, 0 if unknown */
+  uint64_t body_seen;
+  uint64_t reserved; /* bytes counted in api->upload_bytes */
+  char *filename;
+  enum image_format fmt;
+  int file_parts;
+  /* the part being parsed */
+  char *cur_key, *cur_filename;
+  uint64_t cur_end;
+  int in_file;
+  const char *q_name, *q_desc; /* from the query; NULL when absent or empty */
+  const char *hdr_filename;    /* the uploadfilename header (Python SDK) */
+  char *scan;                  /* the body's start, searched for the file part's header */
+  size_t scan_len;
+  int scan_done;
+  char *raw_filename;          /* its filename= as sent, also when not quoted */
+  struct field f_name, f_desc; /* form fields */
+  struct task *task;
+  char owner[128];
+  int last_pct;
+  int64_t last_ms, t0;
+  struct logbuf log;
+  int failed;
+  struct err err;
+};
+
+static void upload_fail(struct upload *u, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void upload_fail(struct upload *u, int status, const char *code, const char *fmt, ...) {
+  if (u->failed) return;
+  u->failed = 1;
+  u->err.status = status;
+  snprintf(u->err.code, sizeof u->err.code, "%s", code);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(u->err.message, sizeof u->err.message, fmt, ap);
+  va_end(ap);
+}
+
+static void upload_fail_err(struct upload *u, struct err *e) {
+  if (!u->failed) {
+    u->failed = 1;
+    u->err = *e;
+    e->nested = NULL;
+  }
+  err_clear(e);
+}
+
+/* Close and remove the partial file. */
+static void drop_file(struct upload *u) {
+  if (u->fd >= 0) close(u->fd);
+  u->fd = -1;
+  if (u->path) unlink(u->path);
+}
+
+static int flush_buf(struct upload *u) {
+  if (u->failed || u->fd < 0 || u->buf_len == 0) return u->failed ? -1 : 0;
+  struct api *a = u->api;
+  /* Uploads without a Content-Length reserve quota as they go. */
+  if (u->received > u->reserved) {
+    uint64_t more = u->received - u->reserved;
+    if (a->cfg.storage_quota && quota_used(a) + more > a->cfg.storage_quota) {
+      struct err e;
+      err_init(&e);
+      err_quota(&e, a, more);
+      upload_fail_err(u, &e);
+      drop_file(u);
+      return -1;
+    }
+    reserve(a, more);
+    u->reserved += more;
+  }
+  size_t off = 0;
+  while (off < u->buf_len) {
+    ssize_t n = write(u->fd, u->buf + off, u->buf_len - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = n < 0 ? errno : ENOSPC;
+      if (err == ENOSPC || err == EDQUOT)
+        upload_fail(u, 507, "INSUFFICIENT_STORAGE",
+                    "the server's disk filled up after %llu bytes of the upload; nothing was kept",
+                    (unsigned long long)(u->received - u->buf_len + off));
+      else
+        upload_fail(u, 500, "IO_ERROR", "cannot write the upload to %s: %s", u->path,
+                    strerror(err));
+      drop_file(u);
+      return -1;
+    }
+    off += (size_t)n;
+  }
+  u->buf_len = 0;
+  return 0;
+}
+
+static void progress_receive(struct upload *u) {
+  if (!u->task || !u->body_total) return;
+  int pct = (int)(u->body_seen * 50 / u->body_total);
+  if (pct > 49) pct = 49; /* 50 = received and queued for import */
+  int64_t now = util_mono_ms();
+  if (pct == u->last_pct || (now - u->last_ms < PROGRESS_MS && pct < u->last_pct + 5)) return;
+  u->last_pct = pct;
+  u->last_ms = now;
+  task_percent(u->task, pct);
+}
+
+static json_t *assoc_of(const char *id, const char *name) {
+  char uri[80];
+  snprintf(uri, sizeof uri, "/rest/%s/%s", GOLDEN_COLL, id);
+  return json_pack("{s:s, s:s, s:s, s:s}", "resourceUri", uri, "resourceName", name,
+                   "resourceCategory", GOLDEN_COLL, "associationType", "MANAGED_BY");
+}
+
+/* The name the image will get: the query's, else the form's, else the file
+ * name without its extension. */
+static char *final_name(struct upload *u) {
+  if (u->q_name) return strdup(u->q_name);
+  if (u->f_name.v && u->f_name.len) return strdup(u->f_name.v);
+  if (!u->filename) return strdup("");
+  char *n = strdup(u->filename);
+  char *dot = n ? strrchr(n, '.') : NULL;
+  if (dot && dot != n) *dot = 0;
+  return n;
+}
+
+/* The first bytes of the file part: check its name and format, open the
+ * file, create the task. */
+static void file_part_start(struct upload *u, const char *raw_filename) {
+  u->file_parts++;
+  if (u->file_parts > 1) {
+    upload_fail(u, 400, "UPLOAD_MULTIPLE_FILES",
+                "the upload has more than one \"file\" part; send one image per request");
+    drop_file(u);
+    return;
+  }
+  if (!raw_filename || !*raw_filename) raw_filename = u->raw_filename;
+  if (!raw_filename || !*raw_filename) raw_filename = u->hdr_filename;
+  u->filename = clean_filename(raw_filename);
+  if (!u->filename) {
+    upload_fail(u, 400, "UPLOAD_NO_FILENAME",
+                "the \"file\" part has no file name (Content-Disposition: form-data; "
+                "name=\"file\"; filename=\"image.zip\")");
+    return;
+  }
+  int fmt = format_of(u->filename);
+  if (fmt < 0) {
+    upload_fail(u, 415, "UNSUPPORTED_IMAGE_FORMAT",
+                "\"%.200s\": golden images are uploaded as .zip (HPE), .raw or .img (raw disk), "
+                ".qcow2, .vmdk or .vhdx files",
+                u->filename);
+    err_action(&u->err,
+               "Name the file after its format: .zip, .raw, .img, .qcow2, .vmdk or .vhdx.");
+    return;
+  }
+  u->fmt = (enum image_format)fmt;
+  u->fd = open(u->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (u->fd < 0) {
+    upload_fail(u, 500, "IO_ERROR", "cannot create %s: %s", u->path, strerror(errno));
+    return;
+  }
+  u->buf = malloc(UPLOAD_BUF);
+  if (!u->buf) {
+    upload_fail(u, 500, "OUT_OF_MEMORY", "out of memory");
+    drop_file(u);
+    return;
+  }
+  char *name = final_name(u);
+  json_t *assoc = assoc_of(u->id, name ? name : "");
+  free(name);
+  struct err e;
+  err_init(&e);
+  u->task = task_create(u->api->tasks, "Upload", u->owner, assoc, &e);
+  json_decref(assoc);
+  if (!u->task) {
+    upload_fail_err(u, &e);
+    drop_file(u);
+    return;
+  }
+  u->last_ms = util_mono_ms();
+  task_progress(u->task, 0, "Receiving \"%s\"", u->filename);
+  log_line(&u->log, "upload of \"%s\" started (format by extension: %s)", u->filename,
+           format_label(u->fmt));
+}
+
+static void field_add(struct field *f, const char *data, size_t size, size_t max) {
+  if (f->too_long) return;
+  if (f->len + size > max) {
+    f->too_long = 1;
+    return;
+  }
+  char *n = realloc(f->v, f->len + size + 1);
+  if (!n) {
+    f->too_long = 1;
+    return;
+  }
+  memcpy(n + f->len, data, size);
+  f->v = n;
+  f->len += size;
+  f->v[f->len] = 0;
+}
+
+static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *filename, const char *content_type,
+                               const char *transfer_encoding, const char *data, uint64_t off,
+                               size_t size) {
+  struct upload *u = cls;
+  if (u->failed) return MHD_NO;
+  if (!key) key = "";
+  /* A new part starts at offset 0 (libmicrohttpd may call once with 0 bytes
+   * at offset 0 before the data of the same part). */
+  int same = u->cur_key && is(u->cur_key, key) &&
+             ((!u->cur_filename && !filename) ||
+              (u->cur_filename && filename && is(u->cur_filename, filename)));
+  if (off == 0 && (!same || u->cur_end > 0)) {
+    free(u->cur_key);
+    free(u->cur_filename);
+    u->cur_key = strdup(key);
+    u->cur_filename = filename ? strdup(filename) : NULL;
+    u->cur_end = 0;
+    u->in_file = is(key, "file");
+    if (u->in_file) file_part_start(u, filename);
+    if (u->failed) return MHD_NO;
+  }
+  u->cur_end = off + size;
+  if (u->in_file) {
+    const char *p = data;
+    size_t left = size;
+    while (left > 0) {
+      size_t n = UPLOAD_BUF - u->buf_len < left ? UPLOAD_BUF - u->buf_len : left;
+      memcpy(u->buf + u->buf_len, p, n);
+      u->buf_len += n;
+      u->received += n;
+      p += n;
+      left -= n;
+      if (u->buf_len == UPLOAD_BUF && flush_buf(u) < 0) return MHD_NO;
+    }
+  } else if (is(key, "name")) {
+    field_add(&u->f_name, data, size, NAME_MAX_LEN);
+  } else if (is(key, "description")) {
+    field_add(&u->f_desc, data, size, DESC_MAX_LEN);
+  }
+  return MHD_YES;
+}
+
+/* libmicrohttpd's post processor only understands a quoted filename=; the
+ * PowerShell scripts send the local path unquoted (filename=C:\x\y.zip).
+ * So the start of the body is also searched for the Content-Disposition
+ * header of the "file" part, and its filename taken as it is written. */
+static const char *param(const char *line, const char *end, const char *key, size_t *len) {
+  size_t kl = strlen(key);
+  for (const char *p = line; p + kl < end; p++) {
+    if ((p != line && p[-1] != ';' && p[-1] != ' ' && p[-1] != '\t') ||
+        strncasecmp(p, key, kl) != 0 || p[kl] != '=')
+      continue;
+    const char *v = p + kl + 1;
+    if (v < end && *v == '"') {
+      const char *q = memchr(v + 1, '"', (size_t)(end - v - 1));
+      if (!q) return NULL;
+      *len = (size_t)(q - v - 1);
+      return v + 1;
+    }
+    const char *q = v;
+    while (q < end && *q != ';')
+      q++;
+    while (q > v && (q[-1] == ' ' || q[-1] == '\t'))
+      q--;
+    *len = (size_t)(q - v);
+    return v;
+  }
+  return NULL;
+}
+
+static void scan_filename(struct upload *u, const char *data, size_t size) {
+  if (u->scan_done) return;
+  size_t n = size < SCAN_MAX - u->scan_len ? size : SCAN_MAX - u->scan_len;
+  char *b = realloc(u->scan, u->scan_len + n + 1);
+  if (!b) {
+    u->scan_done = 1;
+    return;
+  }
+  u->scan = b;
+  memcpy(b + u->scan_len, data, n);
+  u->scan_len += n;
+  b[u->scan_len] = 0;
+  const char *end = b + u->scan_len;
+  for (const char *line = b; line < end;) {
+    const char *nl = memchr(line, '\n', (size_t)(end - line));
+    if (!nl) break; /* an incomplete line: wait for more */
+    const char *le = nl > line && nl[-1] == '\r' ? nl - 1 : nl;
+    size_t nlen, flen;
+    const char *name;
+    const char *fn;
+    if ((size_t)(le - line) > 20 && strncasecmp(line, "Content-Disposition:", 20) == 0 &&
+        (name = param(line + 20, le, "name", &nlen)) && nlen == 4 &&
+        strncmp(name, "file", 4) == 0 && (fn = param(line + 20, le, "filename", &flen))) {
+      u->raw_filename = strndup(fn, flen);
+      u->scan_done = 1;
+      break;
+    }
+    line = nl + 1;
+  }
+  if (u->scan_done || u->scan_len >= SCAN_MAX) {
+    u->scan_done = 1;
+    free(u->scan);
+    u->scan = NULL;
+    u->scan_len = 0;
+  }
+}
+
+int upload_wanted(struct MHD_Connection *conn, const char *method, const char *url) {
+  if (!is(method, "POST")) return 0;
+  size_t n = strlen(url);
+  while (n > 1 && url[n - 1] == '/')
+    n--;
+  if (n != strlen("/rest/golden-images") || strncmp(url, "/rest/golden-images", n) != 0) return 0;
+  const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+  return ct && media_is(ct, "multipart/form-data");
+}
+
+void upload_free(struct upload *u) {
+  if (!u) return;
+  if (!u->failed && u->task)
+    upload_fail(u, 400, "UPLOAD_INCOMPLETE",
+                "the connection ended after %llu bytes, before the upload was complete",
+                (unsigned long long)u->body_seen);
+  u->failed = 1; /* the post processor may flush into on_part: ignore it */
+  if (u->pp) MHD_destroy_post_processor(u->pp);
+  drop_file(u);
+  if (u->task) task_abandon(u->task, &u->err);
+  if (u->reserved) unreserve(u->api, u->reserved);
+  err_clear(&u->err);
+  free(u->path);
+  free(u->buf);
+  free(u->filename);
+  free(u->cur_key);
+  free(u->cur_filename);
+  free(u->f_name.v);
+  free(u->f_desc.v);
+  free(u->log.text);
+  free(u->scan);
+  free(u->raw_filename);
+  free(u);
+}
+
+void upload_begin(struct request *r) {
+  if (req_prepare(r) < 0) return;
+  if (auth_check(r) < 0 || auth_require(r, ROLE_DEPLOY) < 0) return;
+  struct api *a = r->api;
+  if (!a->cfg.volumes || !a->uploads_dir) {
+    reply_err(r, 503, "VOLUMES_UNAVAILABLE", "this server has no volume store");
+    return;
+  }
+  struct err e;
+  err_init(&e);
+  const char *qn = req_arg(r, "name"), *qd = req_arg(r, "description");
+  if (qn && *qn && golden_check_new_name(a->store, qn, &e) < 0) return reply_error(r, &e);
+  if (qd && golden_check_description(qd, &e) < 0) return reply_error(r, &e);
+  uint64_t total = 0;
+  const char *cl = req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+  if (cl) total = strtoull(cl, NULL, 10);
+  if (total && a->cfg.storage_quota && quota_used(a) + total > a->cfg.storage_quota) {
+    err_quota(&e, a, total);
+    return reply_error(r, &e);
+  }
+  if (total && check_free(a->uploads_dir, total, &e) < 0) return reply_error(r, &e);
+  struct upload *u = calloc(1, sizeof *u);
+  if (!u) return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
+  u->api = a;
+  snprintf(u->owner, sizeof u->owner, "%s", r->sess.user);
+  u->fd = -1;
+  u->last_pct = -1;
+  u->t0 = util_mono_ms();
+  err_init(&u->err);
+  util_uuid(u->id);
+  u->path = util_strdup_printf("%s/%s.part", a->uploads_dir, u->id);
+  u->q_name = qn && *qn ? qn : NULL; /* live as long as the connection */
+  u->q_desc = qd && *qd ? qd : NULL;
+  u->hdr_filename = req_header(r, "uploadfilename");
+  u->body_total = total;
+  if (total) {
+    reserve(a, total);
+    u->reserved = total;
+  }
+  u->pp = MHD_create_post_processor(r->conn, PP_BUF, on_part, u);
+  if (!u->pp || !u->path) {
+    upload_free(u);
+    reply_err(r, 400, "INVALID_MULTIPART",
+              "the multipart/form-data Content-Type has no usable boundary parameter");
+    return;
+  }
+  r->upload = u;
+}
+
+void upload_data(struct request *r, const char *data, size_t size) {
+  struct upload *u = r->upload;
+  u->body_seen += size;
+  if (u->failed) return; /* the rest of the body is read and dropped */
+  if (!u->file_parts) scan_filename(u, data, size);
+  if (MHD_post_process(u->pp, data, size) != MHD_YES && !u->failed)
+    upload_fail(u, 400, "INVALID_MULTIPART", "the multipart/form-data body is malformed");
+  if (u->failed) {
+    drop_file(u);
+    return;
+  }
+  progress_receive(u);
+}
+
+/* ---- the import task -------------------------------------------------------------------- */
+struct import {
+  struct api *api;
+  char id[37];
+  char *path;
+  char *name, *description, *filename;
+  enum image_format fmt;
+  uint64_t received, reserved;
+  struct logbuf log;
+  struct task *task;
+  int last_pct;
+  int64_t last_ms;
+};
+
+static void import_free(void *p) {
+  struct import *im = p;
+  if (im->path) unlink(im->path);
+  if (im->reserved) unreserve(im->api, im->reserved);
+  free(im->path);
+  free(im->name);
+  free(im->description);
+  free(im->filename);
+  free(im->log.text);
+  free(im);
+}
+
+static void import_progress(void *arg, uint64_t done, uint64_t total) {
+  struct import *im = arg;
+  if (!total) return;
+  int pct = 50 + (int)(done * 49 / total);
+  if (pct > 99) pct = 99;
+  int64_t now = util_mono_ms();
+  if (pct == im->last_pct || (now - im->last_ms < PROGRESS_MS && pct < im->last_pct + 5)) return;
+  im->last_pct = pct;
+  im->last_ms = now;
+  task_percent(im->task, pct);
+}
+
+static int import_run(struct task *t, void *arg, struct err *e) {
+  struct import *im = arg;
+  struct api *a = im->api;
+  im->task = t;
+  im->last_ms = util_mono_ms();
+  int64_t t0 = util_mono_ms();
+  task_progress(t, 50, "Importing the %s image", format_label(im->fmt));
+  struct image_info info;
+  memset(&info, 0, sizeof info);
+  if (image_import(a->cfg.volumes, im->id, im->path, im->fmt, import_progress, im, &info, e) < 0) {
+    log_warn("golden", "import of \"%s\" (%s) failed: %s (%s)", im->name, im->filename, e->message,
+             e->code);
+    return -1;
+  }
+  unlink(im->path); /* not needed any more: free the space now */
+  log_line(&im->log, "format: %s", format_label(info.format));
+  if (info.member[0]) log_line(&im->log, "zip member: %s", info.member);
+  log_line(&im->log, "size: %llu bytes", (unsigned long long)info.size);
+  log_line(&im->log, "allocated: %llu bytes", (unsigned long long)info.allocated);
+  log_line(&im->log, "sha256: %s", info.sha256);
+  log_line(&im->log, "crc32: %08x", info.crc32);
+  log_line(&im->log, "imported in %.1f s", (double)(util_mono_ms() - t0) / 1000.0);
+  /* The import's own space is known only now (a qcow2 may expand). */
+  uint64_t quota = a->cfg.storage_quota;
+  if (quota && golden_allocated_total(a->store) + info.allocated > quota) {
+    struct err ve;
+    err_init(&ve);
+    if (vol_golden_delete(a->cfg.volumes, im->id, &ve) < 0)
+      log_error("golden", "cannot remove golden volume %s: %s", im->id, ve.message);
+    err_clear(&ve);
+    err_set(e, 413, "QUOTA_EXCEEDED",
+            "the imported image takes %llu bytes, which would exceed the storage quota of %llu "
+            "bytes",
+            (unsigned long long)info.allocated, (unsigned long long)quota);
+    err_action(e, "Delete golden images that are no longer needed, or raise --storage-quota.");
+    return -1;
+  }
+  log_line(&im->log, "golden image \"%s\" created", im->name);
+  struct golden_new g = {
+      .id = im->id,
+      .name = im->name,
+      .description = im->description,
+      .format = format_label(info.format),
+      .size = info.size,
+      .allocated = info.allocated,
+      .sha256 = info.sha256,
+      .crc32 = info.crc32,
+      .member = info.member[0] ? info.member : im->id,
+      .log = im->log.text,
+  };
+  if (golden_create(a->store, &g, NULL, e) < 0) {
+    struct err ve;
+    err_init(&ve);
+    if (vol_golden_delete(a->cfg.volumes, im->id, &ve) < 0)
+      log_error("golden", "cannot remove golden volume %s: %s", im->id, ve.message);
+    err_clear(&ve);
+    return -1;
+  }
+  task_progress(t, 100, "Imported golden image \"%s\": %llu bytes, sha256 %s", im->name,
+                (unsigned long long)info.size, info.sha256);
+  log_info("golden", "golden image \"%s\" (%s) imported: %llu bytes, %llu allocated, format %s",
+           im->name, im->id, (unsigned long long)info.size, (unsigned long long)info.allocated,
+           format_label(info.format));
+  return 0;
+}
+
+void upload_end(struct request *r) {
+  struct upload *u = r->upload;
+  struct err e;
+  err_init(&e);
+  if (!u->failed) {
+    enum MHD_Result done = MHD_destroy_post_processor(u->pp);
+    u->pp = NULL;
+    if (done != MHD_YES && !u->failed)
+      upload_fail(u, 400, "INVALID_MULTIPART",
+                  "the multipart/form-data body is incomplete (no closing boundary)");
+  }
+  if (!u->failed && u->file_parts == 0)
+    upload_fail(u, 400, "UPLOAD_NO_FILE",
+                "the upload has no \"file\" part (multipart/form-data field \"file\" with the "
+                "image)");
+  if (!u->failed) flush_buf(u);
+  if (!u->failed && u->received == 0)
+    upload_fail(u, 400, "UPLOAD_EMPTY_FILE", "the uploaded file \"%s\" is empty", u->filename);
+  if (!u->failed && (u->f_name.too_long || u->f_desc.too_long))
+    upload_fail(u, 400, u->f_name.too_long ? "INVALID_NAME" : "INVALID_FIELD",
+                "the %s form field is longer than %d bytes",
+                u->f_name.too_long ? "name" : "description",
+                u->f_name.too_long ? NAME_MAX_LEN : DESC_MAX_LEN);
+  char *name = u->failed ? NULL : final_name(u);
+  const char *desc = u->q_desc ? u->q_desc : u->f_desc.v ? u->f_desc.v : "";
+  if (!u->failed && (golden_check_new_name(r->api->store, name ? name : "", &e) < 0 ||
+                     golden_check_description(desc, &e) < 0))
+    upload_fail_err(u, &e);
+  if (!u->failed && u->fd >= 0 && close(u->fd) < 0) {
+    u->fd = -1;
+    upload_fail(u, 507, "INSUFFICIENT_STORAGE", "cannot complete the upload file: %s",
+                strerror(errno));
+  } else if (!u->failed) {
+    u->fd = -1;
+  }
+  if (u->failed) {
+    free(name);
+    struct err copy = u->err;
+    copy.nested = json_incref(u->err.nested);
+    reply_error(r, &copy);
+    return; /* upload_free (at the end of the request) cleans up and ends the task */
+  }
+  log_line(&u->log, "received %llu bytes (file \"%s\") in %.1f s", (unsigned long long)u->received,
+           u->filename, (double)(util_mono_ms() - u->t0) / 1000.0);
+  struct import *im = calloc(1, sizeof *im);
+  if (!im) {
+    free(name);
+    upload_fail(u, 500, "OUT_OF_MEMORY", "out of memory");
+    return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
+  }
+  im->api = r->api;
+  memcpy(im->id, u->id, sizeof im->id);
+  im->path = u->path;
+  u->path = NULL; /* the import owns the file now */
+  im->name = name;
+  im->description = strdup(desc);
+  im->filename = u->filename;
+  u->filename = NULL;
+  im->fmt = u->fmt;
+  im->received = u->received;
+  im->reserved = u->reserved;
+  u->reserved = 0;
+  im->log = u->log;
+  memset(&u->log, 0, sizeof u->log);
+  im->last_pct = -1;
+  struct task *t = u->task;
+  u->task = NULL;
+  char uri[80];
+  snprintf(uri, sizeof uri, "/rest/%s/%s", GOLDEN_COLL, im->id);
+  task_set_resource(t, uri, im->name);
+  task_progress(t, 50, "Received %llu bytes", (unsigned long long)im->received);
+  json_t *doc = NULL;
+  if (task_start(t, import_run, im, import_free, &doc, &e) < 0) return reply_error(r, &e);
+  snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(doc, "uri")));
+  reply_json(r, 202, doc);
+}
+
+/* ---- downloads ------------------------------------------------------------------------- */
+static ssize_t download_read(void *cls, uint64_t pos, char *buf, size_t max) {
+  struct image_export *x = cls;
+  if (pos >= image_export_length(x)) return MHD_CONTENT_READER_END_OF_STREAM;
+  struct err e;
+  err_init(&e);
+  long n = image_export_read(x, pos, buf, max, &e);
+  if (n < 0) {
+    log_error("golden", "download read at %llu failed: %s", (unsigned long long)pos, e.message);
+    err_clear(&e);
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+  }
+  if (n == 0) return MHD_CONTENT_READER_END_WITH_ERROR; /* shorter than announced */
+  return (ssize_t)n;
+}
+
+static void download_free(void *cls) { image_export_close(cls); }
+
+/* attachment; filename="<name>.zip" (',' and ':' as '.', quotes escaped),
+ * plus filename*= (RFC 5987) when the name is not ASCII. */
+static void content_disposition(const char *name, char *out, size_t size) {
+  char plain[600], ext[1800];
+  size_t o = 0, x = 0;
+  int ascii = 1;
+  for (const char *p = name; *p && o + 3 < sizeof plain - 5; p++) {
+    char c = *p;
+    if ((unsigned char)c >= 0x80) ascii = 0;
+    if (c == ',' || c == ':') c = '.';
+    if (c == '"' || c == '\\') plain[o++] = '\\';
+    plain[o++] = c;
+  }
+  memcpy(plain + o, ".zip", 5);
+  if (ascii) {
+    snprintf(out, size, "attachment; filename=\"%s\"", plain);
+    return;
+  }
+  for (const unsigned char *p = (const unsigned char *)name; *p && x + 4 < sizeof ext - 5; p++) {
+    unsigned char c = *p;
+    if (c == ',' || c == ':') c = '.';
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        strchr("-._~", c))
+      ext[x++] = (char)c;
+    else
+      x += (size_t)snprintf(ext + x, sizeof ext - x, "%%%02X", c);
+  }
+  memcpy(ext + x, ".zip", 5);
+  snprintf(out, size, "attachment; filename=\"%s\"; filename*=UTF-8''%s", plain, ext);
+}
+
+static void serve_download(struct request *r, const char *id) {
+  struct store_entry *en = store_get(r->api->store, GOLDEN_COLL, id);
+  if (!en) {
+    reply_err(r, 404, "RESOURCE_NOT_FOUND", "golden image \"%.100s\" does not exist", id);
+    return;
+  }
+  json_t *d = en->doc;
+  struct err e;
+  err_init(&e);
+  struct image_export *x = NULL;
+  const char *member = json_string_value(json_object_get(d, "member"));
+  if (image_export_open(r->api->cfg.volumes, id, member && *member ? member : id,
+                        (uint64_t)json_integer_value(json_object_get(d, "size")),
+                        (uint32_t)json_integer_value(json_object_get(d, "crc32")), &x, &e) < 0) {
+    store_entry_release(en);
+    return reply_error(r, &e);
+  }
+  struct MHD_Response *resp = MHD_create_response_from_callback(
+      image_export_length(x), DOWNLOAD_BLOCK, download_read, x, download_free);
+  if (!resp) {
+    image_export_close(x);
+    store_entry_release(en);
+    return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
+  }
+  char cd[2600];
+  content_disposition(en->name ? en->name : id, cd, sizeof cd);
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, cd);
+  store_entry_release(en);
+  r->resp_custom = resp;
+  r->status = 200;
+  r->content_type = "application/octet-stream";
+}
+
+/* ---- delete ------------------------------------------------------------------------------ */
+struct deletion {
+  struct api *api;
+  char id[37 + 64];
+};
+
+static int delete_run(struct task *t, void *arg, struct err *e) {
+  struct deletion *d = arg;
+  struct api *a = d->api;
+  if (vol_golden_exists(a->cfg.volumes, d->id) && vol_golden_delete(a->cfg.volumes, d->id, e) < 0) {
+    struct err ce;
+    err_init(&ce);
+    if (golden_delete_cancel(a->store, d->id, &ce) < 0)
+      log_error("golden", "golden image %s: cannot reset its state: %s", d->id, ce.message);
+    err_clear(&ce);
+    return -1;
+  }
+  if (golden_delete_finish(a->store, d->id, e) < 0) return -1;
+  task_progress(t, 100, "Deleted the golden image and its volume");
+  return 0;
+}
+
+/* 409 when OS volumes are cloned from golden volume `id`. */
+static int check_clones(struct request *r, const char *id) {
+  char **clones = vol_golden_clones(r->api->cfg.volumes, id);
+  if (!clones || !clones[0]) {
+    vol_strings_free(clones);
+    return 0;
+  }
+  char list[512] = "";
+  size_t n = 0;
+  for (; clones[n]; n++)
+    if (n < 8)
+      snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", n ? ", " : "", clones[n]);
+  vol_strings_free(clones);
+  reply_err(r, 409, "GOLDEN_VOLUME_IN_USE",
+            "golden image \"%.100s\" has %zu OS volume(s) cloned from it (%s%s)", id, n, list,
+            n > 8 ? ", ..." : "");
+  return -1;
+}
+
+static void delete_golden(struct request *r, const char *id) {
+  struct api *a = r->api;
+  struct err e;
+  err_init(&e);
+  struct store_entry *en = store_get(a->store, GOLDEN_COLL, id);
+  if (!en) {
+    reply_err(r, 404, "RESOURCE_NOT_FOUND", "golden image \"%.100s\" does not exist", id);
+    return;
+  }
+  store_entry_release(en);
+  if (check_clones(r, id) < 0) return;
+  struct store_entry *old = NULL;
+  if (golden_delete_begin(a->store, id, req_header(r, "If-Match"), &old, &e) < 0)
+    return reply_error(r, &e);
+  struct deletion *d = calloc(1, sizeof *d);
+  json_t *assoc = json_pack("{s:n, s:s, s:s, s:s}", "resourceUri", "resourceName", old->name,
+                            "resourceCategory", GOLDEN_COLL, "associationType", "MANAGED_BY");
+  store_entry_release(old);
+  json_t *doc = NULL;
+  if (d) {
+    d->api = a;
+    snprintf(d->id, sizeof d->id, "%s", id);
+    doc = task_submit(a->tasks, "Delete", r->sess.user, assoc, delete_run, d, free, &e);
+  } else {
+    err_set(&e, 500, "OUT_OF_MEMORY", "out of memory");
+  }
+  json_decref(assoc);
+  if (!doc) {
+    struct err ce;
+    err_init(&ce);
+    golden_delete_cancel(a->store, id, &ce);
+    err_clear(&ce);
+    return reply_error(r, &e);
+  }
+  snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(doc, "uri")));
+  reply_json(r, 202, doc);
+}
+
+/* ---- routes ---------------------------------------------------------------------------- */
+static void method_not_allowed(struct request *r) {
+  reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r->method, r->path);
+}
+
+static void reply_entry(struct request *r, int status, struct store_entry *en) {
+  char *t = malloc(en->len + 1);
+  if (!t) return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
+  memcpy(t, en->text, en->len + 1);
+  reply_text(r, status, t, en->len);
+  const char *etag = json_string_value(json_object_get(en->doc, "eTag"));
+  if (etag) snprintf(r->etag, sizeof r->etag, "%s", etag);
+}
+
+/* POST /rest/golden-images that is not a multipart upload. */
+static void post_not_upload(struct request *r) {
+  if (auth_require(r, ROLE_DEPLOY) < 0) return;
+  const char *ct = req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+  if (ct && *ct && !media_is(ct, "application/json")) {
+    reply_err(r, 415, "UNSUPPORTED_MEDIA_TYPE",
+              "upload a golden image as multipart/form-data with the image in the \"file\" field "
+              "(Content-Type \"%.100s\" was sent)",
+              ct);
+    return;
+  }
+  json_t *b = req_json(r);
+  if (!b) return;
+  if (json_is_object(b) && util_json_bool(json_object_get(b, "imageCapture")) == 1) {
+    reply_err(r, 501, "CAPTURE_NOT_SUPPORTED",
+              "capturing a golden image from an OS volume is not supported yet; upload one "
+              "instead");
+    return;
+  }
+  reply_err(r, 415, "UNSUPPORTED_MEDIA_TYPE",
+            "golden images are created by uploading a file: POST multipart/form-data with the "
+            "image in the \"file\" field (and name, description in the query or the form)");
+}
+
+void route_golden_images(struct request *r) {
+  struct api *a = r->api;
+  struct err e;
+  err_init(&e);
+  if (!a->cfg.volumes) {
+    reply_err(r, 503, "VOLUMES_UNAVAILABLE", "this server has no volume store");
+    return;
+  }
+  if (r->nseg == 1) {
+    if (is(r->method, "GET")) return serve_collection(r, GOLDEN_COLL);
+    if (is(r->method, "POST")) return post_not_upload(r);
+    return method_not_allowed(r);
+  }
+  if (r->nseg == 3 && (is(r->seg[1], "download") || is(r->seg[1], "archive"))) {
+    if (!is(r->method, "GET")) return method_not_allowed(r);
+    if (is(r->seg[1], "download")) return serve_download(r, r->seg[2]);
+    struct store_entry *en = store_get(a->store, GOLDEN_COLL, r->seg[2]);
+    if (!en) {
+      reply_err(r, 404, "RESOURCE_NOT_FOUND", "golden image \"%.100s\" does not exist", r->seg[2]);
+      return;
+    }
+    const char *log = json_string_value(json_object_get(en->doc, "importLog"));
+    char *text = strdup(log ? log : "");
+    store_entry_release(en);
+    if (!text) return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
+    reply_text(r, 200, text, strlen(text));
+    r->content_type = "text/plain; charset=utf-8";
+    return;
+  }
+  if (r->nseg != 2) {
+    reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+    return;
+  }
+  const char *id = r->seg[1];
+  if (is(r->method, "GET")) {
+    struct store_entry *en = store_get(a->store, GOLDEN_COLL, id);
+    if (!en) {
+      reply_err(r, 404, "RESOURCE_NOT_FOUND", "golden image \"%.100s\" does not exist", id);
+      return;
+    }
+    reply_entry(r, 200, en);
+    store_entry_release(en);
+  } else if (is(r->method, "PUT")) {
+    if (auth_require(r, ROLE_DEPLOY) < 0) return;
+    json_t *b = req_json(r);
+    if (!b) return;
+    struct store_entry *en = NULL;
+    if (golden_update(a->store, id, b, req_header(r, "If-Match"), &en, &e) < 0)
+      return reply_error(r, &e);
+    reply_entry(r, 200, en);
+    store_entry_release(en);
+  } else if (is(r->method, "DELETE")) {
+    if (auth_require(r, ROLE_DEPLOY) < 0) return;
+    delete_golden(r, id);
+  } else {
+    method_not_allowed(r);
+  }
+}
+
+/* ---- start / stop ------------------------------------------------------------------------ */
+/* Remove what an earlier run left in the uploads directory. */
+static void clean_uploads(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    size_t n = strlen(de->d_name);
+    if (n > 5 && strcmp(de->d_name + n - 5, ".part") == 0) {
+      char *p = util_strdup_printf("%s/%s", dir, de->d_name);
+      if (p && unlink(p) == 0) log_info("golden", "removed the unfinished upload %s", p);
+      free(p);
+    }
+  }
+  closedir(d);
+}
+
+/* Images left "Deleting" by a stop: gone if their volume is, else back to OK. */
+static void recover_deleting(struct api *a) {
+  struct store_entry **v;
+  size_t n;
+  if (store_list(a->store, GOLDEN_COLL, &v, &n) < 0) return;
+  for (size_t i = 0; i < n; i++) {
+    if (!golden_is_deleting(v[i]->doc)) continue;
+    struct err e;
+    err_init(&e);
+    int gone = !vol_golden_exists(a->cfg.volumes, v[i]->id);
+    int rc = gone ? golden_delete_finish(a->store, v[i]->id, &e)
+                  : golden_delete_cancel(a->store, v[i]->id, &e);
+    if (rc < 0)
+      log_error("golden", "golden image %s: %s", v[i]->id, e.message);
+    else
+      log_warn("golden", "golden image %s was being deleted when streamerd stopped: %s", v[i]->id,
+               gone ? "deleted" : "kept");
+    err_clear(&e);
+  }
+  store_entries_release(v, n);
+}
+
+int golden_api_init(struct api *a, struct err *e) {
+  if (!a->cfg.volumes) return 0;
+  a->uploads_dir = util_strdup_printf("%s/uploads", vol_store_dir(a->cfg.volumes));
+  if (!a->uploads_dir) {
+    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
+    return -1;
+  }
+  if (mkdir(a->uploads_dir, 0700) < 0 && errno != EEXIST) {
+    err_set(e, 500, "IO_ERROR", "cannot create %s: %s", a->uploads_dir, strerror(errno));
+    return -1;
+  }
+  clean_uploads(a->uploads_dir);
+  recover_deleting(a);
+  return 0;
+}
+
+void golden_api_fini(struct api *a) {
+  free(a->uploads_dir);
+  a->uploads_dir = NULL;
+}
