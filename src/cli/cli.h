@@ -110,6 +110,19 @@ void cli_wipe(char *s); /* zero a secret string in place (NULL-safe) */
  * receives the raw body (malloc'd). */
 int http_do(struct cli *c, const char *method, const char *path, json_t *body, const char *if_match,
             int auth, long *status, json_t **out, char **raw);
+/* A file transfer: a multipart upload of `upload_path` as the form field
+ * "file" named `upload_name`, and/or a download written to `download` (only
+ * a 2xx body; an error body is parsed into *out / *raw as with http_do).
+ * `progress` draws a progress bar labelled `label` on stderr. Returns like
+ * http_do; CLI_EUSAGE when the local file cannot be read or written. */
+struct http_xfer {
+  const char *upload_path, *upload_name;
+  FILE *download;
+  int progress;
+  const char *label;
+};
+int http_xfer(struct cli *c, const char *method, const char *path, const struct http_xfer *x,
+              long *status, json_t **out, char **raw);
 /* Like http_do with auth, requiring a token (else prints "not logged in",
  * returns CLI_ECONN). A non-2xx answer is printed (api_print_error) and
  * turned into CLI_ESERVER (CLI_ECONN for 401). On success *out holds the
@@ -169,6 +182,14 @@ int cmd_build_plan(struct cli *c, int argc, char **argv);
 int cmd_deployment_plan(struct cli *c, int argc, char **argv);
 int cmd_task(struct cli *c, int argc, char **argv);
 int cmd_user(struct cli *c, int argc, char **argv);
+int cmd_golden_image(struct cli *c, int argc, char **argv);
+
+/* ---- task.c: following a task ----------------------------------------- */
+/* Poll *task (a task document, replaced by each newer version) until it
+ * ends, with a progress bar on stderr when it is a terminal (and not
+ * --json). CLI_OK when it Completed (or ended with a Warning); otherwise the
+ * failure and its taskErrors are printed and CLI_ESERVER returned. */
+int task_follow(struct cli *c, json_t **task);
 
 /* A subcommand of a group. */
 struct subcmd {

@@ -2,6 +2,7 @@
  * JSON bodies, transport errors (exit 3), the HPE error JSON printed for a
  * 4xx/5xx answer (exit 1), collections with paging. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -79,47 +80,37 @@ static const char *request_path(const char *path) {
   return "/";
 }
 
-int http_do(struct cli *c, const char *method, const char *path, json_t *body, const char *if_match,
-            int auth, long *status, json_t **out, char **raw) {
-  cli_resolve(c);
-  *status = 0;
-  if (out) *out = NULL;
-  if (raw) *raw = NULL;
+/* A reset handle with the common options (URL, TLS, timeouts, headers);
+ * *hdrs must be freed by the caller with curl_slist_free_all. */
+static CURL *prepare(struct cli *c, const char *method, const char *path, int auth,
+                     const char *if_match, int json_body, int no_expect, struct curl_slist **hdrs,
+                     char **auth_hdr, char **url, char *errbuf) {
   if (!c->curl) {
     c->curl = curl_easy_init();
     if (!c->curl) {
       fprintf(stderr, "error: cannot initialise libcurl\n");
-      return CLI_ECONN;
+      return NULL;
     }
   }
   CURL *h = c->curl;
   curl_easy_reset(h);
-
-  CLEANUP_FREE char *url = util_strdup_printf("%s%s", c->server, request_path(path));
-  CLEANUP_FREE char *payload = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-  CLEANUP_FREE char *auth_hdr = NULL;
-  CLEANUP_FREE char *match_hdr = NULL;
-  struct curl_slist *hdrs = NULL;
-  hdrs = curl_slist_append(hdrs, "X-API-Version: " CLI_API_VERSION);
-  hdrs = curl_slist_append(hdrs, "Accept: application/json");
-  hdrs = curl_slist_append(hdrs, "Expect:");
-  if (payload) hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+  *url = util_strdup_printf("%s%s", c->server, request_path(path));
+  *hdrs = curl_slist_append(*hdrs, "X-API-Version: " CLI_API_VERSION);
+  *hdrs = curl_slist_append(*hdrs, "Accept: application/json");
+  if (no_expect) *hdrs = curl_slist_append(*hdrs, "Expect:");
+  if (json_body) *hdrs = curl_slist_append(*hdrs, "Content-Type: application/json");
   if (auth && c->token) {
-    auth_hdr = util_strdup_printf("auth: %s", c->token);
-    hdrs = curl_slist_append(hdrs, auth_hdr);
+    *auth_hdr = util_strdup_printf("auth: %s", c->token);
+    *hdrs = curl_slist_append(*hdrs, *auth_hdr);
   }
   if (if_match && *if_match) {
-    match_hdr = util_strdup_printf("If-Match: %s", if_match);
-    hdrs = curl_slist_append(hdrs, match_hdr);
+    char *m = util_strdup_printf("If-Match: %s", if_match);
+    *hdrs = curl_slist_append(*hdrs, m);
+    free(m);
   }
-  struct buf b = {0};
-  char errbuf[CURL_ERROR_SIZE] = "";
-
-  curl_easy_setopt(h, CURLOPT_URL, url);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(h, CURLOPT_URL, *url);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, *hdrs);
   curl_easy_setopt(h, CURLOPT_USERAGENT, "streamer-cli/" STREAMER_VERSION);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
@@ -134,6 +125,60 @@ int http_do(struct cli *c, const char *method, const char *path, json_t *body, c
     curl_easy_setopt(h, CURLOPT_CAINFO, c->cacert);
   }
   if (strcmp(method, "GET") != 0) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+  return h;
+}
+
+/* Print why a transfer failed; returns CLI_ECONN. */
+static int transport_error(struct cli *c, CURLcode rc, const char *errbuf, int oom) {
+  const char *why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+  if (oom) why = "out of memory";
+  if (is_tls_error(rc)) {
+    fprintf(stderr, "error: TLS failure talking to %s: %s\n", c->server, why);
+    fprintf(stderr, "hint: pass --cacert FILE with the server's certificate "
+                    "(DATA_DIR/tls/cert.pem), or --insecure to skip verification\n");
+  } else if (rc == CURLE_GOT_NOTHING && strncmp(c->server, "http://", 7) == 0) {
+    fprintf(stderr, "error: cannot talk to the server %s: %s\n", c->server, why);
+    fprintf(stderr, "hint: the server may speak HTTPS: try --server https://%s\n", c->server + 7);
+  } else {
+    fprintf(stderr, "error: cannot reach the server %s: %s\n", c->server, why);
+    fprintf(stderr, "hint: is streamerd running there? Set --server URL (or STREAMER_SERVER) "
+                    "and run 'streamer login'\n");
+  }
+  return CLI_ECONN;
+}
+
+static void finish_body(struct buf *b, json_t **out, char **raw) {
+  if (b->data && out) {
+    json_error_t jerr;
+    *out = json_loadb(b->data, b->len, JSON_DECODE_ANY, &jerr);
+  }
+  if (raw) {
+    *raw = b->data;
+  } else {
+    free(b->data);
+  }
+}
+
+int http_do(struct cli *c, const char *method, const char *path, json_t *body, const char *if_match,
+            int auth, long *status, json_t **out, char **raw) {
+  cli_resolve(c);
+  *status = 0;
+  if (out) *out = NULL;
+  if (raw) *raw = NULL;
+  CLEANUP_FREE char *payload = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  CLEANUP_FREE char *url = NULL;
+  char *auth_hdr = NULL;
+  struct curl_slist *hdrs = NULL;
+  char errbuf[CURL_ERROR_SIZE] = "";
+  CURL *h =
+      prepare(c, method, path, auth, if_match, payload != NULL, 1, &hdrs, &auth_hdr, &url, errbuf);
+  if (!h) {
+    curl_slist_free_all(hdrs);
+    return CLI_ECONN;
+  }
+  struct buf b = {0};
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
   if (payload) {
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
@@ -145,34 +190,154 @@ int http_do(struct cli *c, const char *method, const char *path, json_t *body, c
   CURLcode rc = curl_easy_perform(h);
   curl_slist_free_all(hdrs);
   if (auth_hdr) cli_wipe(auth_hdr);
+  free(auth_hdr);
   if (rc != CURLE_OK) {
     free(b.data);
-    const char *why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
-    if (b.oom) why = "out of memory";
-    if (is_tls_error(rc)) {
-      fprintf(stderr, "error: TLS failure talking to %s: %s\n", c->server, why);
-      fprintf(stderr, "hint: pass --cacert FILE with the server's certificate "
-                      "(DATA_DIR/tls/cert.pem), or --insecure to skip verification\n");
-    } else if (rc == CURLE_GOT_NOTHING && strncmp(c->server, "http://", 7) == 0) {
-      fprintf(stderr, "error: cannot talk to the server %s: %s\n", c->server, why);
-      fprintf(stderr, "hint: the server may speak HTTPS: try --server https://%s\n", c->server + 7);
-    } else {
-      fprintf(stderr, "error: cannot reach the server %s: %s\n", c->server, why);
-      fprintf(stderr, "hint: is streamerd running there? Set --server URL (or STREAMER_SERVER) "
-                      "and run 'streamer login'\n");
-    }
-    return CLI_ECONN;
+    return transport_error(c, rc, errbuf, b.oom);
   }
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
-  if (b.data && out) {
-    json_error_t jerr;
-    *out = json_loadb(b.data, b.len, JSON_DECODE_ANY, &jerr);
+  finish_body(&b, out, raw);
+  return CLI_OK;
+}
+
+/* ---- file transfers ----------------------------------------------------------- */
+struct xfer_state {
+  const struct http_xfer *x;
+  CURL *h;
+  struct buf err; /* the body of a non-2xx answer */
+  int to_file;    /* decided at the first byte: 2xx goes to x->download */
+  int decided;
+  int write_failed;
+  int64_t last_draw;
+  int drawn;
+};
+
+static size_t on_xfer_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
+  struct xfer_state *st = userdata;
+  size_t n = size * nmemb;
+  if (!st->decided) {
+    long code = 0;
+    curl_easy_getinfo(st->h, CURLINFO_RESPONSE_CODE, &code);
+    st->to_file = st->x->download && code >= 200 && code <= 299;
+    st->decided = 1;
   }
-  if (raw) {
-    *raw = b.data;
-  } else {
-    free(b.data);
+  if (st->to_file) {
+    if (fwrite(ptr, 1, n, st->x->download) != n) {
+      st->write_failed = 1;
+      return 0;
+    }
+    return n;
   }
+  return on_write(ptr, size, nmemb, &st->err);
+}
+
+static void human(double v, char *out, size_t size) {
+  static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    u++;
+  }
+  snprintf(out, size, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+static void draw_xfer(struct xfer_state *st, double now, double total) {
+  char a[32], b[32], r[32];
+  human(now, a, sizeof a);
+  human(total, b, sizeof b);
+  double secs = 0;
+  curl_easy_getinfo(st->h, CURLINFO_TOTAL_TIME, &secs);
+  human(secs > 0 ? now / secs : 0, r, sizeof r);
+  int pct = total > 0 ? (int)(now * 100 / total) : 0;
+  if (pct > 100) pct = 100;
+  char bar[31];
+  int fill = pct * 30 / 100;
+  for (int i = 0; i < 30; i++)
+    bar[i] = i < fill ? '#' : '.';
+  bar[30] = 0;
+  fprintf(stderr, "\r\033[K[%s] %3d%% %s: %s of %s, %s/s", bar, pct, st->x->label, a,
+          total > 0 ? b : "?", r);
+  fflush(stderr);
+  st->drawn = 1;
+}
+
+static int on_progress(void *p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
+  struct xfer_state *st = p;
+  int64_t now = util_mono_ms();
+  if (now - st->last_draw < 100) return 0;
+  st->last_draw = now;
+  if (st->x->download)
+    draw_xfer(st, (double)dlnow, (double)dltotal);
+  else
+    draw_xfer(st, (double)ulnow, (double)ultotal);
+  return 0;
+}
+
+int http_xfer(struct cli *c, const char *method, const char *path, const struct http_xfer *x,
+              long *status, json_t **out, char **raw) {
+  cli_resolve(c);
+  *status = 0;
+  if (out) *out = NULL;
+  if (raw) *raw = NULL;
+  CLEANUP_FREE char *url = NULL;
+  char *auth_hdr = NULL;
+  struct curl_slist *hdrs = NULL;
+  char errbuf[CURL_ERROR_SIZE] = "";
+  /* Uploads keep "Expect: 100-continue", so a refusal (403, 409, 413, 507)
+   * arrives before the file is sent. */
+  CURL *h =
+      prepare(c, method, path, 1, NULL, 0, x->upload_path == NULL, &hdrs, &auth_hdr, &url, errbuf);
+  if (!h) {
+    curl_slist_free_all(hdrs);
+    return CLI_ECONN;
+  }
+  struct xfer_state st = {.x = x, .h = h};
+  curl_mime *mime = NULL;
+  if (x->upload_path) {
+    mime = curl_mime_init(h);
+    curl_mimepart *part = curl_mime_addpart(mime);
+    curl_mime_name(part, "file");
+    curl_mime_filedata(part, x->upload_path); /* streamed from the file */
+    curl_mime_filename(part, x->upload_name);
+    curl_mime_type(part, "application/octet-stream");
+    curl_easy_setopt(h, CURLOPT_MIMEPOST, mime);
+  }
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_xfer_write);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &st);
+  if (x->progress) {
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &st);
+  }
+  CURLcode rc = curl_easy_perform(h);
+  if (st.drawn) {
+    if (rc == CURLE_OK) {
+      curl_off_t total = 0;
+      curl_easy_getinfo(h, x->download ? CURLINFO_SIZE_DOWNLOAD_T : CURLINFO_SIZE_UPLOAD_T, &total);
+      draw_xfer(&st, (double)total, (double)total);
+    }
+    fputc('\n', stderr);
+  }
+  curl_slist_free_all(hdrs);
+  curl_mime_free(mime);
+  if (auth_hdr) cli_wipe(auth_hdr);
+  free(auth_hdr);
+  if (st.write_failed) {
+    free(st.err.data);
+    fprintf(stderr, "error: cannot write the download: %s\n", strerror(errno));
+    return CLI_EUSAGE;
+  }
+  if (rc != CURLE_OK) {
+    free(st.err.data);
+    if (rc == CURLE_READ_ERROR && x->upload_path) {
+      fprintf(stderr, "error: cannot read %s\n", x->upload_path);
+      return CLI_EUSAGE;
+    }
+    return transport_error(c, rc, errbuf, st.err.oom);
+  }
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+  finish_body(&st.err, out, raw);
   return CLI_OK;
 }
 

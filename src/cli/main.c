@@ -18,6 +18,7 @@ static const char MAIN_HELP[] =
     "  plan-script        list | show | create | update | delete | attrs (offline)\n"
     "  build-plan         list | show | create | update | delete\n"
     "  deployment-plan    list | show | create | update | delete\n"
+    "  golden-image       list | show | upload | download | update | delete\n"
     "  task               list | show | wait\n"
     "  user               list | create | delete | passwd\n"
     "  help [COMMAND]     show help for a command\n"
@@ -87,6 +88,7 @@ static const struct command COMMANDS[] = {
     {"plan-script", "plan-scripts", cmd_plan_script},
     {"build-plan", "build-plans", cmd_build_plan},
     {"deployment-plan", "deployment-plans", cmd_deployment_plan},
+    {"golden-image", "golden-images", cmd_golden_image},
     {"task", "tasks", cmd_task},
     {"user", "users", cmd_user},
 };

@@ -258,3 +258,27 @@ int cmd_task(struct cli *c, int argc, char **argv) {
                                        {NULL, NULL, NULL}};
   return cli_dispatch(c, "task", TASK_HELP, subs, argc, argv);
 }
+
+int task_follow(struct cli *c, json_t **task) {
+  const char *u = jstr(*task, "uri");
+  if (!*u) {
+    fprintf(stderr, "error: the server's answer is not a task (no uri)\n");
+    return CLI_ESERVER;
+  }
+  CLEANUP_FREE char *uri = strdup(u);
+  int timed_out = 0;
+  int rc = task_poll(c, uri, task, 0, c->stderr_tty && !c->json, &timed_out);
+  if (rc) return rc;
+  const char *state = jstr(*task, "taskState");
+  if (task_succeeded(state)) {
+    if (json_array_size(json_object_get(*task, "taskErrors"))) {
+      fprintf(stderr, "warning: task \"%s\" reported:\n", jstr(*task, "name"));
+      print_task_errors(*task, stderr);
+    }
+    return CLI_OK;
+  }
+  fprintf(stderr, "error: task \"%s\" ended %s%s%s\n", jstr(*task, "name"), state,
+          *last_status(*task) ? ": " : "", last_status(*task));
+  print_task_errors(*task, stderr);
+  return CLI_ESERVER;
+}
