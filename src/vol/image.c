@@ -50,9 +50,20 @@
 #define QEMU_INFO_CPU_LIMIT 30          /* seconds of CPU of qemu-img info */
 
 static const unsigned char zero_chunk[CHUNK];
-static uLong zero_chunk_crc;
+/* zero_crc[k]: CRC-32 of k * BLOCK zero bytes, k = 0 .. CHUNK / BLOCK. */
+static uLong zero_crc[CHUNK / BLOCK + 1];
 static pthread_once_t zero_crc_once = PTHREAD_ONCE_INIT;
-static void zero_crc_init(void) { zero_chunk_crc = crc32(0L, zero_chunk, CHUNK); }
+static void zero_crc_init(void) {
+  zero_crc[0] = crc32(0L, Z_NULL, 0);
+  for (size_t k = 1; k <= CHUNK / BLOCK; k++)
+    zero_crc[k] = crc32(zero_crc[k - 1], zero_chunk, BLOCK);
+}
+
+/* CRC-32 of what crc covered followed by n zero bytes (n <= CHUNK). */
+static uLong crc_append_zeros(uLong crc, size_t n) {
+  if (n % BLOCK) return crc32(crc, zero_chunk, (uInt)n);
+  return crc32_combine(crc, zero_crc[n / BLOCK], (z_off_t)n);
+}
 
 /* ---- little helpers ------------------------------------------------------ */
 
@@ -283,8 +294,11 @@ static int free_space_ok(int fd) {
   return (uint64_t)sv.f_bavail * sv.f_frsize >= SPACE_RESERVE;
 }
 
-static int sink_write_run(struct sink *s, const unsigned char *p, size_t n, uint64_t off,
-                          struct err *e) {
+/* A run of data blocks: into the CRC-32, and written unless checksums only. */
+static int sink_data_run(struct sink *s, const unsigned char *p, size_t n, uint64_t off,
+                         struct err *e) {
+  s->crc = crc32(s->crc, p, (uInt)n);
+  if (s->fd < 0) return 0;
   if (write_exact(s->fd, p, n, off) < 0) {
     if (errno == ENOSPC || errno == EDQUOT) return space_error(s, e);
     return io_error(e, errno, "write", s->path);
@@ -312,42 +326,38 @@ static int sink_put(struct sink *s, const unsigned char *p, size_t len, int zero
       return -1;
     }
   }
+  pthread_once(&zero_crc_once, zero_crc_init);
   if (zero) {
-    /* SHA-256 must see every zero; CRC-32 of a zero chunk is a constant that
-     * crc32_combine appends in O(log n). */
-    pthread_once(&zero_crc_once, zero_crc_init);
     for (size_t done = 0; done < len;) {
       size_t n = len - done < CHUNK ? len - done : CHUNK;
-      gnutls_hash(s->sha, zero_chunk, n);
-      if (n == CHUNK)
-        s->crc = crc32_combine(s->crc, zero_chunk_crc, (z_off_t)CHUNK);
-      else
-        s->crc = crc32(s->crc, zero_chunk, (uInt)n);
+      gnutls_hash(s->sha, zero_chunk, n); /* SHA-256 must see every zero */
+      s->crc = crc_append_zeros(s->crc, n);
       done += n;
     }
   } else {
     gnutls_hash(s->sha, p, len);
-    for (size_t done = 0; done < len;) {
-      size_t n = len - done < CHUNK ? len - done : CHUNK;
-      s->crc = crc32(s->crc, p + done, (uInt)n);
-      done += n;
-    }
-    if (s->fd >= 0) {
-      size_t i = 0, run = 0, run_start = 0;
-      while (i < len) {
-        size_t blk = BLOCK - (size_t)((s->off + i) % BLOCK);
-        if (blk > len - i) blk = len - i;
-        if (is_zero(p + i, blk)) {
-          if (run && sink_write_run(s, p + run_start, run, s->off + run_start, e) < 0) return -1;
-          run = 0;
-        } else {
-          if (!run) run_start = i;
-          run += blk;
-        }
+    /* Runs of data blocks: CRC-32, then written; runs of zero blocks: CRC-32
+     * appended in O(log n), nothing written (the file is already that long). */
+    size_t i = 0, run = 0, run_start = 0;
+    while (i < len) {
+      size_t blk = BLOCK - (size_t)((s->off + i) % BLOCK);
+      if (blk > len - i) blk = len - i;
+      if (!is_zero(p + i, blk)) {
+        if (!run) run_start = i;
+        run += blk;
         i += blk;
+        continue;
       }
-      if (run && sink_write_run(s, p + run_start, run, s->off + run_start, e) < 0) return -1;
+      if (run && sink_data_run(s, p + run_start, run, s->off + run_start, e) < 0) return -1;
+      run = 0;
+      size_t zeros = blk;
+      for (i += blk; i < len; i += blk, zeros += blk) {
+        blk = len - i < BLOCK ? len - i : BLOCK;
+        if (!is_zero(p + i, blk)) break;
+      }
+      s->crc = crc_append_zeros(s->crc, zeros);
     }
+    if (run && sink_data_run(s, p + run_start, run, s->off + run_start, e) < 0) return -1;
   }
   s->off += len;
   if (s->prog) progress_at(s->prog, s->prog_base + s->off);
@@ -614,7 +624,7 @@ static int zip_locate(int fd, uint64_t fsize, const char *src, const char *what,
       if (usize == 0xffffffffu && at + 8 <= zl) usize = rd64(z + at), at += 8;
       if (csize == 0xffffffffu && at + 8 <= zl) csize = rd64(z + at), at += 8;
       if (lho == 0xffffffffu && at + 8 <= zl) lho = rd64(z + at), at += 8;
-      if (start_disk == 0xffffu && at + 4 <= zl) start_disk = rd32(z + at), at += 4;
+      if (start_disk == 0xffffu && at + 4 <= zl) start_disk = rd32(z + at);
     }
   }
   if (start_disk != 0)
@@ -634,7 +644,7 @@ static int zip_locate(int fd, uint64_t fsize, const char *src, const char *what,
             what, m->name, method, method_name(method));
     return -1;
   }
-  char label[300];
+  char label[400];
   snprintf(label, sizeof label, "%s: the zip member \"%.200s\"", what, m->name);
   if (check_disk_size(label, usize, e) < 0) return -1;
   uint64_t max = max_image_size();
@@ -798,7 +808,7 @@ out:
 /* Stream the member's data through the sink; sizes and CRC checked. */
 static int zip_extract(int fd, const char *src, const struct zip_member *m, struct sink *s,
                        struct err *e) {
-  char label[300];
+  char label[400];
   snprintf(label, sizeof label, "%s: the zip member \"%.200s\"", s->what, m->name);
   unsigned char *in = malloc(CHUNK), *out = m->method == 8 ? malloc(CHUNK) : NULL;
   int rc = -1;
@@ -828,15 +838,16 @@ static char *qemu_img_find(void) {
   if (env && *env) return access(env, X_OK) == 0 ? strdup(env) : NULL;
   const char *path = getenv("PATH");
   if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
-  CLEANUP_FREE char *copy = strdup(path);
-  if (!copy) return NULL;
-  char *save = NULL;
-  for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-    char *cand = util_strdup_printf("%s/qemu-img", *dir ? dir : ".");
-    if (cand && access(cand, X_OK) == 0) return cand;
-    free(cand);
+  for (const char *dir = path;;) {
+    const char *end = strchr(dir, ':');
+    size_t n = end ? (size_t)(end - dir) : strlen(dir);
+    char cand[PATH_MAX];
+    int w = n ? snprintf(cand, sizeof cand, "%.*s/qemu-img", (int)n, dir)
+              : snprintf(cand, sizeof cand, "./qemu-img");
+    if (w > 0 && (size_t)w < sizeof cand && access(cand, X_OK) == 0) return strdup(cand);
+    if (!end) return NULL;
+    dir = end + 1;
   }
-  return NULL;
 }
 
 struct child {
@@ -1172,6 +1183,7 @@ struct import {
   int tmp_fd; /* open and flock'ed: ours to unlink */
   int src_fd;
   unsigned char *buf;
+  char *qemu, *src_arg, *dst_arg; /* qemu-img and its file arguments */
 };
 
 static int open_temp(struct import *im, struct err *e) {
@@ -1211,6 +1223,9 @@ static void import_cleanup(struct import *im, int failed) {
   if (im->src_fd >= 0) close(im->src_fd);
   free(im->tmp);
   free(im->buf);
+  free(im->qemu);
+  free(im->src_arg);
+  free(im->dst_arg);
 }
 
 /* Refuse up front when the store has not even its reserve free; the real
@@ -1256,7 +1271,7 @@ static int import_zip(struct import *im, const char *src, uint64_t fsize, struct
 static int import_raw(struct import *im, const char *src, uint64_t fsize, struct progress *prog,
                       struct image_info *info, struct err *e) {
   uint64_t max = max_image_size();
-  char label[160];
+  char label[400];
   snprintf(label, sizeof label, "%s: the image", im->what);
   if (check_disk_size(label, fsize, e) < 0) return -1;
   if (fsize > max) {
@@ -1295,7 +1310,7 @@ static int import_qemu(struct import *im, const char *src, enum image_format fmt
       return -1;
     }
   }
-  CLEANUP_FREE char *qemu = qemu_img_find();
+  const char *qemu = im->qemu = qemu_img_find();
   if (!qemu) {
     err_set(e, 501, "QEMU_IMG_MISSING",
             "%s: importing a %s image needs qemu-img, which is not installed (Debian package "
@@ -1306,13 +1321,13 @@ static int import_qemu(struct import *im, const char *src, enum image_format fmt
     return -1;
   }
   /* A relative path with ':' could read as a qemu protocol ("nbd:..."). */
-  CLEANUP_FREE char *src_arg = src[0] == '/' ? strdup(src) : util_strdup_printf("./%s", src);
-  CLEANUP_FREE char *dst_arg =
-      im->tmp[0] == '/' ? strdup(im->tmp) : util_strdup_printf("./%s", im->tmp);
-  if (!src_arg || !dst_arg) return oom(e);
+  im->src_arg = util_strdup_printf("%s%s", src[0] == '/' ? "" : "./", src);
+  im->dst_arg = util_strdup_printf("%s%s", im->tmp[0] == '/' ? "" : "./", im->tmp);
+  if (!im->src_arg || !im->dst_arg) return oom(e);
+  const char *src_arg = im->src_arg, *dst_arg = im->dst_arg;
   uint64_t vsize = 0, max = max_image_size();
   if (qemu_info(qemu, fname, src_arg, im->what, &vsize, e) < 0) return -1;
-  char label[160];
+  char label[400];
   snprintf(label, sizeof label, "%s: the %s image's disk", im->what, fname);
   if (check_disk_size(label, vsize, e) < 0) return -1;
   if (vsize > max) {
@@ -1446,6 +1461,11 @@ out:
 
 struct image_export {
   struct vol *v;
+  /* The golden file again, only to find its holes (SEEK_DATA), which are
+   * served as zeros without reading them: reading a hole makes the kernel
+   * zero-fill page-cache pages, most of the cost of a mostly empty image.
+   * -1 when the file system cannot tell holes. */
+  int hole_fd;
   uint64_t size;     /* the member's bytes */
   uint64_t data_off; /* = head_len */
   uint64_t tail_off; /* = head_len + size */
@@ -1466,16 +1486,25 @@ int image_export_open(struct vol_store *vs, const char *id, const char *member, 
   if (zip_member_name_ok(what, (const unsigned char *)member, nlen, 0, 0, e) < 0) return -1;
   struct image_export *x = calloc(1, sizeof *x);
   if (!x) return oom(e);
+  x->hole_fd = -1;
   if (vol_golden_open(vs, id, &x->v, e) < 0) {
     free(x);
     return -1;
+  }
+  char *path = vol_golden_path(vs, id);
+  if (path) {
+    x->hole_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (x->hole_fd >= 0 && lseek(x->hole_fd, 0, SEEK_DATA) < 0 && errno != ENXIO) {
+      close(x->hole_fd);
+      x->hole_fd = -1;
+    }
+    free(path);
   }
   if (vol_size(x->v) != size) {
     err_set(e, 500, "IMAGE_CORRUPT",
             "%s: the golden volume is %" PRIu64 " bytes but its image is recorded as %" PRIu64,
             what, vol_size(x->v), size);
-    vol_close(x->v);
-    free(x);
+    image_export_close(x);
     return -1;
   }
   int zip64 = 30 + (uint64_t)nlen + size >= 0xffffffffull;
@@ -1575,6 +1604,37 @@ int image_export_open(struct vol_store *vs, const char *id, const char *member, 
 
 uint64_t image_export_length(struct image_export *x) { return x ? x->total : 0; }
 
+/* Bytes [at, at+n) of the golden volume: holes as zeros, data by vol_pread.
+ * Only the offsets lseek returns are used (pread, not the file position), so
+ * threads may share hole_fd. */
+static int export_data(struct image_export *x, unsigned char *p, size_t n, uint64_t at,
+                       struct err *e) {
+  uint64_t end = at + n;
+  while (at < end) {
+    uint64_t data = at, data_end = end;
+    if (x->hole_fd >= 0) {
+      off_t d = lseek(x->hole_fd, (off_t)at, SEEK_DATA);
+      if (d < 0 && errno == ENXIO) {
+        data = end;
+      } else if (d >= 0) {
+        data = (uint64_t)d < end ? (uint64_t)d : end;
+        off_t h = lseek(x->hole_fd, d, SEEK_HOLE);
+        if (h > d && (uint64_t)h < end) data_end = (uint64_t)h;
+      }
+    }
+    if (data > at) {
+      memset(p, 0, data - at);
+      p += data - at;
+      at = data;
+      continue;
+    }
+    if (vol_pread(x->v, p, data_end - at, at, e) < 0) return -1;
+    p += data_end - at;
+    at = data_end;
+  }
+  return 0;
+}
+
 long image_export_read(struct image_export *x, uint64_t off, void *buf, size_t len, struct err *e) {
   if (off >= x->total || len == 0) return 0;
   if (len > (size_t)LONG_MAX) len = (size_t)LONG_MAX;
@@ -1590,7 +1650,7 @@ long image_export_read(struct image_export *x, uint64_t off, void *buf, size_t l
     uint64_t at = off + done - x->data_off;
     size_t n =
         x->tail_off - (off + done) < len - done ? (size_t)(x->tail_off - (off + done)) : len - done;
-    if (vol_pread(x->v, p + done, n, at, e) < 0) return -1;
+    if (export_data(x, p + done, n, at, e) < 0) return -1;
     done += n;
   }
   if (done < len) {
@@ -1603,6 +1663,7 @@ long image_export_read(struct image_export *x, uint64_t off, void *buf, size_t l
 
 void image_export_close(struct image_export *x) {
   if (!x) return;
+  if (x->hole_fd >= 0) close(x->hole_fd);
   vol_close(x->v);
   free(x);
 }
