@@ -40,6 +40,9 @@
 
 static const struct vol_ops osvol_ops;
 
+void (*vol_io_hook)(enum vol_io_kind kind, enum vol_io_file file, const void *buf, uint64_t len,
+                    uint64_t off);
+
 static int oom(struct err *e) {
   err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
   return -1;
@@ -164,6 +167,7 @@ static int osvol_pread(struct vol *v, void *buf, size_t len, uint64_t off, struc
 static int write_data(struct osvol *o, const void *buf, size_t len, uint64_t off, struct err *e) {
   if (vol_write_full(o->data_fd, buf, len, off) < 0)
     return vol_err_io(e, errno, "write %s at offset %llu", o->data_path, (unsigned long long)off);
+  if (vol_io_hook) vol_io_hook(VOL_IO_WRITE, VOL_IO_DATA, buf, len, off);
   return 0;
 }
 
@@ -258,8 +262,10 @@ static int osvol_pwrite(struct vol *v, const void *buf, size_t len, uint64_t off
 
 static int punch(struct osvol *o, uint64_t off, uint64_t len, struct err *e) {
   if (fallocate(o->data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) ==
-      0)
+      0) {
+    if (vol_io_hook) vol_io_hook(VOL_IO_PUNCH, VOL_IO_DATA, NULL, len, off);
     return 0;
+  }
   if (errno != EOPNOTSUPP && errno != ENOSYS)
     return vol_err_io(e, errno, "punch hole in %s at offset %llu", o->data_path,
                       (unsigned long long)off);
@@ -374,10 +380,12 @@ static int osvol_flush(struct vol *v, struct err *e) {
       index[npages++] = i;
     }
   }
+  if (vol_io_hook) vol_io_hook(VOL_IO_SYNC_START, VOL_IO_DATA, NULL, 0, 0);
   if (fdatasync(o->data_fd) < 0) {
     vol_err_io(e, errno, "fdatasync %s", o->data_path);
     goto fail;
   }
+  if (vol_io_hook) vol_io_hook(VOL_IO_SYNC, VOL_IO_DATA, NULL, 0, 0);
   if (npages) {
     for (uint64_t i = 0; i < npages;) {
       uint64_t j = i + 1; /* coalesce consecutive pages into one pwrite */
@@ -389,12 +397,18 @@ static int osvol_flush(struct vol *v, struct err *e) {
         vol_err_io(e, errno, "write bitmap of %s", o->meta_path);
         goto fail;
       }
+      if (vol_io_hook)
+        vol_io_hook(VOL_IO_WRITE, VOL_IO_META, pages + i * VOL_OS_BITMAP_PAGE,
+                    (j - i) * VOL_OS_BITMAP_PAGE,
+                    o->hdr.bitmap_off + index[i] * VOL_OS_BITMAP_PAGE);
       i = j;
     }
+    if (vol_io_hook) vol_io_hook(VOL_IO_SYNC_START, VOL_IO_META, NULL, 0, 0);
     if (fdatasync(o->meta_fd) < 0) {
       vol_err_io(e, errno, "fdatasync %s", o->meta_path);
       goto fail;
     }
+    if (vol_io_hook) vol_io_hook(VOL_IO_SYNC, VOL_IO_META, NULL, 0, 0);
   }
   rc = 0;
   goto out;

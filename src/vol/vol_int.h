@@ -75,6 +75,16 @@ int vol_os_header_decode(const unsigned char in[VOL_OS_HEADER_SIZE], const char 
 /* Read and decode the header of the meta file at fd. */
 int vol_os_header_read(int fd, const char *path, struct vol_os_header *h, struct err *e);
 
+/* ---- fault injection ------------------------------------------------------
+ * Test hook (tests/unit/test_vol_crash.c records a journal with it to replay
+ * power losses): called after each successful write and hole punch of an OS
+ * volume's data or meta file, and before (SYNC_START) and after (SYNC) each
+ * fdatasync of them. NULL in production. */
+enum vol_io_kind { VOL_IO_WRITE, VOL_IO_PUNCH, VOL_IO_SYNC_START, VOL_IO_SYNC };
+enum vol_io_file { VOL_IO_DATA, VOL_IO_META };
+extern void (*vol_io_hook)(enum vol_io_kind kind, enum vol_io_file file, const void *buf,
+                           uint64_t len, uint64_t off);
+
 /* ---- the OS volume in memory (osvol.c, snapshot.c) ------------------- */
 #define VOL_OS_STRIPES 256 /* per-cluster lock stripes; a power of two */
 
