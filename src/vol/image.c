@@ -151,7 +151,7 @@ static uint64_t max_image_size(void) {
 const char *image_format_name(enum image_format f) {
   switch (f) {
   case IMAGE_AUTO: return "auto";
-  case IMAGE_HPE_ZIP: return "zip";
+  case IMAGE_HPE_ZIP: return "hpe-zip";
   case IMAGE_RAW: return "raw";
   case IMAGE_QCOW2: return "qcow2";
   case IMAGE_VMDK: return "vmdk";
