@@ -929,25 +929,27 @@ static void reply_entry(struct request *r, int status, struct store_entry *en) {
 /* POST /rest/golden-images that is not a multipart upload. */
 static void post_not_upload(struct request *r) {
   if (auth_require(r, ROLE_DEPLOY) < 0) return;
+  struct err e;
+  err_init(&e);
   const char *ct = req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
-  if (ct && *ct && !media_is(ct, "application/json")) {
-    reply_err(r, 415, "UNSUPPORTED_MEDIA_TYPE",
-              "upload a golden image as multipart/form-data with the image in the \"file\" field "
-              "(Content-Type \"%.100s\" was sent)",
-              ct);
-    return;
+  json_t *b = NULL;
+  if (!ct || !*ct || media_is(ct, "application/json")) {
+    b = req_json(r);
+    if (!b) return;
   }
-  json_t *b = req_json(r);
-  if (!b) return;
   if (json_is_object(b) && util_json_bool(json_object_get(b, "imageCapture")) == 1) {
-    reply_err(r, 501, "CAPTURE_NOT_SUPPORTED",
-              "capturing a golden image from an OS volume is not supported yet; upload one "
-              "instead");
-    return;
+    err_set(&e, 501, "CAPTURE_NOT_SUPPORTED",
+            "capturing a golden image from an OS volume is not supported yet; upload one instead");
+    err_action(&e, "Upload the golden image as a file (multipart/form-data, field \"file\").");
+    return reply_error(r, &e);
   }
-  reply_err(r, 415, "UNSUPPORTED_MEDIA_TYPE",
-            "golden images are created by uploading a file: POST multipart/form-data with the "
-            "image in the \"file\" field (and name, description in the query or the form)");
+  err_set(&e, 415, "UNSUPPORTED_MEDIA_TYPE",
+          "golden images are created by uploading a file: POST multipart/form-data with the "
+          "image in the \"file\" field, and the name and description in the query or the form "
+          "(Content-Type \"%.100s\" was sent)",
+          ct ? ct : "");
+  err_action(&e, "Send the image as multipart/form-data in the field \"file\".");
+  reply_error(r, &e);
 }
 
 void route_golden_images(struct request *r) {
