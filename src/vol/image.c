@@ -322,7 +322,9 @@ static int sink_put(struct sink *s, const unsigned char *p, size_t len, int zero
   if (s->off == 0 && len > 0 && !zero) {
     const char *kind = first_sector_kind(p, len < SECTOR ? len : SECTOR);
     if (kind) {
-      err_set(e, 400, "IMAGE_NOT_A_DISK", "%s: the content is %s, not a disk image", s->what, kind);
+      err_set(e, 400, "IMAGE_NOT_A_DISK", "%s: the content is %s, not a disk image%s", s->what,
+              kind,
+              strcmp(kind, "a zip archive") ? "" : " (a zip inside the zip: upload the inner zip)");
       return -1;
     }
   }
@@ -333,32 +335,34 @@ static int sink_put(struct sink *s, const unsigned char *p, size_t len, int zero
       gnutls_hash(s->sha, zero_chunk, n); /* SHA-256 must see every zero */
       s->crc = crc_append_zeros(s->crc, n);
       done += n;
+      s->off += n;
+      if (s->prog) progress_at(s->prog, s->prog_base + s->off);
     }
-  } else {
-    gnutls_hash(s->sha, p, len);
-    /* Runs of data blocks: CRC-32, then written; runs of zero blocks: CRC-32
-     * appended in O(log n), nothing written (the file is already that long). */
-    size_t i = 0, run = 0, run_start = 0;
-    while (i < len) {
-      size_t blk = BLOCK - (size_t)((s->off + i) % BLOCK);
-      if (blk > len - i) blk = len - i;
-      if (!is_zero(p + i, blk)) {
-        if (!run) run_start = i;
-        run += blk;
-        i += blk;
-        continue;
-      }
-      if (run && sink_data_run(s, p + run_start, run, s->off + run_start, e) < 0) return -1;
-      run = 0;
-      size_t zeros = blk;
-      for (i += blk; i < len; i += blk, zeros += blk) {
-        blk = len - i < BLOCK ? len - i : BLOCK;
-        if (!is_zero(p + i, blk)) break;
-      }
-      s->crc = crc_append_zeros(s->crc, zeros);
+    return 0;
+  }
+  gnutls_hash(s->sha, p, len);
+  /* Runs of data blocks: CRC-32, then written; runs of zero blocks: CRC-32
+   * appended in O(log n), nothing written (the file is already that long). */
+  size_t i = 0, run = 0, run_start = 0;
+  while (i < len) {
+    size_t blk = BLOCK - (size_t)((s->off + i) % BLOCK);
+    if (blk > len - i) blk = len - i;
+    if (!is_zero(p + i, blk)) {
+      if (!run) run_start = i;
+      run += blk;
+      i += blk;
+      continue;
     }
     if (run && sink_data_run(s, p + run_start, run, s->off + run_start, e) < 0) return -1;
+    run = 0;
+    size_t zeros = blk;
+    for (i += blk; i < len; i += blk, zeros += blk) {
+      blk = len - i < BLOCK ? len - i : BLOCK;
+      if (!is_zero(p + i, blk)) break;
+    }
+    s->crc = crc_append_zeros(s->crc, zeros);
   }
+  if (run && sink_data_run(s, p + run_start, run, s->off + run_start, e) < 0) return -1;
   s->off += len;
   if (s->prog) progress_at(s->prog, s->prog_base + s->off);
   return 0;
@@ -876,6 +880,12 @@ static int child_start(char *const argv[], uint64_t as_limit, unsigned cpu_limit
   if (pid == 0) {
     /* Only async-signal-safe calls from here to exec. */
     if (dup2(devnull, 0) < 0 || dup2(po[1], 1) < 0 || dup2(pe[1], 2) < 0) _exit(127);
+    /* No descriptor of the server (another thread's sockets, files opened
+     * without O_CLOEXEC) and no signal mask it set reach qemu-img. */
+    close_range(3, ~0u, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     if (as_limit) {
       struct rlimit rl = {as_limit, as_limit};
       setrlimit(RLIMIT_AS, &rl);
@@ -961,7 +971,7 @@ typedef int (*child_tick_fn)(void *arg, double percent);
 
 /* Read the child's stdout and stderr to the end, then reap it. tick (may be
  * NULL) sees the "(12.34/100%)" progress lines; when it returns nonzero the
- * child is killed (SIGTERM). */
+ * child is killed (SIGKILL: the temp file it writes is ours to delete). */
 static int child_collect(struct child *c, struct outbuf *out, struct outbuf *errb,
                          child_tick_fn tick, void *tick_arg, int *stopped) {
   int open_out = 1, open_err = 1;
@@ -997,7 +1007,7 @@ static int child_collect(struct child *c, struct outbuf *out, struct outbuf *err
         scanned = 0;
       }
       if (pct >= 0 && tick(tick_arg, pct)) {
-        kill(c->pid, SIGTERM);
+        kill(c->pid, SIGKILL);
         *stopped = 1;
       }
     }
