@@ -27,6 +27,7 @@
 #include "vol/vol.h"
 
 #define UPLOAD_BUF (1u << 20)       /* write buffer of an upload */
+#define HOLE_BLOCK (64u << 10)      /* zero blocks of this size stay holes in the upload file */
 #define PP_BUF (64u << 10)          /* libmicrohttpd post processor buffer */
 #define DOWNLOAD_BLOCK (256u << 10) /* bytes per download read */
 #define FREE_MARGIN (64ull << 20)   /* disk space an upload must leave free */
@@ -219,6 +220,12 @@ static void drop_file(struct upload *u) {
   if (u->path) unlink(u->path);
 }
 
+static int is_zero(const char *p, size_t n) {
+  if (n == 0) return 1;
+  if (p[0] || memcmp(p, p + 1, n - 1) != 0) return 0;
+  return 1;
+}
+
 static int flush_buf(struct upload *u) {
   if (u->failed || u->fd < 0 || u->buf_len == 0) return u->failed ? -1 : 0;
   struct api *a = u->api;
@@ -236,23 +243,41 @@ static int flush_buf(struct upload *u) {
     reserve(a, more);
     u->reserved += more;
   }
+  /* Blocks of zeros are left as holes (most of a disk image is zeros): the
+   * file is written at the offsets of the data and its length set at the
+   * end (upload_end). */
+  uint64_t base = u->received - u->buf_len;
   size_t off = 0;
   while (off < u->buf_len) {
-    ssize_t n = write(u->fd, u->buf + off, u->buf_len - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = n < 0 ? errno : ENOSPC;
-      if (err == ENOSPC || err == EDQUOT)
-        upload_fail(u, 507, "INSUFFICIENT_STORAGE",
-                    "the server's disk filled up after %llu bytes of the upload; nothing was kept",
-                    (unsigned long long)(u->received - u->buf_len + off));
-      else
-        upload_fail(u, 500, "IO_ERROR", "cannot write the upload to %s: %s", u->path,
-                    strerror(err));
-      drop_file(u);
-      return -1;
+    size_t blk = u->buf_len - off < HOLE_BLOCK ? u->buf_len - off : HOLE_BLOCK;
+    if (is_zero(u->buf + off, blk)) {
+      off += blk;
+      continue;
     }
-    off += (size_t)n;
+    size_t end = off + blk; /* extend the run over the following data blocks */
+    while (end < u->buf_len) {
+      size_t b = u->buf_len - end < HOLE_BLOCK ? u->buf_len - end : HOLE_BLOCK;
+      if (is_zero(u->buf + end, b)) break;
+      end += b;
+    }
+    while (off < end) {
+      ssize_t n = pwrite(u->fd, u->buf + off, end - off, (off_t)(base + off));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        int err = n < 0 ? errno : ENOSPC;
+        if (err == ENOSPC || err == EDQUOT)
+          upload_fail(
+              u, 507, "INSUFFICIENT_STORAGE",
+              "the server's disk filled up after %llu bytes of the upload; nothing was kept",
+              (unsigned long long)(base + off));
+        else
+          upload_fail(u, 500, "IO_ERROR", "cannot write the upload to %s: %s", u->path,
+                      strerror(err));
+        drop_file(u);
+        return -1;
+      }
+      off += (size_t)n;
+    }
   }
   u->buf_len = 0;
   return 0;
@@ -702,6 +727,9 @@ void upload_end(struct request *r) {
   if (!u->failed && (golden_check_new_name(r->api->store, name ? name : "", &e) < 0 ||
                      golden_check_description(desc, &e) < 0))
     upload_fail_err(u, &e);
+  if (!u->failed && u->fd >= 0 && ftruncate(u->fd, (off_t)u->received) < 0)
+    upload_fail(u, 507, "INSUFFICIENT_STORAGE", "cannot complete the upload file: %s",
+                strerror(errno));
   if (!u->failed && u->fd >= 0 && close(u->fd) < 0) {
     u->fd = -1;
     upload_fail(u, 507, "INSUFFICIENT_STORAGE", "cannot complete the upload file: %s",
