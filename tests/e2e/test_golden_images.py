@@ -608,6 +608,7 @@ def test_cli_golden_image(srv):
     r = run("golden-image", "upload", path, "--name", "CLI image", "--description", "from the cli")
     assert r.returncode == 0, r.stderr
     assert 'Uploaded golden image "CLI image"' in r.stdout and hashlib.sha256(img).hexdigest() in r.stdout, r.stdout
+    assert "upload:" not in r.stderr and "\r" not in r.stderr, r.stderr  # no bars without a terminal
     r = run("golden-image", "list")
     assert r.returncode == 0 and "CLI image" in r.stdout and "raw" in r.stdout, r.stdout
     r = run("--json", "golden-image", "show", "CLI image")
@@ -650,3 +651,21 @@ def test_cli_golden_image(srv):
     r = run("golden-image", "list")
     assert "CLI image" not in r.stdout and "cli disk" not in r.stdout, r.stdout
     assert dir_files(srv, "uploads") == []
+
+
+def test_cli_progress_bars_on_a_terminal(srv):
+    """Upload and download draw progress bars on a terminal (stderr), then the
+    import task's bar; without a terminal nothing is drawn (test above)."""
+    import test_cli
+    path = os.path.join(srv.tmp, "tty.img")
+    with open(path, "wb") as f:
+        f.write(os.urandom(8 << 20))
+    env = {"STREAMER_SERVER": srv.url, "STREAMER_TOKEN": srv.token}
+    err = test_cli.run_with_tty_stderr([harness.STREAMER, "golden-image", "upload", path], env)
+    assert "upload: 8.0 MiB of 8.0 MiB" in err and "100%" in err, err
+    assert "Completed: Imported golden image" in err, err
+    out = os.path.join(srv.tmp, "tty.zip")
+    err = test_cli.run_with_tty_stderr([harness.STREAMER, "golden-image", "download", "tty", out], env)
+    assert "download: 8.0 MiB of 8.0 MiB" in err, err
+    with open(out, "rb") as f, open(path, "rb") as g:
+        assert raw_of_zip(f.read())[1] == g.read()
