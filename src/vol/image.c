@@ -42,8 +42,8 @@
 #define BLOCK 4096u                     /* hole granularity */
 #define SECTOR 512u                     /* a disk image is whole sectors */
 #define MAX_IMAGE_DEFAULT (16ull << 40) /* 16 TiB; STREAMER_IMAGE_MAX_BYTES */
-#define SPACE_RESERVE (64ull << 20)     /* keep this much free in the store */
-#define SPACE_CHECK_EVERY (64ull << 20) /* statvfs after this much written */
+#define SPACE_RESERVE (64ull << 20)     /* keep free; STREAMER_IMAGE_RESERVE_BYTES */
+#define SPACE_CHECK_EVERY (64ull << 20) /* statvfs at least this often (bytes written) */
 #define DEFLATE_MAX_RATIO 1032u         /* 258 bytes per 2-bit code, at best */
 #define QEMU_INFO_MAX_OUTPUT (1u << 20) /* qemu-img info JSON we accept */
 #define QEMU_INFO_AS_LIMIT (1ull << 30) /* address space of qemu-img info */
@@ -237,12 +237,13 @@ static void progress_at(struct progress *p, uint64_t done) {
 /* ---- the sink: checksums, zero detection, sparse writes ------------------ */
 
 struct sink {
-  int fd;             /* the temp file; -1 = checksums only */
-  const char *path;   /* for messages */
-  const char *what;   /* "golden image <id>" */
-  uint64_t size;      /* bytes expected in all */
-  uint64_t off;       /* bytes received so far */
-  uint64_t unchecked; /* bytes written since the last free-space check */
+  int fd;              /* the temp file; -1 = checksums only */
+  const char *path;    /* for messages */
+  const char *what;    /* "golden image <id>" */
+  uint64_t size;       /* bytes expected in all */
+  uint64_t off;        /* bytes received so far */
+  uint64_t unchecked;  /* bytes written since the last free-space check */
+  uint64_t next_check; /* check again when unchecked reaches this */
   gnutls_hash_hd_t sha;
   uLong crc;
   struct progress *prog;
@@ -278,20 +279,36 @@ static void sink_done(struct sink *s, char hex[65]) {
   }
 }
 
+static uint64_t space_reserve(void) {
+  const char *s = getenv("STREAMER_IMAGE_RESERVE_BYTES");
+  if (s && *s) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!errno && !*end) return v;
+  }
+  return SPACE_RESERVE;
+}
+
+/* Bytes free beyond the reserve on fd's file system: 0 when the reserve is
+ * reached, UINT64_MAX when it cannot tell (the writes will say). */
+static uint64_t space_budget(int fd) {
+  struct statvfs sv;
+  if (fstatvfs(fd, &sv) < 0) return UINT64_MAX;
+  uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize, reserve = space_reserve();
+  return avail > reserve ? avail - reserve : 0;
+}
+
+static int free_space_ok(int fd) { return space_budget(fd) > 0; }
+
 static int space_error(struct sink *s, struct err *e) {
   err_set(e, 507, "INSUFFICIENT_STORAGE",
           "%s: the volume store is out of space after %" PRIu64 " of %" PRIu64
           " bytes (holes need none; it keeps %llu MiB free)",
-          s->what, s->off, s->size, SPACE_RESERVE >> 20);
+          s->what, s->off, s->size, (unsigned long long)(space_reserve() >> 20));
   err_action(e, "Free space in the volume store (delete unused golden images or OS volumes) "
                 "and import the image again.");
   return -1;
-}
-
-static int free_space_ok(int fd) {
-  struct statvfs sv;
-  if (fstatvfs(fd, &sv) < 0) return 1; /* cannot tell: writes will say */
-  return (uint64_t)sv.f_bavail * sv.f_frsize >= SPACE_RESERVE;
 }
 
 /* A run of data blocks: into the CRC-32, and written unless checksums only. */
@@ -303,10 +320,14 @@ static int sink_data_run(struct sink *s, const unsigned char *p, size_t n, uint6
     if (errno == ENOSPC || errno == EDQUOT) return space_error(s, e);
     return io_error(e, errno, "write", s->path);
   }
+  /* Check the reserve again after half of what was left beyond it was
+   * written (at most every 64 MiB): the closer to it, the more often. */
   s->unchecked += n;
-  if (s->unchecked >= SPACE_CHECK_EVERY) {
+  if (s->unchecked >= s->next_check) {
     s->unchecked = 0;
-    if (!free_space_ok(s->fd)) return space_error(s, e);
+    uint64_t budget = space_budget(s->fd);
+    if (budget == 0) return space_error(s, e);
+    s->next_check = budget / 2 < SPACE_CHECK_EVERY ? budget / 2 : SPACE_CHECK_EVERY;
   }
   return 0;
 }
@@ -1147,7 +1168,7 @@ static int qemu_convert(const char *qemu, const char *fmt, const char *src_arg, 
     err_set(e, 507, "INSUFFICIENT_STORAGE",
             "%s: the volume store ran out of space while qemu-img converted the %s image "
             "(it keeps %llu MiB free)",
-            what, fmt, SPACE_RESERVE >> 20);
+            what, fmt, (unsigned long long)(space_reserve() >> 20));
     err_action(e, "Free space in the volume store (delete unused golden images or OS volumes) "
                   "and import the image again.");
     rc = -1;
@@ -1243,7 +1264,7 @@ static void import_cleanup(struct import *im, int failed) {
 static int check_space_upfront(struct import *im, struct err *e) {
   if (free_space_ok(im->tmp_fd)) return 0;
   err_set(e, 507, "INSUFFICIENT_STORAGE", "%s: the volume store has less than %llu MiB free",
-          im->what, SPACE_RESERVE >> 20);
+          im->what, (unsigned long long)(space_reserve() >> 20));
   err_action(e, "Free space in the volume store (delete unused golden images or OS volumes) "
                 "and import the image again.");
   return -1;

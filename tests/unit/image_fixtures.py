@@ -8,8 +8,10 @@ Writes into OUTDIR (never into the repository):
                                     one raw member (computed here, independently)
   pattern.raw, pattern.sha256       a 64 MiB disk: a few MiB of data, the rest zeros
   pattern.{qcow2,vmdk,vhdx}         the same disk through qemu-img
-  pattern-{stored,deflate,dd,zip64}.zip  good zips of it (stored, deflate, with a
-                                    data descriptor, with zip64 local fields)
+  pattern-{stored,deflate,dd,zip64,utf8}.zip  good zips of it (stored, deflate,
+                                    with a data descriptor, with zip64 local fields,
+                                    with a UTF-8 member name)
+  dense.raw                         16 MiB without a zero block
   bad-*.{zip,raw,qcow2,vmdk,bin}    hostile or broken inputs (see BAD below)
 """
 import hashlib
@@ -76,6 +78,8 @@ def one_member_zip(data, name="disk.raw", method=zipfile.ZIP_DEFLATED, **kw):
 
 
 write("pattern-stored.zip", one_member_zip(pattern, method=zipfile.ZIP_STORED))
+write("pattern-utf8.zip", one_member_zip(pattern, "disque-\u00e9t\u00e9.raw"))  # flag bit 11
+write("dense.raw", rng.randbytes(16 * MiB))  # no zero block: for the disk-full tests
 write("pattern-deflate.zip", one_member_zip(pattern))
 
 

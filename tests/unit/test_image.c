@@ -18,10 +18,13 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -311,18 +314,36 @@ static void test_raw_holes(void **state) {
 }
 
 static void test_zip_variants(void **state) {
-  static const char *names[] = {"pattern-stored.zip", "pattern-deflate.zip", "pattern-dd.zip",
-                                "pattern-zip64.zip"};
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+  static const struct {
+    const char *name, *member;
+  } cases[] = {{"pattern-stored.zip", "disk.raw"},
+               {"pattern-deflate.zip", "disk.raw"},
+               {"pattern-dd.zip", "disk.raw"},
+               {"pattern-zip64.zip", "disk.raw"},
+               {"pattern-utf8.zip", "disque-\xc3\xa9t\xc3\xa9.raw"}};
+  struct image_info info;
+  struct err e;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char id[16];
     snprintf(id, sizeof id, "z%zu", i);
-    struct image_info info;
-    struct err e;
-    if (import_as(id, names[i], IMAGE_AUTO, &info, &e) < 0) fail_msg("%s: %s", names[i], e.message);
+    if (import_as(id, cases[i].name, IMAGE_AUTO, &info, &e) < 0)
+      fail_msg("%s: %s", cases[i].name, e.message);
     assert_int_equal(info.format, IMAGE_HPE_ZIP);
-    assert_string_equal(info.member, "disk.raw");
+    assert_string_equal(info.member, cases[i].member);
     check_pattern(id, &info);
   }
+  /* The UTF-8 name (the last import) goes out flagged as UTF-8 (bit 11). */
+  struct image_export *x = NULL;
+  assert_int_equal(image_export_open(vs, "z4", info.member, info.size, info.crc32, &x, &e), 0);
+  CLEANUP_FREE char *out = util_strdup_printf("%s/utf8-export.zip", fx);
+  export_to_file(x, out, MiB);
+  image_export_close(x);
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd,
+           "python3 -c 'import sys, zipfile; [i] = zipfile.ZipFile(sys.argv[1]).infolist(); "
+           "assert i.filename == \"disque-\\u00e9t\\u00e9.raw\" and i.flag_bits & 0x800' '%s'",
+           out);
+  assert_int_equal(system(cmd), 0);
 }
 
 static void test_qemu_formats(void **state) {
@@ -474,6 +495,94 @@ static void test_busy(void **state) {
   assert_int_equal(golden_entries(), 1);
 }
 
+/* ---- disk full: a private tmpfs in a child process --------------------------- */
+
+static void write_proc(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY);
+  if (fd < 0 || write(fd, text, strlen(text)) < 0) _exit(2);
+  close(fd);
+}
+
+/* In a child with its own mount namespace (and user namespace when not
+ * root), mount a tmpfs of `mib` MiB, import `name` as raw into a store on it
+ * with `reserve` (NULL: the default), and report "<status> <code> <entries
+ * in the golden directory>". -1 when namespaces are not available. */
+static int import_on_small_fs(const char *name, unsigned mib, const char *reserve, char *out,
+                              size_t outlen) {
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  CLEANUP_FREE char *src = input(name);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(p[0]);
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    if (unshare(CLONE_NEWNS | (uid ? CLONE_NEWUSER : 0)) < 0) _exit(2);
+    if (uid) {
+      char map[64];
+      write_proc("/proc/self/setgroups", "deny");
+      snprintf(map, sizeof map, "0 %u 1", (unsigned)uid);
+      write_proc("/proc/self/uid_map", map);
+      snprintf(map, sizeof map, "0 %u 1", (unsigned)gid);
+      write_proc("/proc/self/gid_map", map);
+    }
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) _exit(2);
+    char dir[400], opts[64];
+    snprintf(dir, sizeof dir, "%s/small", fx);
+    mkdir(dir, 0755);
+    snprintf(opts, sizeof opts, "size=%um", mib);
+    if (mount("tmpfs", dir, "tmpfs", 0, opts) < 0) _exit(2);
+    if (reserve) setenv("STREAMER_IMAGE_RESERVE_BYTES", reserve, 1);
+    struct vol_store *small = NULL;
+    struct err e;
+    err_init(&e);
+    char sd[450];
+    snprintf(sd, sizeof sd, "%s/store", dir);
+    if (vol_store_open(&small, sd, &e) < 0) _exit(1);
+    struct image_info info;
+    int rc = image_import(small, "full", src, IMAGE_RAW, NULL, NULL, &info, &e);
+    snprintf(sd, sizeof sd, "%s/store/golden", dir);
+    int n = 0;
+    DIR *d = opendir(sd);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL)
+      n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+    dprintf(p[1], "%d %s %d", rc == 0 ? 0 : e.status, rc == 0 ? "OK" : e.code, n);
+    _exit(0);
+  }
+  close(p[1]);
+  size_t len = 0;
+  ssize_t r;
+  while (len + 1 < outlen && (r = read(p[0], out + len, outlen - 1 - len)) > 0)
+    len += (size_t)r;
+  out[len] = 0;
+  close(p[0]);
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  if (WEXITSTATUS(st) == 2) return -1;
+  assert_int_equal(WEXITSTATUS(st), 0);
+  return 0;
+}
+
+static void test_disk_full(void **state) {
+  char out[200];
+  if (import_on_small_fs("pattern.raw", 80, NULL, out, sizeof out) < 0)
+    skip(); /* no mount namespace here: reported as skipped, not passed */
+  /* 64 MiB image, 3 MiB of data: fits in 16 MiB above the 64 MiB reserve. */
+  assert_string_equal(out, "0 OK 1");
+  /* Free space below the reserve before anything is written. */
+  assert_int_equal(import_on_small_fs("pattern.raw", 32, NULL, out, sizeof out), 0);
+  assert_string_equal(out, "507 INSUFFICIENT_STORAGE 0");
+  /* 16 MiB of data into 8 MiB above the reserve: stopped while writing. */
+  assert_int_equal(import_on_small_fs("dense.raw", 72, NULL, out, sizeof out), 0);
+  assert_string_equal(out, "507 INSUFFICIENT_STORAGE 0");
+  /* No reserve: the file system itself fills up (ENOSPC). */
+  assert_int_equal(import_on_small_fs("dense.raw", 8, "0", out, sizeof out), 0);
+  assert_string_equal(out, "507 INSUFFICIENT_STORAGE 0");
+}
+
 /* ---- zip64 export of a 5 GiB sparse golden volume ------------------------------ */
 
 /* CRC-32 of n zero bytes (n a multiple of 4096), by doubling. */
@@ -581,6 +690,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_max_size, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hostile_inputs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_busy, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
       cmocka_unit_test_setup_teardown(test_zip64_export, setup, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
