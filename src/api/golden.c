@@ -1078,6 +1078,51 @@ static void recover_deleting(struct api *a) {
   store_entries_release(v, n);
 }
 
+/* Golden volumes without a document are what a stop between an import and
+ * its document left (or an import's temp file): removed at start, when
+ * nothing can be importing. Found through vol.h's layout (DIR/golden/<id>.raw,
+ * .<id>.tmp), each checked against vol_golden_path / vol_golden_tmp_path. */
+static void clean_orphans(struct api *a) {
+  struct vol_store *vs = a->cfg.volumes;
+  char *probe = vol_golden_path(vs, "probe");
+  char *slash = probe ? strrchr(probe, '/') : NULL;
+  if (!slash) {
+    free(probe);
+    return;
+  }
+  *slash = 0;
+  DIR *d = opendir(probe);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    char id[128];
+    size_t n = strlen(de->d_name);
+    int tmp = de->d_name[0] == '.' && n > 5 && strcmp(de->d_name + n - 4, ".tmp") == 0;
+    int raw = !tmp && n > 4 && strcmp(de->d_name + n - 4, ".raw") == 0;
+    if ((!tmp && !raw) || n - 4 - (size_t)tmp >= sizeof id) continue;
+    memcpy(id, de->d_name + tmp, n - 4 - (size_t)tmp);
+    id[n - 4 - (size_t)tmp] = 0;
+    char *expect = tmp ? vol_golden_tmp_path(vs, id) : vol_golden_path(vs, id);
+    char *have = util_strdup_printf("%s/%s", probe, de->d_name);
+    struct store_entry *en = store_get(a->store, GOLDEN_COLL, id);
+    if (expect && have && strcmp(expect, have) == 0 && !en) {
+      struct err e;
+      err_init(&e);
+      if (tmp ? unlink(have) : vol_golden_delete(vs, id, &e)) {
+        log_warn("golden", "cannot remove %s, which no golden image uses: %s", have,
+                 tmp ? strerror(errno) : e.message);
+      } else {
+        log_warn("golden", "removed %s: no golden image uses it (an import was interrupted)", have);
+      }
+      err_clear(&e);
+    }
+    store_entry_release(en);
+    free(expect);
+    free(have);
+  }
+  if (d) closedir(d);
+  free(probe);
+}
+
 int golden_api_init(struct api *a, struct err *e) {
   if (!a->cfg.volumes) return 0;
   a->uploads_dir = util_strdup_printf("%s/uploads", vol_store_dir(a->cfg.volumes));
@@ -1091,6 +1136,7 @@ int golden_api_init(struct api *a, struct err *e) {
   }
   clean_uploads(a->uploads_dir);
   recover_deleting(a);
+  clean_orphans(a);
   return 0;
 }
 

@@ -669,3 +669,29 @@ def test_cli_progress_bars_on_a_terminal(srv):
     assert "download: 8.0 MiB of 8.0 MiB" in err, err
     with open(out, "rb") as f, open(path, "rb") as g:
         assert raw_of_zip(f.read())[1] == g.read()
+
+
+def test_restart_cleans_leftovers():
+    """What a stop in the middle of an upload or an import leaves (an upload
+    file, an import's temp file, a golden volume without its document) is
+    removed at the next start; real golden images survive restarts."""
+    with harness.Server() as srv:
+        srv.login()
+        img = pattern(1)
+        gi = upload_ok(srv, Body("keep.img", data=img), "?name=Keeper")
+        srv.stop()
+        orphan = "0b9c1c1e-3f0e-4d1e-9a57-2d5c2c2f0a11"
+        golden = os.path.join(srv.data_dir, "volumes", "golden")
+        leftovers = [os.path.join(golden, orphan + ".raw"), os.path.join(golden, "." + orphan + ".tmp"),
+                     os.path.join(srv.data_dir, "volumes", "uploads", orphan + ".part")]
+        for p in leftovers:
+            with open(p, "wb") as f:
+                f.write(b"\0" * 4096)
+        srv.start()
+        srv.login()
+        for p in leftovers:
+            assert not os.path.exists(p), p
+        assert golden_ids(srv) == [gi["id"]]
+        status, _, data = download(srv, gi)
+        assert status == 200 and raw_of_zip(data)[1] == img
+        assert "no golden image uses it" in srv.read_log()
