@@ -102,6 +102,8 @@ void reply_blob(struct request *r, int status, struct blob *b); /* takes a refer
 /* Split and check the path and X-API-Version (done by the normal path before
  * routing); 0, or -1 with a reply set. */
 int req_prepare(struct request *r);
+/* Replace every byte that does not start a valid UTF-8 sequence with '?'. */
+void utf8_sanitize(char *s);
 /* Is the media type of Content-Type `ct` exactly `type` (parameters allowed)? */
 int media_is(const char *ct, const char *type);
 /* Parse the body as JSON (any value). Sets a 400/415 reply and returns NULL on error.

@@ -117,6 +117,7 @@ static char *clean_filename(const char *raw) {
   if (p == raw && strlen(raw) >= 2 && raw[1] == ':') p = raw + 2; /* C:file.zip */
   char *out = strdup(p);
   if (!out) return NULL;
+  utf8_sanitize(out); /* it goes into messages, the task and the log */
   size_t o = 0;
   for (size_t i = 0; out[i]; i++)
     if (out[i] != '"' && out[i] != '\'') out[o++] = out[i];

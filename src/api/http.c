@@ -70,7 +70,7 @@ void reply_json(struct request *r, int status, json_t *doc) {
  * values), maybe cut by a %.Ns inside a character. JSON strings must be
  * UTF-8, so every byte that does not start a valid sequence becomes '?';
  * otherwise the error body could not be built and the client got a 500. */
-static void utf8_sanitize(char *s) {
+void utf8_sanitize(char *s) {
   unsigned char *p = (unsigned char *)s;
   while (*p) {
     int n = *p < 0x80             ? 1

@@ -38,11 +38,21 @@ int golden_check_description(const char *description, struct err *e) {
     err_set(e, 400, "INVALID_FIELD", "golden image: \"description\" is longer than 65536 bytes");
     return -1;
   }
+  json_t *d = description ? json_string(description) : NULL;
+  if (description && !d) {
+    err_set(e, 400, "INVALID_FIELD", "golden image: the description is not UTF-8 text");
+    return -1;
+  }
+  json_decref(d);
   return 0;
 }
 
 int golden_check_new_name(struct store *s, const char *name, struct err *e) {
   json_t *n = json_string(name ? name : "");
+  if (!n) {
+    err_set(e, 400, "INVALID_NAME", "golden image: the name is not UTF-8 text");
+    return -1;
+  }
   int rc = artifact_check_name("golden image", n, e);
   json_decref(n);
   if (rc < 0) return -1;

@@ -34,7 +34,7 @@ def part_head(boundary, name, filename=None, ctype=None, quote=True):
     h = "--%s\r\nContent-Disposition: %s\r\n" % (boundary, disp)
     if ctype:
         h += "Content-Type: %s\r\n" % ctype
-    return (h + "\r\n").encode()
+    return (h + "\r\n").encode("utf-8", "surrogateescape")
 
 
 class Body:
@@ -334,8 +334,16 @@ def test_hostile_uploads(srv):
         cases.append(("bad name in the form", Body("n.img", data=disk, fields=[("name", "a/b")]), 400,
                       "INVALID_NAME"))
         cases.append(("bad name in the query", Body("n.img", data=disk), 400, "INVALID_NAME"))
+        latin1 = Body("n.img", data=disk)
+        latin1.head = part_head(latin1.boundary, "description") + "caf\xe9".encode("latin-1") + b"\r\n" + latin1.head
+        latin1.length += len(part_head(latin1.boundary, "description")) + 6
+        cases.append(("description not UTF-8", latin1, 400, "INVALID_FIELD"))
+        cases.append(("name not UTF-8 in the query", Body("n.img", data=disk), 400, "INVALID_NAME"))
+        cases.append(("file name not UTF-8", Body("caf\udce9.img", data=disk), 400, "INVALID_NAME"))
+        cases.append(("file name not UTF-8, bad extension", Body("caf\udce9.txt", data=disk), 415, None))
         for what, body, status, code in cases:
-            q = "?name=bad%23name" if what == "bad name in the query" else ""
+            q = {"bad name in the query": "?name=bad%23name",
+                 "name not UTF-8 in the query": "?name=caf%E9"}.get(what, "")
             try:
                 upload_fails(srv, body, q, status, code)
             except AssertionError as e:
