@@ -172,6 +172,7 @@ struct upload {
   char *filename;
   enum image_format fmt;
   int file_parts;
+  int parts_seen; /* the post processor found at least one part */
   /* the part being parsed */
   char *cur_key, *cur_filename;
   uint64_t cur_end;
@@ -396,6 +397,7 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
                                size_t size) {
   struct upload *u = cls;
   if (u->failed) return MHD_NO;
+  u->parts_seen = 1;
   if (!key) key = "";
   /* A new part starts at offset 0 (libmicrohttpd may call once with 0 bytes
    * at offset 0 before the data of the same part). */
@@ -711,6 +713,10 @@ void upload_end(struct request *r) {
       upload_fail(u, 400, "INVALID_MULTIPART",
                   "the multipart/form-data body is incomplete (no closing boundary)");
   }
+  if (!u->failed && !u->parts_seen && u->body_seen > 0)
+    upload_fail(u, 400, "INVALID_MULTIPART",
+                "no part of the body is delimited by the boundary that Content-Type gives "
+                "(boundary= must be the last parameter)");
   if (!u->failed && u->file_parts == 0)
     upload_fail(u, 400, "UPLOAD_NO_FILE",
                 "the upload has no \"file\" part (multipart/form-data field \"file\" with the "

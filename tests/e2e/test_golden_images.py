@@ -352,6 +352,10 @@ def test_hostile_uploads(srv):
         r = srv.request("POST", "/rest/golden-images", raw=disk,
                         headers={"Content-Type": "multipart/form-data"})
         assert r.status == 400 and r.json()["errorCode"] == "INVALID_MULTIPART", r
+        wrong = Body("w.img", data=disk)
+        r = srv.request("POST", "/rest/golden-images", raw=b"".join(wrong.chunks()),
+                        headers={"Content-Type": "multipart/form-data; boundary=other"})
+        assert r.status == 400 and r.json()["errorCode"] == "INVALID_MULTIPART", r
         r = srv.request("POST", "/rest/golden-images", raw=disk,
                         headers={"Content-Type": "application/octet-stream"})
         assert r.status == 415 and r.json()["errorCode"] == "UNSUPPORTED_MEDIA_TYPE", r
