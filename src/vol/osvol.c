@@ -545,7 +545,7 @@ int vol_os_create(struct vol_store *vs, const char *id, const char *golden_id, u
     err_set(e, 404, "VOL_NOT_FOUND", "golden volume \"%.80s\" does not exist", golden_id);
     return -1;
   }
-  pthread_mutex_lock(&vs->lock); /* the golden volume is not deleted meanwhile */
+  pthread_rwlock_rdlock(&vs->lock); /* the golden volume is not deleted meanwhile */
   int rc = -1;
   CLEANUP_FREE char *final = util_strdup_printf("%s/%s", vs->os_dir, id);
   CLEANUP_FREE char *tmp =
@@ -605,7 +605,7 @@ int vol_os_create(struct vol_store *vs, const char *id, const char *golden_id, u
   }
   rc = 0;
 out:
-  pthread_mutex_unlock(&vs->lock);
+  pthread_rwlock_unlock(&vs->lock);
   return rc;
 }
 

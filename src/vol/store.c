@@ -91,7 +91,7 @@ int vol_store_open(struct vol_store **out, const char *dir, struct err *e) {
   vs->dir = strdup(dir);
   vs->golden_dir = util_strdup_printf("%s/golden", dir);
   vs->os_dir = util_strdup_printf("%s/os", dir);
-  pthread_mutex_init(&vs->lock, NULL);
+  pthread_rwlock_init(&vs->lock, NULL);
   if (!vs->dir || !vs->golden_dir || !vs->os_dir) {
     vol_store_close(vs);
     return oom(e);
@@ -107,7 +107,7 @@ int vol_store_open(struct vol_store **out, const char *dir, struct err *e) {
 
 void vol_store_close(struct vol_store *vs) {
   if (!vs) return;
-  pthread_mutex_destroy(&vs->lock);
+  pthread_rwlock_destroy(&vs->lock);
   free(vs->dir);
   free(vs->golden_dir);
   free(vs->os_dir);
@@ -252,7 +252,7 @@ int vol_golden_delete(struct vol_store *vs, const char *id, struct err *e) {
   }
   CLEANUP_FREE char *path = vol_golden_path(vs, id);
   if (!path) return oom(e);
-  pthread_mutex_lock(&vs->lock);
+  pthread_rwlock_wrlock(&vs->lock);
   int rc = -1;
   char **clones = vol_golden_clones(vs, id);
   if (!clones) {
@@ -290,6 +290,6 @@ int vol_golden_delete(struct vol_store *vs, const char *id, struct err *e) {
   rc = 0;
 out:
   vol_strings_free(clones);
-  pthread_mutex_unlock(&vs->lock);
+  pthread_rwlock_unlock(&vs->lock);
   return rc;
 }

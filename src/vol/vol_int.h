@@ -16,9 +16,10 @@ struct vol_store {
   char *dir;        /* DIR */
   char *golden_dir; /* DIR/golden */
   char *os_dir;     /* DIR/os */
-  /* Serializes, within this process, clone creation against golden deletion
-   * (so a golden volume cannot vanish between "has no clones" and unlink). */
-  pthread_mutex_t lock;
+  /* Within this process, clone creation (shared) against golden deletion
+   * (exclusive): a golden volume cannot vanish between a clone's check that
+   * it exists and the clone's creation, nor between "no clones" and unlink. */
+  pthread_rwlock_t lock;
 };
 
 /* [A-Za-z0-9-]{1,64} */

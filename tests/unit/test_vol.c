@@ -627,7 +627,7 @@ static void test_golden_delete_refused_while_cloned(void **state) {
 static void test_many_clones(void **state) {
   free(make_golden("g", 4096));
   for (int i = 0; i < 150; i++) {
-    char id[32];
+    char id[48];
     snprintf(id, sizeof id, "clone-%03d-with-a-longish-name", i);
     create_os(id, "g", 0);
   }
@@ -643,6 +643,107 @@ static void test_many_clones(void **state) {
   assert_non_null(strstr(e.message, "150 OS volumes"));
   assert_non_null(strstr(e.message, "clone-000-with-a-longish-name"));
   assert_non_null(strstr(e.message, "more"));
+}
+
+/* Clones created from several threads while another thread keeps trying to
+ * delete their golden volume: either the delete is refused (clones exist)
+ * or it wins and every later clone is refused; never a clone without its
+ * golden volume. */
+struct creator {
+  int id, created, refused;
+};
+static void *creator_main(void *arg) {
+  struct creator *c = arg;
+  struct err e;
+  for (int i = 0; i < 40; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "t%d-%d", c->id, i);
+    err_init(&e);
+    if (vol_os_create(vs, id, "g", 0, &e) == 0)
+      c->created++;
+    else if (e.status == 404)
+      c->refused++;
+    else
+      fail_msg("create %s: %s", id, e.message);
+  }
+  return NULL;
+}
+
+static void test_golden_delete_races_create(void **state) {
+  free(make_golden("g", 65536));
+  create_os("pre", "g", 0); /* the first delete attempt is refused for sure */
+  struct creator c[3];
+  pthread_t th[3];
+  for (int i = 0; i < 3; i++) {
+    c[i] = (struct creator){.id = i};
+    assert_int_equal(pthread_create(&th[i], NULL, creator_main, &c[i]), 0);
+  }
+  int deleted = 0, attempts = 0;
+  while (!deleted && attempts < 200) {
+    struct err e;
+    err_init(&e);
+    attempts++;
+    if (vol_golden_delete(vs, "g", &e) == 0) {
+      deleted = 1;
+    } else {
+      assert_string_equal(e.code, "GOLDEN_VOLUME_IN_USE");
+      /* Delete the clones made so far, then try again. */
+      char **clones = vol_golden_clones(vs, "g");
+      for (char **p = clones; *p; p++) {
+        err_clear(&e);
+        assert_int_equal(vol_os_delete(vs, *p, &e), 0);
+      }
+      vol_strings_free(clones);
+    }
+  }
+  for (int i = 0; i < 3; i++)
+    pthread_join(th[i], NULL);
+  char **clones = vol_golden_clones(vs, "g");
+  if (deleted) {
+    assert_false(vol_golden_exists(vs, "g"));
+    assert_null(clones[0]); /* no clone outlived its golden volume */
+  }
+  for (char **p = clones; *p; p++) {
+    struct vol *v = open_os(*p); /* every remaining clone opens */
+    vol_close(v);
+  }
+  vol_strings_free(clones);
+  assert_true(attempts > 1);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(c[i].created + c[i].refused, 40);
+}
+
+/* Creations and deletions a crash interrupted are finished at store open;
+ * those of a live process are left alone. */
+static void test_store_cleans_interrupted(void **state) {
+  char rel[128];
+  const char *names[3] = {".new-x.999999999.1", ".del-y.999999998.7", NULL};
+  char live[64];
+  snprintf(live, sizeof live, ".new-z.%d.3", (int)getpid());
+  names[2] = live;
+  for (int i = 0; i < 3; i++) {
+    snprintf(rel, sizeof rel, "os/%s", names[i]);
+    char *d = path_in(rel);
+    assert_int_equal(mkdir(d, 0700), 0);
+    char f[600];
+    snprintf(f, sizeof f, "%s/meta", d);
+    int fd = open(f, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    free(d);
+  }
+  vol_store_close(vs);
+  struct err e;
+  err_init(&e);
+  assert_int_equal(vol_store_open(&vs, dir, &e), 0);
+  struct stat st;
+  for (int i = 0; i < 3; i++) {
+    snprintf(rel, sizeof rel, "os/%s", names[i]);
+    char *d = path_in(rel);
+    assert_int_equal(stat(d, &st) == 0, i == 2);
+    free(d);
+  }
+  assert_string_equal(vol_store_dir(vs), dir);
 }
 
 /* ---- snapshots ----------------------------------------------------------- */
@@ -982,6 +1083,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_corrupt_header, setup, teardown),
       cmocka_unit_test_setup_teardown(test_golden_delete_refused_while_cloned, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_clones, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_golden_delete_races_create, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_store_cleans_interrupted, setup, teardown),
       cmocka_unit_test_setup_teardown(test_snapshot_isolation, setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent_private_ranges, setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent_overlapping, setup, teardown),
