@@ -759,13 +759,99 @@ static int zip_locate(int fd, uint64_t fsize, const char *src, const char *what,
   return 0;
 }
 
+/* The sink on a second thread: for a deflate member, inflate (zlib) and the
+ * sink (SHA-256, CRC-32, zero scan, writes) take similar time, so the main
+ * thread inflates chunk k+1 while the worker takes chunk k. Progress stays on
+ * the caller's thread. If the thread cannot start, the sink runs inline. */
+struct sink_worker {
+  struct sink *s;
+  pthread_t th;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  const unsigned char *job;
+  size_t job_len;
+  int has_job, quit, failed, started;
+  struct err err;
+};
+
+static void *sink_worker_main(void *arg) {
+  struct sink_worker *w = arg;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    while (!w->has_job && !w->quit)
+      pthread_cond_wait(&w->cv, &w->mu);
+    if (!w->has_job) break;
+    const unsigned char *p = w->job;
+    size_t n = w->job_len;
+    int skip = w->failed;
+    pthread_mutex_unlock(&w->mu);
+    int rc = skip ? -1 : sink_put(w->s, p, n, 0, &w->err);
+    pthread_mutex_lock(&w->mu);
+    if (rc < 0) w->failed = 1;
+    w->has_job = 0;
+    pthread_cond_broadcast(&w->cv);
+  }
+  pthread_mutex_unlock(&w->mu);
+  return NULL;
+}
+
+static void sink_worker_start(struct sink_worker *w, struct sink *s) {
+  memset(w, 0, sizeof *w);
+  w->s = s;
+  err_init(&w->err);
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+  w->started = pthread_create(&w->th, NULL, sink_worker_main, w) == 0;
+}
+
+/* Hand p to the worker once it has finished the previous chunk (so the caller
+ * may reuse that chunk's buffer); -1 with e set if a chunk failed. */
+static int sink_worker_put(struct sink_worker *w, const unsigned char *p, size_t n, struct err *e) {
+  if (!w->started) return sink_put(w->s, p, n, 0, e);
+  pthread_mutex_lock(&w->mu);
+  while (w->has_job)
+    pthread_cond_wait(&w->cv, &w->mu);
+  int failed = w->failed;
+  if (!failed) {
+    w->job = p;
+    w->job_len = n;
+    w->has_job = 1;
+    pthread_cond_broadcast(&w->cv);
+  }
+  pthread_mutex_unlock(&w->mu);
+  if (failed) *e = w->err;
+  return failed ? -1 : 0;
+}
+
+/* Wait for the last chunk and stop the worker; -1 with e set if a chunk failed. */
+static int sink_worker_finish(struct sink_worker *w, struct err *e) {
+  int failed = 0;
+  if (w->started) {
+    pthread_mutex_lock(&w->mu);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->th, NULL);
+    failed = w->failed;
+    if (failed) *e = w->err;
+  }
+  pthread_cond_destroy(&w->cv);
+  pthread_mutex_destroy(&w->mu);
+  return failed ? -1 : 0;
+}
+
 /* Inflate the member's raw deflate stream into the sink: it must end exactly
  * at the declared size and exactly at the end of the compressed data. */
 static int zip_inflate(int fd, const char *src, const struct zip_member *m, struct sink *s,
-                       const char *label, unsigned char *in, unsigned char *out, struct err *e) {
+                       const char *label, unsigned char *in, unsigned char *out2, struct err *e) {
   z_stream zs;
   memset(&zs, 0, sizeof zs);
   if (inflateInit2(&zs, -15) != Z_OK) return oom(e);
+  struct progress *prog = s->prog;
+  s->prog = NULL; /* reported from here, not from the worker */
+  struct sink_worker w;
+  sink_worker_start(&w, s);
+  unsigned char *out = out2; /* out2 holds two chunks: the worker takes one */
   uint64_t cread = 0, produced = 0;
   size_t fill = 0;
   int rc = -1, zr;
@@ -799,9 +885,11 @@ static int zip_inflate(int fd, const char *src, const struct zip_member *m, stru
       goto out;
     }
     if (fill == CHUNK || (zr == Z_STREAM_END && fill > 0)) {
-      if (sink_put(s, out, fill, 0, e) < 0) goto out;
+      if (sink_worker_put(&w, out, fill, e) < 0) goto out;
       produced += fill;
       fill = 0;
+      out = out == out2 ? out2 + CHUNK : out2;
+      if (prog) progress_at(prog, s->prog_base + produced);
     }
     if (zr == Z_STREAM_END) break;
     if (zs.avail_in == 0 && cread == m->csize && zs.avail_out != 0) {
@@ -825,7 +913,11 @@ static int zip_inflate(int fd, const char *src, const struct zip_member *m, stru
     goto out;
   }
   rc = 0;
-out:
+out:;
+  struct err late;
+  err_init(&late);
+  if (sink_worker_finish(&w, rc == 0 ? e : &late) < 0) rc = -1;
+  s->prog = prog;
   inflateEnd(&zs);
   return rc;
 }
@@ -835,7 +927,7 @@ static int zip_extract(int fd, const char *src, const struct zip_member *m, stru
                        struct err *e) {
   char label[400];
   snprintf(label, sizeof label, "%s: the zip member \"%.200s\"", s->what, m->name);
-  unsigned char *in = malloc(CHUNK), *out = m->method == 8 ? malloc(CHUNK) : NULL;
+  unsigned char *in = malloc(CHUNK), *out = m->method == 8 ? malloc(2 * CHUNK) : NULL;
   int rc = -1;
   if (!in || (m->method == 8 && !out))
     oom(e);
