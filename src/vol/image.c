@@ -7,7 +7,8 @@
  *
  *   HPE zip   our own reader over zlib: end of central directory (zip64
  *             aware), the one central directory entry, its local header, then
- *             inflate (raw deflate) or copy; sizes and CRC checked at the end.
+ *             inflate (raw deflate; the checksums and writes run on a worker
+ *             thread, one chunk behind) or copy; sizes and CRC checked.
  *   raw       copied as is; holes of the source are skipped with SEEK_DATA.
  *   qcow2, vmdk, vhdx
  *             `qemu-img info` (resource-limited, format forced) vets the image,
@@ -16,7 +17,8 @@
  *
  * Every error unlinks the temp file. Export builds the stored (method 0) zip
  * around the golden volume: a header and a trailer in memory, the volume's
- * bytes in between, so any byte range maps to memcpy or vol_pread. */
+ * bytes in between, so any byte range maps to memcpy or vol_pread (holes,
+ * found with SEEK_DATA, are zero-filled without reading them). */
 #include "vol/image.h"
 
 #include <errno.h>
