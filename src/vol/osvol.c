@@ -58,23 +58,28 @@ static inline uint64_t cluster_len(const struct osvol *o, uint64_t c) {
 
 /* ---- the bitmap ---------------------------------------------------------- */
 
+/* The marks that tell flush what to do. Sequentially consistent, with the
+ * bit set before the mark and the mark cleared before the bits are read, so
+ * that either the flush that clears a mark sees the bit, or the writer sees
+ * the cleared mark and sets it again for the next flush. */
 static void mark_dirty(struct osvol *o, uint64_t c) {
   uint64_t page = c / BITS_PER_PAGE;
-  if (!__atomic_load_n(&o->dirty[page], __ATOMIC_RELAXED))
-    __atomic_store_n(&o->dirty[page], 1, __ATOMIC_RELEASE);
-  if (!__atomic_load_n(&o->any_dirty, __ATOMIC_RELAXED))
-    __atomic_store_n(&o->any_dirty, 1, __ATOMIC_RELEASE);
+  if (!__atomic_load_n(&o->dirty[page], __ATOMIC_SEQ_CST))
+    __atomic_store_n(&o->dirty[page], 1, __ATOMIC_SEQ_CST);
+  if (!__atomic_load_n(&o->any_dirty, __ATOMIC_SEQ_CST))
+    __atomic_store_n(&o->any_dirty, 1, __ATOMIC_SEQ_CST);
 }
 
-/* Set the bits of clusters [c, c+n). Call only after their data is written. */
+/* Set the bits of clusters [c, c+n) (caller holds their stripe locks). Call
+ * only after their data is written. */
 static void set_owned(struct osvol *o, uint64_t c, uint64_t n) {
   uint64_t end = c + n;
   while (c < end) {
     uint64_t w = c >> 6, bit = c & 63;
     uint64_t k = 64 - bit < end - c ? 64 - bit : end - c;
     uint64_t mask = (k == 64 ? ~0ull : ((1ull << k) - 1)) << bit;
-    if ((__atomic_load_n(&o->bitmap[w], __ATOMIC_RELAXED) & mask) != mask) {
-      __atomic_fetch_or(&o->bitmap[w], mask, __ATOMIC_RELEASE);
+    if ((__atomic_load_n(&o->bitmap[w], __ATOMIC_ACQUIRE) & mask) != mask) {
+      __atomic_fetch_or(&o->bitmap[w], mask, __ATOMIC_SEQ_CST);
       mark_dirty(o, c);
     }
     c += k;
@@ -82,8 +87,8 @@ static void set_owned(struct osvol *o, uint64_t c, uint64_t n) {
 }
 
 static void mark_unflushed(struct osvol *o) {
-  if (!__atomic_load_n(&o->unflushed, __ATOMIC_RELAXED))
-    __atomic_store_n(&o->unflushed, 1, __ATOMIC_RELEASE);
+  if (!__atomic_load_n(&o->unflushed, __ATOMIC_SEQ_CST))
+    __atomic_store_n(&o->unflushed, 1, __ATOMIC_SEQ_CST);
 }
 
 void osvol_lock_stripes(struct osvol *o, uint64_t c, uint64_t n) {
@@ -353,27 +358,30 @@ static int osvol_flush(struct vol *v, struct err *e) {
   int rc = -1;
   unsigned char *pages = NULL;
   uint64_t *index = NULL, npages = 0;
-  if (!__atomic_exchange_n(&o->unflushed, 0, __ATOMIC_ACQ_REL)) {
+  if (!__atomic_exchange_n(&o->unflushed, 0, __ATOMIC_SEQ_CST)) {
     pthread_mutex_unlock(&o->flush_lock);
     return 0;
   }
-  if (__atomic_exchange_n(&o->any_dirty, 0, __ATOMIC_ACQ_REL)) {
-    uint64_t count = 0;
-    for (uint64_t i = 0; i < o->dirty_pages; i++)
-      count += __atomic_load_n(&o->dirty[i], __ATOMIC_ACQUIRE) ? 1 : 0;
-    pages = malloc(count ? count * VOL_OS_BITMAP_PAGE : 1);
-    index = malloc(count ? count * sizeof *index : 1);
-    if (!pages || !index) {
-      __atomic_store_n(&o->any_dirty, 1, __ATOMIC_RELEASE);
-      oom(e);
-      goto fail;
-    }
-    for (uint64_t i = 0; i < o->dirty_pages && npages < count; i++) {
-      if (!__atomic_exchange_n(&o->dirty[i], 0, __ATOMIC_ACQ_REL)) continue;
+  if (__atomic_exchange_n(&o->any_dirty, 0, __ATOMIC_SEQ_CST)) {
+    uint64_t cap = 0;
+    for (uint64_t i = 0; i < o->dirty_pages; i++) {
+      if (!__atomic_load_n(&o->dirty[i], __ATOMIC_SEQ_CST)) continue;
+      if (npages == cap) { /* grow before taking the mark: no page is dropped */
+        cap = cap ? cap * 2 : 16;
+        unsigned char *np = realloc(pages, cap * VOL_OS_BITMAP_PAGE);
+        if (np) pages = np;
+        uint64_t *ni = np ? realloc(index, cap * sizeof *index) : NULL;
+        if (ni) index = ni;
+        if (!np || !ni) {
+          oom(e);
+          goto fail;
+        }
+      }
+      if (!__atomic_exchange_n(&o->dirty[i], 0, __ATOMIC_SEQ_CST)) continue;
       unsigned char *dst = pages + npages * VOL_OS_BITMAP_PAGE;
       const uint64_t *words = o->bitmap + i * (VOL_OS_BITMAP_PAGE / 8);
       for (unsigned w = 0; w < VOL_OS_BITMAP_PAGE / 8; w++) {
-        uint64_t x = __atomic_load_n(&words[w], __ATOMIC_ACQUIRE);
+        uint64_t x = __atomic_load_n(&words[w], __ATOMIC_SEQ_CST);
         for (int b = 0; b < 8; b++)
           dst[w * 8 + b] = (unsigned char)(x >> (8 * b)); /* little-endian on disk */
       }
@@ -415,9 +423,9 @@ static int osvol_flush(struct vol *v, struct err *e) {
 fail:
   /* Nothing is known durable: the next flush redoes all of it. */
   for (uint64_t i = 0; i < npages; i++)
-    __atomic_store_n(&o->dirty[index[i]], 1, __ATOMIC_RELEASE);
-  if (npages) __atomic_store_n(&o->any_dirty, 1, __ATOMIC_RELEASE);
-  __atomic_store_n(&o->unflushed, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&o->dirty[index[i]], 1, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&o->any_dirty, 1, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&o->unflushed, 1, __ATOMIC_SEQ_CST);
 out:
   free(pages);
   free(index);

@@ -1070,6 +1070,33 @@ static void test_tail_cluster(void **state) {
   free(model);
 }
 
+/* A flush that writes many bitmap pages (one per 128 MiB of volume): every
+ * page reaches the disk, and only the pages written are allocated. */
+static void test_many_bitmap_pages(void **state) {
+  const uint64_t region = 128ull << 20, size = 40 * region;
+  create_os("wide", NULL, size);
+  struct vol *v = open_os("wide");
+  struct err e;
+  err_init(&e);
+  unsigned char buf[4096];
+  for (uint64_t r = 0; r < 40; r++) {
+    memset(buf, (int)(r + 1), sizeof buf);
+    assert_int_equal(vol_pwrite(v, buf, 100, r * region + (r % 7) * 4096 + 5, &e), 0);
+  }
+  assert_int_equal(vol_flush(v, &e), 0);
+  vol_close(v);
+  v = open_os("wide");
+  for (uint64_t r = 0; r < 40; r++) {
+    unsigned char want[4096] = {0};
+    memset(want + 5, (int)(r + 1), 100);
+    assert_int_equal(vol_pread(v, buf, sizeof buf, r * region + (r % 7) * 4096, &e), 0);
+    assert_memory_equal(buf, want, sizeof buf);
+  }
+  /* 40 data clusters + header + 40 bitmap pages, and nothing near 5 GiB. */
+  assert_true(vol_allocated(v) <= (40 + 1 + 40) * 4096 + 64 * 1024);
+  vol_close(v);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_file_volume, setup, teardown),
@@ -1090,6 +1117,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_concurrent_overlapping, setup, teardown),
       cmocka_unit_test_setup_teardown(test_snapshot_under_writes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tail_cluster, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_many_bitmap_pages, setup, teardown),
   };
   log_set_level(LOG_ERROR);
   return cmocka_run_group_tests(tests, NULL, NULL);
