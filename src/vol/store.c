@@ -28,8 +28,15 @@ static int oom(struct err *e) {
 
 /* mkdir -p */
 static int make_dirs(const char *path, struct err *e) {
-  CLEANUP_FREE char *p = strdup(path);
-  if (!p) return oom(e);
+  char p[4096];
+  if (!path[0]) {
+    err_set(e, 500, "VOL_IO_ERROR", "the volume directory path is empty");
+    return -1;
+  }
+  if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p) {
+    err_set(e, 500, "VOL_IO_ERROR", "volume directory path too long: %.200s...", path);
+    return -1;
+  }
   for (char *s = p + 1;; s++) {
     if (*s != '/' && *s) continue;
     char saved = *s;
