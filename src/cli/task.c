@@ -265,9 +265,11 @@ int task_follow(struct cli *c, json_t **task) {
     fprintf(stderr, "error: the server's answer is not a task (no uri)\n");
     return CLI_ESERVER;
   }
-  CLEANUP_FREE char *uri = strdup(u);
+  char *uri = strdup(u);
+  if (!uri) return CLI_ESERVER;
   int timed_out = 0;
   int rc = task_poll(c, uri, task, 0, c->stderr_tty && !c->json, &timed_out);
+  free(uri);
   if (rc) return rc;
   const char *state = jstr(*task, "taskState");
   if (task_succeeded(state)) {
