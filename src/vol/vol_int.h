@@ -124,7 +124,6 @@ struct osvol {
   int nsnaps;
   pthread_mutex_t ref_lock;
   int refs;
-  int live_closed;
 };
 
 static inline int osvol_owns(const struct osvol *o, uint64_t c) {
