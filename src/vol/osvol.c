@@ -288,29 +288,46 @@ static int punch(struct osvol *o, uint64_t off, uint64_t len, struct err *e) {
  * data is punched out (even when unowned: a crash may have left unflushed
  * bytes there) and its bit set, unless it already reads zeros unowned
  * (past the golden volume's end). Caller holds snap_lock shared. */
-static int discard_clusters(struct osvol *o, uint64_t c, uint64_t n, struct err *e) {
-  if (o->nsnaps > 0) {
-    for (uint64_t i = 0; i < n; i++) {
-      pthread_mutex_t *m = osvol_stripe(o, c + i);
-      pthread_mutex_lock(m);
-      int r = 0;
-      if (vol_snap_needs(o, c + i)) r = vol_snap_save_cluster(o, c + i, NULL, e);
-      if (r == 0) r = punch(o, (c + i) * CS, cluster_len(o, c + i), e);
-      if (r == 0 && (c + i) * CS < o->golden_size) set_owned(o, c + i, 1);
-      pthread_mutex_unlock(m);
-      if (r < 0) return -1;
+/* Copy clusters [c, c+n) that an open snapshot still needs into the
+ * snapshots, reading them in runs of up to 1 MiB. Caller holds their stripes. */
+static int save_for_snapshots(struct osvol *o, uint64_t c, uint64_t n, struct err *e) {
+  enum { RUN = 256 };
+  unsigned char *buf = malloc((size_t)RUN * CS);
+  if (!buf) return oom(e);
+  int r = 0;
+  for (uint64_t i = 0; r == 0 && i < n;) {
+    if (!vol_snap_needs(o, c + i)) {
+      i++;
+      continue;
     }
-    return 0;
+    uint64_t m = 1;
+    while (m < RUN && i + m < n && vol_snap_needs(o, c + i + m))
+      m++;
+    uint64_t off = (c + i) * CS, end = (c + i + m) * CS < o->v.size ? (c + i + m) * CS : o->v.size;
+    memset(buf, 0, (size_t)m * CS);
+    r = osvol_read_live(o, buf, (size_t)(end - off), off, e);
+    for (uint64_t j = 0; r == 0 && j < m; j++)
+      r = vol_snap_save_cluster(o, c + i + j, buf + j * CS, e);
+    i += m;
   }
+  free(buf);
+  return r;
+}
+
+static int discard_clusters(struct osvol *o, uint64_t c, uint64_t n, struct err *e) {
+  /* Smaller steps while snapshots are open (each cluster may be copied
+   * first, with every stripe held): 32 MiB, a few ms of stall for writers. */
+  uint64_t step = o->nsnaps > 0 ? DISCARD_CHUNK / 8 : DISCARD_CHUNK;
+  uint64_t golden_clusters = (o->golden_size + CS - 1) / CS;
   while (n > 0) {
-    uint64_t k = n < DISCARD_CHUNK ? n : DISCARD_CHUNK;
+    uint64_t k = n < step ? n : step;
     uint64_t end = (c + k) * CS < o->v.size ? (c + k) * CS : o->v.size;
+    int r = 0;
     osvol_lock_stripes(o, c, k);
-    int r = punch(o, c * CS, end - c * CS, e);
-    if (r == 0 && c * CS < o->golden_size) {
-      uint64_t golden_clusters = (o->golden_size + CS - 1) / CS;
+    if (o->nsnaps > 0) r = save_for_snapshots(o, c, k, e);
+    if (r == 0) r = punch(o, c * CS, end - c * CS, e);
+    if (r == 0 && c < golden_clusters)
       set_owned(o, c, c + k < golden_clusters ? k : golden_clusters - c);
-    }
     osvol_unlock_stripes(o, c, k);
     if (r < 0) return -1;
     c += k;
