@@ -383,8 +383,9 @@ static void check_round(unsigned char *content[NZONES], unsigned char *base[NZON
       if (!nlist[z][s]) { /* untouched this round: the bytes from before it */
         uint64_t n = (s + 1) * SECTOR < zone_len(z) ? (s + 1) * SECTOR - b : zone_len(z) - b;
         if (memcmp(content[z] + b, base[z] + b, n))
-          fail_msg("round %d: sector at %llu changed though no operation touched it", round,
-                   (unsigned long long)x);
+          fail_msg("round %d: sector at %llu changed though no operation covered it (a bitmap bit "
+                   "durable before its cluster's data?)",
+                   round, (unsigned long long)x);
         bytes_checked += n - 1;
         b += n - 1;
         continue;
@@ -423,12 +424,31 @@ static void read_zones(struct vol *v, unsigned char *out[NZONES]) {
       fail_msg("read zone %d: %s", z, e.message);
 }
 
-static void test_crash_rounds(void **state) {
+static int setup(void **state) {
   strcpy(dir, "/tmp/streamer-test-volcrash-XXXXXX");
   assert_non_null(mkdtemp(dir));
   struct err e;
   err_init(&e);
   assert_int_equal(vol_store_open(&vs, dir, &e), 0);
+  sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  jdata = mmap(NULL, JOURNAL_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  assert_true(sh != MAP_FAILED && jdata != MAP_FAILED);
+  return 0;
+}
+
+/* Runs even when the test fails. */
+static int teardown(void **state) {
+  munmap(sh, sizeof *sh);
+  munmap(jdata, JOURNAL_BYTES);
+  vol_store_close(vs);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  return system(cmd);
+}
+
+static void test_crash_rounds(void **state) {
+  struct err e;
+  err_init(&e);
   uint64_t rng = 20261121;
   /* A sparse golden volume with random bytes in the zones it covers. */
   char *tmp = vol_golden_tmp_path(vs, "gold");
@@ -450,9 +470,6 @@ static void test_crash_rounds(void **state) {
   assert_int_equal(vol_golden_commit(vs, "gold", &e), 0);
   snprintf(data_path, sizeof data_path, "%s/os/clone/data", dir);
   snprintf(meta_path, sizeof meta_path, "%s/os/clone/meta", dir);
-  sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  jdata = mmap(NULL, JOURNAL_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  assert_true(sh != MAP_FAILED && jdata != MAP_FAILED);
   unsigned char *base[NZONES], *content[NZONES];
   struct image im;
   for (int z = 0; z < NZONES; z++) {
@@ -531,17 +548,11 @@ static void test_crash_rounds(void **state) {
     free(content[z]);
     free(im.zone[z]);
   }
-  munmap(sh, sizeof *sh);
-  munmap(jdata, JOURNAL_BYTES);
-  vol_store_close(vs);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  assert_int_equal(system(cmd), 0);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_crash_rounds),
+      cmocka_unit_test_setup_teardown(test_crash_rounds, setup, teardown),
   };
   log_set_level(LOG_ERROR);
   return cmocka_run_group_tests(tests, NULL, NULL);
