@@ -108,7 +108,7 @@ e2e: $(BUILD)/bin/streamerd $(BUILD)/bin/streamer
 	STREAMER_BUILD=$(BUILD) /usr/bin/python3 tests/e2e/run.py
 
 # --- quality ---------------------------------------------------------------
-C_FILES = $(wildcard src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h)
+C_FILES = $(wildcard src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h bench/*.c)
 format:
 	clang-format -i $(C_FILES)
 
@@ -118,8 +118,14 @@ lint: lint-deps
 	  --suppress=missingIncludeSystem -Isrc $(wildcard src/*.c src/*/*.c)
 	clang-tidy --quiet $(wildcard src/*.c src/*/*.c) -- -std=gnu11 -D_GNU_SOURCE -Isrc $(PKG_CFLAGS)
 
-bench: all
+# bench/vol_bench.c: the volume benchmarks' C side (bench/vol_bench.py runs it).
+$(BUILD)/bench/vol_bench: bench/vol_bench.c $(BUILD)/libstreamer.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libstreamer.a $(LDLIBS)
+
+bench: all $(BUILD)/bench/vol_bench
 	/usr/bin/python3 bench/api_bench.py
+	/usr/bin/python3 bench/vol_bench.py
 
 clean:
 	rm -rf build
