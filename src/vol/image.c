@@ -778,7 +778,7 @@ int image_export_open(struct vol_store *vs, const char *id, const char *member, 
   wr32(h + 22, small_size);
   wr16(h + 26, (uint16_t)nlen);
   wr16(h + 28, zip64 ? 20 : 0);
-  memcpy(h + 30, member, nlen);
+  if (nlen) memcpy(h + 30, member, nlen);
   x->head_len = 30 + nlen;
   if (zip64) {
     unsigned char *z = h + x->head_len;
@@ -810,7 +810,7 @@ int image_export_open(struct vol_store *vs, const char *id, const char *member, 
   wr16(t + 36, 0);                       /* internal attributes: binary */
   wr32(t + 38, (uint32_t)0100644 << 16); /* a regular file, rw-r--r-- */
   wr32(t + 42, 0);                       /* local header at 0 */
-  memcpy(t + 46, member, nlen);
+  if (nlen) memcpy(t + 46, member, nlen);
   size_t n = 46 + nlen;
   if (zip64) {
     wr16(t + n, 0x0001);

@@ -34,9 +34,9 @@ typedef void (*image_progress_fn)(void *arg, uint64_t done, uint64_t total);
  * IMAGE_ZIP_BOMB, IMAGE_CRC_MISMATCH, IMAGE_TRUNCATED, IMAGE_UNSUPPORTED;
  * 501 QEMU_IMG_MISSING (message names Debian's qemu-utils); 507
  * INSUFFICIENT_STORAGE. */
-int image_import(struct vol_store *vs, const char *id, const char *src_path,
-                 enum image_format fmt, image_progress_fn progress, void *progress_arg,
-                 struct image_info *info, struct err *e);
+int image_import(struct vol_store *vs, const char *id, const char *src_path, enum image_format fmt,
+                 image_progress_fn progress, void *progress_arg, struct image_info *info,
+                 struct err *e);
 
 /* The HPE zip of golden volume `id`: one stored member named `member` (the
  * raw image). The export is a pure function of (size, crc32, member) and the

@@ -52,6 +52,8 @@ struct child {
 static int child_start(char *const argv[], uint64_t as_limit, unsigned cpu_limit, struct child *c,
                        struct err *e) {
   int po[2], pe[2];
+  c->pid = -1;
+  c->out = c->errfd = -1;
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull < 0) return image_io_error(e, errno, "open", "/dev/null");
   if (pipe2(po, O_CLOEXEC) < 0) {
@@ -208,7 +210,7 @@ static int child_collect(struct child *c, struct outbuf *out, struct outbuf *err
 int qemu_info(const char *qemu, const char *fmt, const char *src_arg, const char *what,
               uint64_t *vsize, struct err *e) {
   char *argv[] = {(char *)qemu, "info", "--output=json", "-f", (char *)fmt, (char *)src_arg, NULL};
-  struct child c;
+  struct child c = {.pid = -1, .out = -1, .errfd = -1};
   if (child_start(argv, QEMU_INFO_AS_LIMIT, QEMU_INFO_CPU_LIMIT, &c, e) < 0) return -1;
   struct outbuf out = {.max = QEMU_INFO_MAX_OUTPUT}, errb = {.max = 2048};
   int stopped;
@@ -324,7 +326,7 @@ int qemu_convert(const char *qemu, const char *fmt, const char *src_arg, const c
                   (char *)fmt,        "-O",      "raw", "-n",
                   "--target-is-zero", "-S",      "4k",  (char *)src_arg,
                   (char *)dst_arg,    NULL};
-  struct child c;
+  struct child c = {.pid = -1, .out = -1, .errfd = -1};
   if (child_start(argv, 0, 0, &c, e) < 0) return -1;
   struct outbuf out = {.max = 8192}, errb = {.max = 2048};
   struct convert_tick t = {prog, vsize, dst_fd, 0};
