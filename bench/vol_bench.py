@@ -497,7 +497,7 @@ def targets(r):
     if u and not u.get("skipped"):
         qc = u["peers"].get("qemu_img_convert_qcow2", {}).get("s_with_fsync")
         for fmt, f in u["formats"].items():
-            out.append(("upload .%s of %d GiB (%.0f GiB data) usable <= 15 s" % (fmt, u["image"]["size"] // GIB,
+            out.append(("upload .%s of %d GiB (%g GiB data) usable <= 15 s" % (fmt, u["image"]["size"] // GIB,
                                                                               u["image"]["data"] / GIB),
                         "%.1f s" % f["usable_s"], "qemu-img convert %.1f s" % qc if qc else "", f["target_usable_met"]))
             if f.get("download"):
