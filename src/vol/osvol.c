@@ -22,6 +22,7 @@
  * the golden volume when the write is partial, and sets the bit after the
  * data is written. Writes and discards hold snap_lock shared; snapshot.c
  * takes it exclusive to add or remove a snapshot. */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -666,28 +667,30 @@ static int load_bitmap(struct osvol *o, struct err *e) {
   o->dirty_pages = o->hdr.bitmap_len / VOL_OS_BITMAP_PAGE;
   o->bitmap = calloc(o->bitmap_words, sizeof *o->bitmap);
   o->dirty = calloc(o->dirty_pages, 1);
-  unsigned char *buf = malloc(1u << 20);
-  if (!o->bitmap || !o->dirty || !buf) {
-    free(buf);
-    return oom(e);
+  if (!o->bitmap || !o->dirty) return oom(e);
+  /* The bitmap is little-endian 64-bit words on disk, mostly holes: read only
+   * its data extents straight into the words (SEEK_DATA/SEEK_HOLE), so
+   * opening a large clone costs what it has written, not its size. */
+  unsigned char *words = (unsigned char *)o->bitmap;
+  const uint64_t base = o->hdr.bitmap_off, len = o->hdr.bitmap_len;
+  uint64_t pos = 0;
+  while (pos < len) {
+    off_t d = lseek(o->meta_fd, (off_t)(base + pos), SEEK_DATA);
+    if (d < 0 && errno == ENXIO) break;               /* only holes from here on */
+    uint64_t from = d < 0 ? pos : (uint64_t)d - base; /* no SEEK_DATA: read all */
+    if (d >= 0 && (uint64_t)d >= base + len) break;
+    off_t h = d < 0 ? -1 : lseek(o->meta_fd, d, SEEK_HOLE);
+    uint64_t to = h < 0 || (uint64_t)h >= base + len ? len : (uint64_t)h - base;
+    from = from / 8 * 8;
+    to = (to + 7) / 8 * 8 > len ? len : (to + 7) / 8 * 8;
+    if (to > from && vol_read_full(o->meta_fd, words + from, to - from, base + from) < 0)
+      return vol_err_io(e, errno, "read bitmap of %s", o->meta_path);
+    pos = to > pos ? to : pos + 8;
   }
-  for (uint64_t done = 0; done < o->hdr.bitmap_len;) {
-    size_t n = o->hdr.bitmap_len - done < (1u << 20) ? (size_t)(o->hdr.bitmap_len - done)
-                                                     : (size_t)(1u << 20);
-    if (vol_read_full(o->meta_fd, buf, n, o->hdr.bitmap_off + done) < 0) {
-      int saved = errno;
-      free(buf);
-      return vol_err_io(e, saved, "read bitmap of %s", o->meta_path);
-    }
-    for (size_t i = 0; i < n; i += 8) {
-      uint64_t x = 0;
-      for (int b = 7; b >= 0; b--)
-        x = (x << 8) | buf[i + (size_t)b];
-      o->bitmap[(done + i) / 8] = x;
-    }
-    done += n;
-  }
-  free(buf);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+  for (uint64_t w = 0; w < o->bitmap_words; w++)
+    o->bitmap[w] = le64toh(o->bitmap[w]);
+#endif
   /* Bits past the last cluster mean nothing; clear them so no loop trips. */
   for (uint64_t c = o->clusters; c < o->bitmap_words * 64 && (c & 63); c++)
     o->bitmap[c >> 6] &= ~(1ull << (c & 63));
