@@ -228,6 +228,14 @@ static int refresh_deps(struct store_txn *t, enum artifact_kind target_kind, con
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     return -1;
   }
+  int rc = artifact_set_dependents(t, COLLS[target_kind], en, users, e);
+  json_decref(users);
+  store_entry_release(en);
+  return rc;
+}
+
+int artifact_set_dependents(struct store_txn *t, const char *coll, struct store_entry *en,
+                            json_t *users, struct err *e) {
   json_t *deps = json_array();
   size_t i;
   json_t *u;
@@ -235,17 +243,14 @@ static int refresh_deps(struct store_txn *t, enum artifact_kind target_kind, con
     json_array_append_new(deps, json_pack("{s:O?, s:O?}", "name", json_object_get(u, "name"), "uri",
                                           json_object_get(u, "uri")));
   }
-  json_decref(users);
   int rc = 0;
   if (!json_equal(deps, json_object_get(en->doc, "dependentArtifacts"))) {
     json_t *doc = json_deep_copy(en->doc);
-    json_object_set_new(doc, "dependentArtifacts", deps);
-    deps = NULL;
-    rc = store_put(t, COLLS[target_kind], id, en->name, doc, e);
+    json_object_set(doc, "dependentArtifacts", deps);
+    rc = store_put(t, coll, en->id, en->name, doc, e);
     json_decref(doc);
   }
   json_decref(deps);
-  store_entry_release(en);
   return rc;
 }
 

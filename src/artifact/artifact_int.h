@@ -12,5 +12,9 @@ const char *artifact_uri_id(const char *uri, const char *coll);
 int artifact_check_if_match(json_t *doc, const char *if_match, struct err *e);
 /* "a", "b", ... (at most 10) from the "name" of each doc of an array. */
 void artifact_names_list(json_t *docs, char *buf, size_t size);
+/* Set the "dependentArtifacts" of entry `en` of `coll` to [{name, uri}] of
+ * each doc of `users` (borrowed), writing only when it changed. */
+int artifact_set_dependents(struct store_txn *t, const char *coll, struct store_entry *en,
+                            json_t *users, struct err *e);
 
 #endif

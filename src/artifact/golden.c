@@ -145,22 +145,8 @@ int golden_refresh_deps(struct store_txn *t, const char *id, struct err *e) {
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     return -1;
   }
-  json_t *deps = json_array();
-  size_t i;
-  json_t *u;
-  json_array_foreach(users, i, u) {
-    json_array_append_new(deps, json_pack("{s:O?, s:O?}", "name", json_object_get(u, "name"), "uri",
-                                          json_object_get(u, "uri")));
-  }
+  int rc = artifact_set_dependents(t, GOLDEN_COLL, en, users, e);
   json_decref(users);
-  int rc = 0;
-  if (!json_equal(deps, json_object_get(en->doc, "dependentArtifacts"))) {
-    json_t *doc = json_deep_copy(en->doc);
-    json_object_set(doc, "dependentArtifacts", deps);
-    rc = store_put(t, GOLDEN_COLL, id, en->name, doc, e);
-    json_decref(doc);
-  }
-  json_decref(deps);
   store_entry_release(en);
   return rc;
 }
