@@ -464,11 +464,8 @@ static json_t *normalize_decls(json_t *in, int with_ui, const char *what, struct
     if (attr_decl_normalize(c) < 0) {
       char msg[128];
       snprintf(msg, sizeof msg, "customAttributes[%zu] must be an object", i);
-      json_array_append_new(violations,
-                            json_pack("{s:s, s:s, s:s, s:[s], s:[], s:n, s:{}}", "errorCode",
-                                      "INVALID_ATTRIBUTE", "message", msg, "details", "",
-                                      "recommendedActions", "Correct the attribute and retry.",
-                                      "nestedErrors", "errorSource", "data"));
+      json_array_append_new(
+          violations, err_object("INVALID_ATTRIBUTE", msg, "Correct the attribute and retry."));
       json_decref(c);
       continue;
     }
@@ -481,10 +478,7 @@ static json_t *normalize_decls(json_t *in, int with_ui, const char *what, struct
         char msg[400];
         snprintf(msg, sizeof msg, "attribute \"%.200s\" is declared twice", name);
         json_array_append_new(violations,
-                              json_pack("{s:s, s:s, s:s, s:[s], s:[], s:n, s:{}}", "errorCode",
-                                        "INVALID_ATTRIBUTE", "message", msg, "details", "",
-                                        "recommendedActions", "Declare each attribute once.",
-                                        "nestedErrors", "errorSource", "data"));
+                              err_object("INVALID_ATTRIBUTE", msg, "Declare each attribute once."));
         break;
       }
     }
@@ -669,11 +663,8 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
                "attribute \"%.200s\" is not declared by build plan \"%.150s\" or its plan scripts",
                n, json_string_value(json_object_get(bp->doc, "name")));
       json_array_append_new(violations,
-                            json_pack("{s:s, s:s, s:s, s:[s], s:[], s:n, s:{}}", "errorCode",
-                                      "UNKNOWN_ATTRIBUTE", "message", msg, "details", "",
-                                      "recommendedActions",
-                                      "Remove the attribute or declare it in the build plan.",
-                                      "nestedErrors", "errorSource", "data"));
+                            err_object("UNKNOWN_ATTRIBUTE", msg,
+                                       "Remove the attribute or declare it in the build plan."));
     }
     /* The type the merge will give it: the build plan's, else the plan's own. */
     json_t *bpd = find_by_name(bpdecls, n);

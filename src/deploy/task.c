@@ -93,10 +93,8 @@ static int recover(struct task_engine *te, struct err *e) {
       json_object_set_new(doc, "taskStatus", json_string("Interrupted"));
       json_array_append_new(
           json_object_get(doc, "taskErrors"),
-          json_pack("{s:s, s:s, s:s, s:[s], s:[], s:n, s:{}}", "errorCode", "TASK_INTERRUPTED",
-                    "message", msg, "details", "", "recommendedActions",
-                    "Check the state of the associated resource and run the operation again.",
-                    "nestedErrors", "errorSource", "data"));
+          err_object("TASK_INTERRUPTED", msg,
+                     "Check the state of the associated resource and run the operation again."));
       add_update(te, doc, msg);
       rc = persist(te, v[i]->id, doc, e);
       json_decref(doc);

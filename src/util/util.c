@@ -88,6 +88,10 @@ static json_t *error_object(const char *code, const char *message, const char *d
                    nested ? nested : json_array(), "errorSource", "data");
 }
 
+json_t *err_object(const char *code, const char *message, const char *action) {
+  return error_object(code, message, "", action, NULL);
+}
+
 void err_nest(struct err *e, const char *code, const char *message, const char *action) {
   if (!e) return;
   if (!e->nested) e->nested = json_array();

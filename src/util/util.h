@@ -47,6 +47,9 @@ void err_details(struct err *e, const char *fmt, ...) __attribute__((format(prin
 void err_action(struct err *e, const char *action);
 /* Append {"errorCode","message","details":"","recommendedActions":[...],...} to e->nested. */
 void err_nest(struct err *e, const char *code, const char *message, const char *action);
+/* One HPE error document {"errorCode","message","details":"","recommendedActions":[action],
+ * "nestedErrors":[],"errorSource":null,"data":{}} (the shape of taskErrors and nestedErrors). */
+json_t *err_object(const char *code, const char *message, const char *action);
 /* The HPE error document for e. */
 json_t *err_to_json(const struct err *e);
 
