@@ -7,6 +7,20 @@
 #include "cli/cli.h"
 #include "script/attr.h"
 
+/* The NAME / DEFAULT table of a plan script's derived attributes. */
+static void print_attr_defaults(json_t *attrs, const char *indent) {
+  static const char *const hdr[] = {"NAME", "DEFAULT"};
+  struct table *t = table_new(2, hdr);
+  size_t i;
+  json_t *d;
+  json_array_foreach(attrs, i, d) {
+    CLEANUP_FREE char *v = out_text(json_object_get(d, "value"));
+    const char *row[] = {jstr(d, "name"), v};
+    table_add(t, row);
+  }
+  table_print(t, stdout, indent);
+  table_free(t);
+}
 static const char PS_HELP[] =
     "usage: streamer plan-script SUBCOMMAND [options]\n"
     "\n"
@@ -109,17 +123,7 @@ static void ps_print(json_t *ps) {
   json_t *attrs CLEANUP_JSON = ps_attrs(ps);
   printf("\ncustomAttributes:%s\n", json_array_size(attrs) ? "" : " (none)");
   if (json_array_size(attrs)) {
-    static const char *const hdr[] = {"NAME", "DEFAULT"};
-    struct table *t = table_new(2, hdr);
-    size_t i;
-    json_t *d;
-    json_array_foreach(attrs, i, d) {
-      CLEANUP_FREE char *v = out_text(json_object_get(d, "value"));
-      const char *row[] = {jstr(d, "name"), v};
-      table_add(t, row);
-    }
-    table_print(t, stdout, "  ");
-    table_free(t);
+    print_attr_defaults(attrs, "  ");
   }
   const char *content = jstr(ps, "content");
   printf("\ncontent:\n");
@@ -256,17 +260,7 @@ static int ps_attrs_cmd(struct cli *c, int argc, char **argv) {
     fprintf(stderr, "%s declares no custom attributes\n", a.pos[0]);
     return CLI_OK;
   }
-  static const char *const hdr[] = {"NAME", "DEFAULT"};
-  struct table *t = table_new(2, hdr);
-  size_t i;
-  json_t *d;
-  json_array_foreach(attrs, i, d) {
-    CLEANUP_FREE char *v = out_text(json_object_get(d, "value"));
-    const char *row[] = {jstr(d, "name"), v};
-    table_add(t, row);
-  }
-  table_print(t, stdout, NULL);
-  table_free(t);
+  print_attr_defaults(attrs, NULL);
   return CLI_OK;
 }
 
