@@ -320,17 +320,13 @@ __attribute__((format(printf, 3, 4))) static int violation(json_t *violations, c
   CLEANUP_FREE char *msg = util_strdup_printf("attribute \"%s\": %s", name ? name : "", rule);
   free(rule);
   if (!msg) return 1;
-  json_t *jmsg = json_string(msg);
-  if (!jmsg) { /* not UTF-8 (a value given as raw bytes): keep the ASCII */
+  json_t *probe = json_string(msg);
+  if (!probe) /* not UTF-8 (a value given as raw bytes): keep the ASCII */
     for (char *p = msg; *p; p++)
       if ((unsigned char)*p >= 0x80) *p = '?';
-    jmsg = json_string(msg);
-  }
-  json_array_append_new(violations,
-                        json_pack("{s:s,s:o,s:s,s:[s],s:[],s:n,s:{}}", "errorCode",
-                                  "INVALID_ATTRIBUTE", "message", jmsg, "details", "",
-                                  "recommendedActions", "Correct the attribute value and retry.",
-                                  "nestedErrors", "errorSource", "data"));
+  json_decref(probe);
+  json_array_append_new(
+      violations, err_object("INVALID_ATTRIBUTE", msg, "Correct the attribute value and retry."));
   return 1;
 }
 
