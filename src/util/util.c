@@ -287,3 +287,76 @@ char *util_read_file(const char *path, size_t *len, struct err *e) {
   if (len) *len = n;
   return buf;
 }
+
+/* ---- CRC-32C ---------------------------------------------------------------
+ * Reflected polynomial 0x82F63B78. On x86-64 with SSE4.2 the crc32 instruction
+ * does 8 bytes a cycle or so; elsewhere a slicing-by-8 table. */
+static uint32_t crc32c_tab[8][256];
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
+static int crc32c_hw;
+
+static void crc32c_init(void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++)
+      c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    crc32c_tab[0][i] = c;
+  }
+  for (uint32_t i = 0; i < 256; i++)
+    for (int t = 1; t < 8; t++)
+      crc32c_tab[t][i] = (crc32c_tab[t - 1][i] >> 8) ^ crc32c_tab[0][crc32c_tab[t - 1][i] & 0xff];
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  crc32c_hw = __builtin_cpu_supports("sse4.2");
+#endif
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const unsigned char *p,
+                                                               size_t len) {
+  uint64_t c = crc;
+  while (len && ((uintptr_t)p & 7)) {
+    c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    len--;
+  }
+  while (len >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    c = __builtin_ia32_crc32di(c, w);
+    p += 8;
+    len -= 8;
+  }
+  while (len--)
+    c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+  return (uint32_t)c;
+}
+#endif
+
+uint32_t util_crc32c(uint32_t crc, const void *buf, size_t len) {
+  pthread_once(&crc32c_once, crc32c_init);
+#if defined(__x86_64__)
+  if (crc32c_hw) return ~crc32c_sse42(~crc, buf, len);
+#endif
+  return util_crc32c_sw(crc, buf, len);
+}
+
+uint32_t util_crc32c_sw(uint32_t crc, const void *buf, size_t len) {
+  pthread_once(&crc32c_once, crc32c_init);
+  const unsigned char *p = buf;
+  crc = ~crc;
+  while (len >= 8) {
+    uint32_t lo, hi;
+    memcpy(&lo, p, 4);
+    memcpy(&hi, p + 4, 4);
+    lo ^= crc;
+    crc = crc32c_tab[7][lo & 0xff] ^ crc32c_tab[6][(lo >> 8) & 0xff] ^
+          crc32c_tab[5][(lo >> 16) & 0xff] ^ crc32c_tab[4][lo >> 24] ^
+          crc32c_tab[3][hi & 0xff] ^ crc32c_tab[2][(hi >> 8) & 0xff] ^
+          crc32c_tab[1][(hi >> 16) & 0xff] ^ crc32c_tab[0][hi >> 24];
+    p += 8;
+    len -= 8;
+  }
+  while (len--)
+    crc = crc32c_tab[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+  return ~crc;
+}

@@ -26,28 +26,6 @@ enum {
   H_CRC = 4092,       /* u32, CRC-32C of bytes 0..4091 */
 };
 
-/* ---- CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) -------------- */
-static uint32_t crc_table[256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void) {
-  for (uint32_t i = 0; i < 256; i++) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; k++)
-      c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-    crc_table[i] = c;
-  }
-}
-
-uint32_t vol_crc32c(uint32_t crc, const void *buf, size_t len) {
-  pthread_once(&crc_once, crc_init);
-  const unsigned char *p = buf;
-  crc = ~crc;
-  while (len--)
-    crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
-
 /* ---- little-endian fields ------------------------------------------------ */
 static void put32(unsigned char *p, uint32_t v) {
   for (int i = 0; i < 4; i++)

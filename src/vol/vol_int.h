@@ -63,7 +63,7 @@ struct vol_os_header {
   char id[VOL_ID_MAX + 1];
 };
 
-uint32_t vol_crc32c(uint32_t crc, const void *buf, size_t len);
+#define vol_crc32c util_crc32c
 /* Fill h for a new volume (bitmap geometry computed from size). */
 void vol_os_header_init(struct vol_os_header *h, const char *id, const char *golden_id,
                         uint64_t size, uint64_t golden_size);
