@@ -30,12 +30,23 @@ enum {
 
 struct scsi_lu;
 
+/* Provisioning status of the volume at byte `off` (GET LBA STATUS): returns
+ * SCSI_MAPPED or SCSI_DEALLOCATED (reads as zeros, holds no storage) and
+ * sets *run to how many bytes from `off` (at least 1, at most `len`) share
+ * that status; -1 with e set on failure. The shape of the optional volume
+ * query proposed for vol.h (vol_ops.block_status); until it exists the
+ * transport may leave it NULL, and GET LBA STATUS is then not offered. */
+enum { SCSI_MAPPED = 0, SCSI_DEALLOCATED = 1 };
+typedef int (*scsi_block_status_fn)(struct vol *v, uint64_t off, uint64_t len, uint64_t *run,
+                                    struct err *e);
+
 struct scsi_lu_config {
   struct vol *vol;         /* borrowed: must outlive the LU */
   const char *unit_id;     /* stable id (the volume UUID): serial and NAA derive from it */
   const char *target_name; /* the target's IQN, for VPD 0x83 SCSI name string designators */
   uint16_t rel_port;       /* relative target port identifier (1) */
   uint16_t tpg;            /* target port group (1), for REPORT TARGET PORT GROUPS */
+  scsi_block_status_fn block_status; /* optional (NULL): see above */
 };
 
 struct scsi_lu *scsi_lu_new(const struct scsi_lu_config *cfg, struct err *e);
@@ -73,13 +84,13 @@ struct scsi_cmd {
    * transport header announced. */
   const uint8_t *data_out;
   uint32_t data_out_len;
-  uint32_t exp_len;  /* expected data transfer length from the transport */
-  int dir;           /* SCSI_DIR_* flags from the transport (R and W bits) */
+  uint32_t exp_len; /* expected data transfer length from the transport */
+  int dir;          /* SCSI_DIR_* flags from the transport (R and W bits) */
   /* out */
   uint8_t status;
   uint8_t sense[96]; /* fixed format (0x70) sense data */
   uint32_t sense_len;
-  uint8_t *data_in;  /* malloc'd by scsi_exec (caller frees), NULL if none */
+  uint8_t *data_in;     /* malloc'd by scsi_exec (caller frees), NULL if none */
   uint32_t data_in_len; /* bytes the command produced (may exceed exp_len: the
                            transport clips and reports the residual) */
 };
