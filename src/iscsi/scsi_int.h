@@ -22,11 +22,11 @@
 
 /* ---- limits we report (Block Limits VPD) ---------------------------------- */
 #define SCSI_MAX_XFER_BLOCKS (SCSI_MAX_XFER_BYTES / SCSI_BLOCK_SIZE)
-#define SCSI_OPT_XFER_BLOCKS 2048u           /* 1 MiB */
-#define SCSI_GRANULARITY_BLOCKS 8u           /* 4 KiB: volume clusters, file system blocks */
-#define SCSI_LBPPBE 3u                       /* 2^3 logical blocks per physical block */
-#define SCSI_MAX_UNMAP_BLOCKS 0x100000u      /* 512 MiB per UNMAP command */
-#define SCSI_MAX_UNMAP_DESCRIPTORS 4095u     /* fits a 16-bit parameter list length */
+#define SCSI_OPT_XFER_BLOCKS 2048u      /* 1 MiB */
+#define SCSI_GRANULARITY_BLOCKS 8u      /* 4 KiB: volume clusters, file system blocks */
+#define SCSI_LBPPBE 3u                  /* 2^3 logical blocks per physical block */
+#define SCSI_MAX_UNMAP_BLOCKS 0x100000u /* 512 MiB per UNMAP command */
+#define SCSI_MAX_UNMAP_DESCRIPTORS 2048u
 #define SCSI_MAX_WRITE_SAME_BLOCKS 0x400000u /* 2 GiB per WRITE SAME */
 #define SCSI_MAX_CAW_BLOCKS 128u             /* COMPARE AND WRITE */
 #define SCSI_UA_MAX 16                       /* pending unit attentions per nexus */
