@@ -18,7 +18,7 @@ PKGS     := libmicrohttpd jansson sqlite3 libcurl libcrypt gnutls libpcre2-8 zli
 # Debian packages: build, run, test.
 DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
              libcurl4-gnutls-dev libcrypt-dev libgnutls28-dev libpcre2-dev zlib1g-dev
-DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3 qemu-utils
+DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3 qemu-utils clang libclang-rt-14-dev
 DEB_LINT  := clang-format clang-tidy cppcheck
 
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
@@ -46,7 +46,7 @@ STREAMER_RESEARCH ?= $(firstword $(wildcard $(CURDIR)/../shared/research /work/s
 export STREAMER_RESEARCH
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test deps test-deps lint-deps unit unit-asan e2e e2e-asan format lint bench clean
+.PHONY: all run test deps test-deps lint-deps unit unit-asan e2e e2e-asan fuzz format lint bench clean
 
 all: $(BUILD)/bin/streamerd $(BUILD)/bin/streamer
 
@@ -100,6 +100,7 @@ test: test-deps
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory e2e
 	$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all unit e2e
+	$(MAKE) --no-print-directory fuzz
 
 unit: $(TEST_BINS)
 	@set -e; for t in $(TEST_BINS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
@@ -107,8 +108,33 @@ unit: $(TEST_BINS)
 e2e: $(BUILD)/bin/streamerd $(BUILD)/bin/streamer
 	STREAMER_BUILD=$(BUILD) /usr/bin/python3 tests/e2e/run.py
 
+# --- fuzzing (libFuzzer, clang) ---------------------------------------------
+# Each target runs FUZZ_SECONDS from its corpus in tests/fuzz/corpus/<name>
+# (new inputs go to build/fuzz/corpus/<name>, the repo's corpus is read-only).
+# tests/fuzz/make_corpus.py rewrites the seeds.
+FUZZ_SECONDS ?= 45
+FUZZ_TARGETS := fuzz_pdu fuzz_login_kv
+FUZZ_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# The targets need only util, vol and iscsi: those are built with clang here.
+FUZZ_SRCS := $(wildcard src/util/*.c src/vol/*.c src/iscsi/*.c)
+FUZZ_OBJS := $(FUZZ_SRCS:%.c=build/fuzz/obj/%.o)
+.SECONDARY: $(FUZZ_OBJS)
+build/fuzz/obj/%.o: %.c $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	clang $(CFLAGS_BASE) $(PKG_CFLAGS) -fsanitize=fuzzer-no-link $(FUZZ_FLAGS) -c $< -o $@
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS)
+	clang $(CFLAGS_BASE) $(PKG_CFLAGS) -fsanitize=fuzzer $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)
+fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t; echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  rc=0; ASAN_OPTIONS=detect_leaks=0 build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=20 -print_final_stats=1 -artifact_prefix=build/fuzz/$$t- \
+	    build/fuzz/corpus/$$t tests/fuzz/corpus/$$t >build/fuzz/$$t.log 2>&1 || rc=$$?; \
+	  grep -v '^#' build/fuzz/$$t.log | tail -25; test $$rc -eq 0; \
+	done
+
 # --- quality ---------------------------------------------------------------
-C_FILES = $(wildcard src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h bench/*.c)
+C_FILES = $(wildcard src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c bench/*.c)
 format:
 	clang-format -i $(C_FILES)
 

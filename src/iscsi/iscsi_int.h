@@ -147,6 +147,7 @@ struct login; /* login.c */
 struct conn {
   struct iscsi_srv *srv;
   struct loop *loop;
+  struct loop *migrate_to; /* set at the first Login Request */
   int fd;
   int ref; /* the loop's own + one per task not yet released */
   enum conn_state state;

@@ -454,7 +454,7 @@ int login_pdu(struct conn *c, const uint8_t *h, char *data, uint32_t len) {
     return -1;
   }
   l->acc = acc;
-  memcpy(l->acc + l->acc_len, data, len);
+  if (len) memcpy(l->acc + l->acc_len, data, len);
   l->acc_len += len;
   l->acc[l->acc_len] = 0;
   if (cont) { /* an empty response asks for the rest */

@@ -1301,6 +1301,8 @@ static int rx_header_done(struct conn *c) {
       conn_close(c, "non-login PDU during login");
       return -1;
     }
+  } else if (c->state != C_FULL) {
+    goto data; /* logging out or failed login: read past and ignore */
   } else if (b->opcode == OP_SCSI_CMD) {
     if (begin_scsi_cmd(c, h) == 0 && c->rx_task && c->rx_task->buf) {
       c->dst = c->rx_task->buf;
@@ -1361,7 +1363,7 @@ static int rx_pdu_done(struct conn *c) {
     if (!login_started(c->login) && c->srv->nloops > 1) {
       /* first Login Request: move to the loop of hash(InitiatorName, ISID) */
       conn_migrate(c);
-      if (c->loop == NULL) return 1;
+      if (c->migrate_to) return 1; /* the PDU is handled on the new loop */
     }
     int r = login_pdu(c, h, (char *)c->own, b->data_len);
     if (r < 0) {
@@ -1503,6 +1505,7 @@ static int rx_consume(struct conn *c) {
     c->hdr_need = ISCSI_BHS_LEN;
     c->data_got = 0;
     int r = rx_pdu_done(c);
+    if (r == 1) return -1; /* moving to another loop: keep c->own for it */
     free(c->own);
     c->own = NULL;
     if (r != 0) return -1;
@@ -1569,8 +1572,9 @@ static void conn_attach(struct loop *l, struct conn *c) {
   if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) conn_close(c, "epoll");
 }
 
+/* First Login Request: choose the loop of hash(InitiatorName, ISID). The
+ * hand-over itself happens in loop_main once the handlers let go of c. */
 static void conn_migrate(struct conn *c) {
-  /* hash the InitiatorName and ISID of the first Login Request */
   uint32_t hsh = 2166136261u;
   const uint8_t *isid = c->hdr + 8;
   for (int i = 0; i < 6; i++)
@@ -1585,21 +1589,17 @@ static void conn_migrate(struct conn *c) {
     }
   }
   struct loop *to = &c->srv->loops[hsh % (uint32_t)c->srv->nloops];
-  if (to == c->loop) return;
-  struct loop *from = c->loop;
+  if (to != c->loop) c->migrate_to = to;
+}
+
+static void conn_handoff(struct conn *c) {
+  struct loop *from = c->loop, *to = c->migrate_to;
+  c->migrate_to = NULL;
   epoll_ctl(from->epfd, EPOLL_CTL_DEL, c->fd, NULL);
   if (c->lprev) c->lprev->lnext = c->lnext;
   else if (from->conns == c) from->conns = c->lnext;
   if (c->lnext) c->lnext->lprev = c->lprev;
   c->lnext = c->lprev = NULL;
-  if (c->dirty) { /* nothing is queued before the first login response */
-    for (int i = 0; i < from->ndirty; i++)
-      if (from->dirty[i] == c) {
-        from->dirty[i] = NULL;
-        c->ref--;
-      }
-    c->dirty = 0;
-  }
   c->loop = NULL;
   loop_post(to, MSG_ADOPT, c, NULL);
 }
@@ -1770,7 +1770,9 @@ static void *loop_main(void *arg) {
       if (evs[i].events & EPOLLOUT) conn_flush(c);
       if (c->state != C_DEAD && evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         conn_readable(c);
+      int handoff = c->migrate_to && c->state != C_DEAD; /* then c keeps its base ref */
       conn_unref(c);
+      if (handoff) conn_handoff(c);
     }
     /* send everything queued in this round, one sendmsg per connection */
     for (int i = 0; i < l->ndirty; i++) {
