@@ -18,7 +18,14 @@ PKGS     := libmicrohttpd jansson sqlite3 libcurl libcrypt gnutls libpcre2-8 zli
 # Debian packages: build, run, test.
 DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
              libcurl4-gnutls-dev libcrypt-dev libgnutls28-dev libpcre2-dev zlib1g-dev
-DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3 qemu-utils clang libclang-rt-14-dev
+# iSCSI tests: libiscsi's tools and conformance suite, qemu's iscsi driver, qemu + its
+# iPXE ROM for the boot tests, and what tests/iscsi/mkbootdisk.py builds the boot disk from.
+DEB_ISCSI_TEST := libiscsi-bin qemu-block-extra qemu-system-x86 ipxe-qemu syslinux \
+             syslinux-common mtools dosfstools busybox-static linux-image-amd64
+DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3 qemu-utils clang libclang-rt-14-dev \
+             $(DEB_ISCSI_TEST)
+# make bench only: tgtd (the iSCSI peer), fio, libiscsi-dev (bench/iscsi_load.c).
+DEB_BENCH := $(DEB_BUILD) $(DEB_ISCSI_TEST) tgt fio libiscsi-dev
 DEB_LINT  := clang-format clang-tidy cppcheck
 
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
@@ -46,7 +53,7 @@ STREAMER_RESEARCH ?= $(firstword $(wildcard $(CURDIR)/../shared/research /work/s
 export STREAMER_RESEARCH
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test deps test-deps lint-deps unit unit-asan e2e e2e-asan fuzz format lint bench clean
+.PHONY: all run test deps test-deps bench-deps lint-deps unit unit-asan e2e e2e-asan fuzz format lint bench clean
 
 all: $(BUILD)/bin/streamerd $(BUILD)/bin/streamer
 
@@ -84,6 +91,9 @@ deps:
 
 test-deps:
 	$(call apt_install,$(DEB_TEST))
+
+bench-deps:
+	$(call apt_install,$(DEB_BENCH))
 
 lint-deps:
 	$(call apt_install,$(DEB_LINT))
