@@ -231,6 +231,10 @@ class Conn:
         self.tsih = struct.unpack(">H", p.hdr[14:16])[0]
         self.hdigest = r.get("HeaderDigest") == "CRC32C"
         self.ddigest = r.get("DataDigest") == "CRC32C"
+        self.first_burst = int(r.get("FirstBurstLength", dict(ops).get("FirstBurstLength", 65536)))
+        self.initial_r2t = r.get("InitialR2T", "Yes") == "Yes"
+        self.immediate = r.get("ImmediateData", "Yes") == "Yes"
+        self.target_mrdsl = int(got.get("MaxRecvDataSegmentLength", 8192))
         self.exp_cmdsn = p.u32(28)
         self.max_cmdsn = p.u32(32)
         return got
@@ -251,11 +255,22 @@ class Conn:
         itt = self.next_itt()
         cmdsn = self.cmdsn
         self.cmdsn += 1
-        first = write[:65536] if write else b""
+        fb = min(getattr(self, "first_burst", 65536), len(write))
+        mrdsl = getattr(self, "target_mrdsl", 8192)
+        first = write[:min(fb, mrdsl)] if write and getattr(self, "immediate", True) else b""
         edtl = read_len if read_len else len(write)
+        unsol = write and not getattr(self, "initial_r2t", True) and len(first) < fb
         self.sendpdu(scsi_cmd_pdu(cdb, itt, cmdsn, edtl=edtl, read=bool(read_len),
-                                  write=bool(write), data=first, lun=lun,
+                                  write=bool(write), data=first, lun=lun, final=not unsol,
                                   exp_statsn=self.statsn))
+        if unsol:  # unsolicited Data-Out up to FirstBurstLength
+            off, dsn = len(first), 0
+            while off < fb:
+                chunk = write[off:min(fb, off + mrdsl)]
+                self.sendpdu(data_out_pdu(itt, 0xFFFFFFFF, dsn, off, chunk,
+                                          final=off + len(chunk) >= fb, exp_statsn=self.statsn))
+                off += len(chunk)
+                dsn += 1
         data = bytearray()
         while True:
             p = self.recv()
@@ -263,7 +278,7 @@ class Conn:
                 ttt, off, want = p.u32(20), p.u32(40), p.u32(44)
                 sent, dsn = 0, 0
                 while sent < want:
-                    chunk = write[off + sent: off + sent + min(262144, want - sent)]
+                    chunk = write[off + sent: off + sent + min(getattr(self, "target_mrdsl", 8192), want - sent)]
                     self.sendpdu(data_out_pdu(itt, ttt, dsn, off + sent, chunk,
                                               final=sent + len(chunk) >= want,
                                               exp_statsn=self.statsn))
