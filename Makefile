@@ -159,9 +159,16 @@ $(BUILD)/bench/vol_bench: bench/vol_bench.c $(BUILD)/libstreamer.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libstreamer.a $(LDLIBS)
 
-bench: all $(BUILD)/bench/vol_bench
+# bench/iscsi_load.c: libiscsi load generator for bench/iscsi_bench.py. No -Isrc:
+# <iscsi/iscsi.h> must be libiscsi's header, not src/iscsi/iscsi.h.
+$(BUILD)/bench/iscsi_load: bench/iscsi_load.c
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -Isrc,$(CFLAGS_BASE)) $(LDFLAGS) -o $@ $< -liscsi
+
+bench: bench-deps all $(BUILD)/bench/vol_bench $(BUILD)/bench/iscsi_load
 	/usr/bin/python3 bench/api_bench.py
 	/usr/bin/python3 bench/vol_bench.py
+	/usr/bin/python3 bench/iscsi_bench.py
 
 clean:
 	rm -rf build
