@@ -225,6 +225,7 @@ struct iscsi_srv {
   pthread_t *workers;
   int nworkers;
   atomic_int stopping;
+  int no_inline; /* STREAMER_ISCSI_NO_INLINE=1: every command on a worker (benchmarks) */
   /* failed-login rate limit */
   pthread_mutex_t fail_lock;
   struct fail_rec {

@@ -62,19 +62,19 @@ static const struct scsi_op ops[] = {
     {0x5a, 0, 10, 0, PRC_READ, scsi_cmd_mode_sense, {0x5a, 0x18, 0xff, 0xff, 0, 0, 0, LEN2, 0}},
     /* PERSISTENT RESERVE IN: READ KEYS, READ RESERVATION, REPORT CAPABILITIES,
      * READ FULL STATUS */
-    {0x5e, 0, 10, OPF_SA, PRC_ALLOWED, scsi_cmd_pr_in, {0x5e, 0x1f, 0, 0, 0, 0, 0, LEN2, 0}},
-    {0x5e, 1, 10, OPF_SA, PRC_ALLOWED, scsi_cmd_pr_in, {0x5e, 0x1f, 0, 0, 0, 0, 0, LEN2, 0}},
-    {0x5e, 2, 10, OPF_SA, PRC_ALLOWED, scsi_cmd_pr_in, {0x5e, 0x1f, 0, 0, 0, 0, 0, LEN2, 0}},
-    {0x5e, 3, 10, OPF_SA, PRC_ALLOWED, scsi_cmd_pr_in, {0x5e, 0x1f, 0, 0, 0, 0, 0, LEN2, 0}},
+    {0x5e, 0, 10, OPF_SA | OPF_SA_FIELD, PRC_ALLOWED, scsi_cmd_pr_in, {0x5e, 0x1f, 0, 0, 0, 0, 0, LEN2, 0}},
+    {0x5e, 1, 10, OPF_SA | OPF_SA_FIELD, PRC_ALLOWED, scsi_cmd_pr_in, {0x5e, 0x1f, 0, 0, 0, 0, 0, LEN2, 0}},
+    {0x5e, 2, 10, OPF_SA | OPF_SA_FIELD, PRC_ALLOWED, scsi_cmd_pr_in, {0x5e, 0x1f, 0, 0, 0, 0, 0, LEN2, 0}},
+    {0x5e, 3, 10, OPF_SA | OPF_SA_FIELD, PRC_ALLOWED, scsi_cmd_pr_in, {0x5e, 0x1f, 0, 0, 0, 0, 0, LEN2, 0}},
     /* PERSISTENT RESERVE OUT: REGISTER, RESERVE, RELEASE, CLEAR, PREEMPT,
      * PREEMPT AND ABORT, REGISTER AND IGNORE EXISTING KEY */
-    {0x5f, 0, 10, OPF_SA, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
-    {0x5f, 1, 10, OPF_SA, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
-    {0x5f, 2, 10, OPF_SA, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
-    {0x5f, 3, 10, OPF_SA, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
-    {0x5f, 4, 10, OPF_SA, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
-    {0x5f, 5, 10, OPF_SA, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
-    {0x5f, 6, 10, OPF_SA, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
+    {0x5f, 0, 10, OPF_SA | OPF_SA_FIELD, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
+    {0x5f, 1, 10, OPF_SA | OPF_SA_FIELD, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
+    {0x5f, 2, 10, OPF_SA | OPF_SA_FIELD, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
+    {0x5f, 3, 10, OPF_SA | OPF_SA_FIELD, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
+    {0x5f, 4, 10, OPF_SA | OPF_SA_FIELD, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
+    {0x5f, 5, 10, OPF_SA | OPF_SA_FIELD, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
+    {0x5f, 6, 10, OPF_SA | OPF_SA_FIELD, PRC_SPECIAL, scsi_cmd_pr_out, {0x5f, 0x1f, 0xff, 0, 0, LEN4, 0}},
     {0x88, 0, 16, 0, PRC_READ, scsi_cmd_read, {0x88, 0x1a, LBA8, LEN4, 0x1f, 0}},
     {0x89,
      0,
@@ -147,10 +147,9 @@ const struct scsi_op *scsi_op_table(size_t *n) {
   return ops;
 }
 
-static const struct scsi_op *op_lookup(uint8_t opcode, uint8_t sa, int *known) {
+static const struct scsi_op *op_lookup(uint8_t opcode, uint8_t sa) {
   pthread_once(&op_once, op_index_build);
   int i = op_first[opcode];
-  *known = i != 0;
   if (!i) return NULL;
   const struct scsi_op *op = &ops[i - 1];
   if (!(op->flags & OPF_SA)) return op;
@@ -160,9 +159,8 @@ static const struct scsi_op *op_lookup(uint8_t opcode, uint8_t sa, int *known) {
 }
 
 const struct scsi_op *scsi_op_find(const uint8_t *cdb, size_t cdb_len) {
-  int known;
   if (cdb_len < 1) return NULL;
-  return op_lookup(cdb[0], cdb_len > 1 ? cdb[1] & 0x1f : 0, &known);
+  return op_lookup(cdb[0], cdb_len > 1 ? cdb[1] & 0x1f : 0);
 }
 
 /* ---- sense data ------------------------------------------------------------ */
@@ -436,7 +434,8 @@ void scsi_lu_reset(struct scsi_lu *lu, uint64_t nexus_id, int cold) {
   lu->spc2_reserved = 0;
   scsi_res_update_locked(lu);
   scsi_mode_reset_locked(lu);
-  scsi_ua_all_locked(lu, nexus_id, cold ? ASC_POWER_ON_OCCURRED : ASC_BUS_DEVICE_RESET);
+  (void)nexus_id; /* the issuer is told as well */
+  scsi_ua_all_locked(lu, 0, cold ? ASC_POWER_ON_OCCURRED : ASC_BUS_DEVICE_RESET);
   pthread_mutex_unlock(&lu->lock);
 }
 
@@ -503,9 +502,7 @@ void scsi_exec(struct scsi_lu *lu, struct scsi_cmd *c) {
   c->data_in_len = 0;
   atomic_fetch_add_explicit(&lu->commands, 1, memory_order_relaxed);
 
-  int known = 0;
-  const struct scsi_op *op = NULL;
-  if (c->cdb_len >= 1) op = op_lookup(c->cdb[0], c->cdb_len > 1 ? c->cdb[1] & 0x1f : 0, &known);
+  const struct scsi_op *op = scsi_op_find(c->cdb, c->cdb_len);
   if (op && (op->flags & OPF_LBA_STATUS) && !lu->block_status) op = NULL;
 
   if (c->lun != 0 && !(op && (op->flags & OPF_ANY_LUN))) {
@@ -523,8 +520,8 @@ void scsi_exec(struct scsi_lu *lu, struct scsi_cmd *c) {
       goto done;
     }
   }
-  if (!op) {
-    if (known) /* the opcode is supported, this service action is not */
+  if (!op) { /* an opcode, or an opcode and service action, we do not support */
+    if (c->cdb_len >= 1 && op_first[c->cdb[0]] && (ops[op_first[c->cdb[0]] - 1].flags & OPF_SA_FIELD))
       scsi_sense_field(c, 1, 1, 4);
     else
       scsi_sense(c, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
@@ -550,6 +547,11 @@ void scsi_exec(struct scsi_lu *lu, struct scsi_cmd *c) {
   }
   op->fn(lu, c);
 done:
+  if (vol_would_block) { /* a non-blocking read missed the page cache: the
+                            transport repeats the command on a worker */
+    atomic_fetch_sub_explicit(&lu->commands, 1, memory_order_relaxed);
+    return;
+  }
   if (c->status != SCSI_GOOD && c->status != SCSI_CONDITION_MET)
     atomic_fetch_add_explicit(&lu->errors, 1, memory_order_relaxed);
 }

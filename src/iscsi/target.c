@@ -1214,6 +1214,54 @@ static int begin_scsi_cmd(struct conn *c, const uint8_t *h) {
   return 0;
 }
 
+/* Commands the loop may run itself: no volume I/O at all (1), or reads that
+ * are tried without blocking (2: vol_nowait, a page-cache miss goes to a
+ * worker). Everything else — writes, flushes, unmaps — goes to the workers. */
+static int inline_kind(const uint8_t *cdb) {
+  switch (cdb[0]) {
+  case 0x08: case 0x28: case 0xa8: case 0x88: /* READ 6/10/12/16 */
+    return 2;
+  case 0x00: /* TEST UNIT READY */
+  case 0x03: /* REQUEST SENSE */
+  case 0x12: /* INQUIRY */
+  case 0x1a: /* MODE SENSE 6 */
+  case 0x25: /* READ CAPACITY 10 */
+  case 0x5a: /* MODE SENSE 10 */
+  case 0x5e: /* PERSISTENT RESERVE IN */
+  case 0xa0: /* REPORT LUNS */
+  case 0xa3: /* MAINTENANCE IN: target port groups, supported opcodes */
+    return 1;
+  case 0x9e: /* SERVICE ACTION IN 16: READ CAPACITY 16 only */
+    return (cdb[1] & 0x1f) == 0x10 ? 1 : 0;
+  default:
+    return 0;
+  }
+}
+
+static void run_task(struct conn *c, struct task *t) {
+  int kind = inline_kind(t->cdb);
+  if (!kind || c->srv->no_inline) {
+    worker_push(c->srv, t);
+    return;
+  }
+  t->cmd.data_out = t->buf;
+  vol_nowait = 1;
+  vol_would_block = 0;
+  scsi_exec(t->sess->exp->lu, &t->cmd);
+  vol_nowait = 0;
+  if (vol_would_block) {
+    vol_would_block = 0;
+    free(t->cmd.data_in);
+    t->cmd.data_in = NULL;
+    t->cmd.data_in_len = 0;
+    t->cmd.status = 0;
+    t->cmd.sense_len = 0;
+    worker_push(c->srv, t);
+    return;
+  }
+  task_done(t);
+}
+
 static void finish_scsi_cmd(struct conn *c, struct task *t, uint32_t imm) {
   t->got += imm;
   if (t->cmd.status == SCSI_CHECK_CONDITION && t->cmd.sense_len) { /* refused up front */
@@ -1226,7 +1274,7 @@ static void finish_scsi_cmd(struct conn *c, struct task *t, uint32_t imm) {
     task_maybe_run(c, t);
     return;
   }
-  worker_push(c->srv, t);
+  run_task(c, t);
 }
 
 /* A Data-Out header: find the task and where the data goes. */
@@ -1897,6 +1945,8 @@ int iscsi_start(const struct iscsi_config *cfg, struct iscsi_srv **out, struct e
   pthread_cond_init(&srv->qcond, NULL);
   pthread_mutex_init(&srv->fail_lock, NULL);
   srv->next_tsih = 1;
+  const char *ni = getenv("STREAMER_ISCSI_NO_INLINE");
+  srv->no_inline = ni && *ni == '1';
   srv->lfds = calloc(cfg->nportals, sizeof *srv->lfds);
   srv->portals = calloc(cfg->nportals + 1, sizeof *srv->portals);
   if (!srv->lfds || !srv->portals) goto oom;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "vol/vol_int.h"
@@ -56,10 +57,24 @@ int vol_err_io(struct err *e, int errnum, const char *fmt, ...) {
   return -1;
 }
 
+__thread int vol_nowait, vol_would_block;
+
 int vol_read_full(int fd, void *buf, size_t len, uint64_t off) {
   char *p = buf;
   while (len > 0) {
-    ssize_t r = pread(fd, p, len, (off_t)off);
+    ssize_t r;
+    if (vol_nowait) {
+      /* only what the page cache holds; EAGAIN if the disk would be needed */
+      struct iovec iov = {.iov_base = p, .iov_len = len};
+      r = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+      if (r < 0 && (errno == EAGAIN || errno == EOPNOTSUPP)) {
+        vol_would_block = 1;
+        errno = EAGAIN;
+        return -1;
+      }
+    } else {
+      r = pread(fd, p, len, (off_t)off);
+    }
     if (r < 0) {
       if (errno == EINTR) continue;
       return -1;

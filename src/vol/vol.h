@@ -53,6 +53,12 @@ static inline void vol_close(struct vol *v) {
   if (v) v->ops->close(v);
 }
 
+/* Non-blocking reads for event loops: while a thread sets vol_nowait, reads
+ * that would have to wait for the disk fail at once (errno EAGAIN, error
+ * VOL_IO_ERROR) and set vol_would_block; the caller then clears both and
+ * repeats the read on a thread that may block. Writes are not affected. */
+extern __thread int vol_nowait, vol_would_block;
+
 /* A plain file (or block device) as a volume; read_only opens it O_RDONLY. */
 int vol_file_open(const char *path, int read_only, struct vol **out, struct err *e);
 
