@@ -26,6 +26,7 @@
 #define ISCSI_NOP_IDLE_MS 15000      /* send a NOP-In ping after this idle time */
 #define ISCSI_NOP_TIMEOUT_MS 30000   /* drop the connection if unanswered this long */
 #define ISCSI_LOGIN_TIMEOUT_MS 30000 /* a login phase must finish in this time */
+#define ISCSI_LOGOUT_WAIT_MS 2000    /* after asking for a logout (target removed) */
 
 /* Latency histogram buckets (microseconds) */
 #define ISCSI_LAT_BUCKETS 7
@@ -184,7 +185,7 @@ struct conn {
   size_t text_len, text_off;
   uint32_t text_ttt;
   /* timers */
-  int64_t last_rx_ms, login_start_ms, nop_sent_ms;
+  int64_t last_rx_ms, login_start_ms, nop_sent_ms, kill_at_ms;
   uint32_t nop_ttt;
   int nop_answers; /* the initiator answers NOP-In pings (iPXE does not) */
   uint64_t rx_bytes, tx_bytes;

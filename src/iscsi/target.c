@@ -27,7 +27,7 @@
 
 const unsigned iscsi_lat_limits[ISCSI_LAT_BUCKETS - 1] = {50, 100, 250, 1000, 10000, 100000};
 
-enum { MSG_ADOPT = 1, MSG_KILL_ALL, MSG_KILL_EXPORT, MSG_ABORT_EXPORT };
+enum { MSG_ADOPT = 1, MSG_KILL_ALL, MSG_KILL_EXPORT, MSG_ABORT_EXPORT, MSG_UNEXPORT };
 
 struct loop_msg {
   int type;
@@ -265,7 +265,7 @@ int iscsi_unexport(struct iscsi_srv *srv, const char *name, struct err *e) {
   pthread_mutex_unlock(&srv->lock);
   for (int i = 0; i < srv->nloops; i++) {
     atomic_fetch_add(&x->ref, 1);
-    loop_post(&srv->loops[i], MSG_KILL_EXPORT, NULL, x);
+    loop_post(&srv->loops[i], MSG_UNEXPORT, NULL, x);
   }
   pthread_mutex_lock(&srv->lock);
   while (x->nsessions > 0)
@@ -1652,6 +1652,19 @@ static void conn_handoff(struct conn *c) {
   loop_post(to, MSG_ADOPT, c, NULL);
 }
 
+static void send_async_logout(struct conn *c) {
+  struct txpdu *p = txpdu_new(c, OP_ASYNC);
+  if (!p) return;
+  uint8_t *h = p->hdr;
+  h[1] = 0x80;
+  put_be32(h + 16, 0xffffffffu);
+  put_be32(h + 24, c->stat_sn++);
+  sess_fill_sn(c, h);
+  h[36] = 1; /* AsyncEvent: the target requests a logout */
+  put_be16(h + 42, ISCSI_LOGOUT_WAIT_MS / 1000); /* Parameter3: seconds to log out in */
+  conn_queue(c, p);
+}
+
 static void loop_messages(struct loop *l) {
   pthread_mutex_lock(&l->lock);
   struct loop_msg *m = l->msgs;
@@ -1691,6 +1704,23 @@ static void loop_messages(struct loop *l) {
     } else if (m->type == MSG_KILL_ALL) {
       while (l->conns)
         conn_close(l->conns, "target stopping");
+    } else if (m->type == MSG_UNEXPORT) {
+      /* ask each initiator to log out (Async Message, event 1) and drop
+       * the connection if it has not within ISCSI_LOGOUT_WAIT_MS */
+      int64_t now = util_mono_ms();
+      for (struct conn *c = l->conns; c;) {
+        struct conn *nx2 = c->lnext;
+        if (c->sess && c->sess->exp == m->exp) {
+          if (c->state == C_FULL && !c->kill_at_ms) {
+            send_async_logout(c);
+            c->kill_at_ms = now + ISCSI_LOGOUT_WAIT_MS;
+          } else if (c->state != C_FULL) {
+            conn_close(c, "target removed");
+          }
+        }
+        c = nx2;
+      }
+      export_put(m->exp);
     } else if (m->type == MSG_KILL_EXPORT || m->type == MSG_ABORT_EXPORT) {
       struct conn *c = l->conns;
       while (c) {
@@ -1721,7 +1751,9 @@ static void loop_timers(struct loop *l, int64_t now) {
   struct conn *c = l->conns;
   while (c) {
     struct conn *nx = c->lnext;
-    if (c->state == C_LOGIN && now - c->login_start_ms > ISCSI_LOGIN_TIMEOUT_MS) {
+    if (c->kill_at_ms && now >= c->kill_at_ms) {
+      conn_close(c, "target removed (no logout in time)");
+    } else if (c->state == C_LOGIN && now - c->login_start_ms > ISCSI_LOGIN_TIMEOUT_MS) {
       conn_close(c, "login timeout");
     } else if (c->state == C_FULL) {
       if (c->nop_sent_ms && now - c->nop_sent_ms > ISCSI_NOP_TIMEOUT_MS && c->nop_answers) {
@@ -1751,7 +1783,7 @@ static void *loop_main(void *arg) {
   struct epoll_event evs[64];
   int64_t last_timer = util_mono_ms();
   while (!atomic_load(&srv->stopping)) {
-    int n = epoll_wait(l->epfd, evs, 64, 1000);
+    int n = epoll_wait(l->epfd, evs, 64, 250);
     for (int i = 0; i < n; i++) {
       void *p = evs[i].data.ptr;
       if (p == l) { /* eventfd: mailbox */
@@ -1832,7 +1864,7 @@ static void *loop_main(void *arg) {
     }
     l->ndirty = 0;
     int64_t now = util_mono_ms();
-    if (now - last_timer >= 1000) {
+    if (now - last_timer >= 250) {
       last_timer = now;
       loop_timers(l, now);
     }
