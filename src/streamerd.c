@@ -1,6 +1,7 @@
 /* streamerd.c — the daemon: reads flags and the config file, opens the data
- * directory (lock, SQLite store, TLS certificate, first administrator),
- * starts the task engine and the REST API, and stops them on SIGTERM/SIGINT.
+ * directory (lock, SQLite store, volumes, TLS certificate, first
+ * administrator), starts the iSCSI target (exporting the stored OS volumes
+ * again), the task engine and the REST API, and stops them on SIGTERM/SIGINT.
  * Wiring only; the logic lives in the modules. */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +19,9 @@
 
 #include "api/api.h"
 #include "artifact/artifact.h"
+#include "deploy/osvolume.h"
 #include "deploy/task.h"
+#include "iscsi/iscsi.h"
 #include "store/store.h"
 #include "util/util.h"
 #include "vol/vol.h"
@@ -52,7 +55,8 @@ static void usage(FILE *f) {
       "                              default: ./var in a source checkout, else /var/lib/streamer\n"
       "  --listen ADDR:PORT          REST API address (default 0.0.0.0:8443, HTTPS)\n"
       "  --insecure-http             plain HTTP instead of HTTPS (loopback addresses only)\n"
-      "  --iscsi-listen ADDR:PORT    iSCSI portal, repeatable (default 0.0.0.0:3260)\n"
+      "  --iscsi-listen ADDR[:PORT]  iSCSI portal, repeatable (default 0.0.0.0:3260);\n"
+      "                              \"none\" disables the iSCSI target\n"
       "  --max-body BYTES            largest accepted request body (default 16777216)\n"
       "  --session-idle-timeout SEC  idle time before a session ends (default 86400)\n"
       "  --http-threads N            HTTP worker threads (default: number of CPUs)\n"
@@ -289,6 +293,13 @@ int main(int argc, char **argv) {
   if (!o.data_dir) o.data_dir = default_data_dir();
   if (!o.listen) o.listen = strdup("0.0.0.0:8443");
   if (o.n_iscsi == 0) o.iscsi_listen[o.n_iscsi++] = strdup("0.0.0.0:3260");
+  int iscsi_off = 0;
+  for (int i = 0; i < o.n_iscsi; i++)
+    if (!strcasecmp(o.iscsi_listen[i], "none")) iscsi_off = 1;
+  if (iscsi_off && o.n_iscsi > 1) {
+    fprintf(stderr, "streamerd: --iscsi-listen none cannot be combined with portal addresses\n");
+    return 2;
+  }
   if (o.log_level) {
     static const char *lv[] = {"debug", "info", "warn", "error"};
     int found = 0;
@@ -319,11 +330,19 @@ int main(int argc, char **argv) {
             o.listen);
     return 2;
   }
-  for (int i = 0; i < o.n_iscsi; i++)
+  for (int i = 0; i < o.n_iscsi && !iscsi_off; i++) {
+    /* ADDR without a port: the iSCSI port, 3260. */
+    const char *a = o.iscsi_listen[i], *rb = strrchr(a, ']');
+    if (a[0] == '[' ? rb && !rb[1] : !strchr(a, ':')) {
+      char *full = util_strdup_printf("%s:3260", a);
+      free(o.iscsi_listen[i]);
+      o.iscsi_listen[i] = full;
+    }
     if (api_parse_addr(o.iscsi_listen[i], &ss, &sl, &lo, &e) < 0) {
       fprintf(stderr, "streamerd: --iscsi-listen: %s\n", e.message);
       return 2;
     }
+  }
 
   /* Everything the daemon writes (database, keys, password file) is private. */
   umask(077);
@@ -353,6 +372,8 @@ int main(int argc, char **argv) {
   struct task_engine *tasks = NULL;
   struct api *api = NULL;
   struct vol_store *vols = NULL;
+  struct iscsi_srv *iscsi = NULL;
+  struct osvol_service *osvols = NULL;
   int rc = 1;
   if (store_open(&store, db_path, &e) < 0) goto fail;
   if (vol_store_open(&vols, vol_dir, &e) < 0) goto fail;
@@ -362,6 +383,14 @@ int main(int argc, char **argv) {
     if (!e.message[0]) err_set(&e, 500, "IO_ERROR", "%s: %s", tlsdir, strerror(errno));
     goto fail;
   }
+  if (!iscsi_off) {
+    struct iscsi_config ic = {.portals = (const char *const *)o.iscsi_listen,
+                              .nportals = (size_t)o.n_iscsi};
+    if (iscsi_start(&ic, &iscsi, &e) < 0) goto fail;
+  }
+  /* Export the stored OS volumes again (a missing one is marked Critical). */
+  osvols = osvol_service_open(store, vols, iscsi, &e);
+  if (!osvols) goto fail;
   tasks = task_engine_start(store, (int)o.task_workers, &e);
   if (!tasks) goto fail;
   struct api_config ac = {
@@ -374,14 +403,24 @@ int main(int argc, char **argv) {
       .threads = (int)o.http_threads,
       .volumes = vols,
       .storage_quota = (uint64_t)o.storage_quota,
+      .osvols = osvols,
   };
   api = api_start(&ac, store, tasks, &e);
   if (!api) goto fail;
+  char portals[600] = "disabled";
+  if (iscsi) {
+    size_t np = 0;
+    const char *const *pv = iscsi_portals(iscsi, &np);
+    portals[0] = 0;
+    for (size_t i = 0; pv && i < np; i++)
+      snprintf(portals + strlen(portals), sizeof portals - strlen(portals), "%s%s", i ? " " : "",
+               pv[i]);
+  }
   log_info("main",
            "streamerd %s ready: API %s://%s, data dir %s, first administrator password in %s, "
-           "iSCSI portal %s reserved",
+           "iSCSI %s",
            STREAMER_VERSION, o.insecure_http ? "http" : "https", o.listen, o.data_dir, pw_path,
-           o.iscsi_listen[0]);
+           portals);
   for (;;) {
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -400,6 +439,8 @@ fail:
 out:
   api_stop(api);
   task_engine_stop(tasks);
+  osvol_service_close(osvols);
+  if (iscsi) iscsi_stop(iscsi); /* drops the sessions, closes the exported volumes */
   if (vols) vol_store_close(vols);
   store_close(store);
   err_clear(&e);

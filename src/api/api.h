@@ -20,10 +20,14 @@ struct api_config {
   int threads;               /* HTTP worker threads */
   struct vol_store *volumes; /* golden images live here (must outlive the api) */
   uint64_t storage_quota;    /* bytes golden images and uploads may use; 0 = no limit */
+
+  /* OS volumes and their iSCSI exports (deploy/osvolume.h); NULL = none */
+  struct osvol_service *osvols;
 };
 
 struct api;
 struct vol_store;
+struct osvol_service;
 
 /* Start serving. The store and task engine must outlive the api. */
 struct api *api_start(const struct api_config *cfg, struct store *s, struct task_engine *te,

@@ -138,6 +138,10 @@ void upload_data(struct request *r, const char *data, size_t size);
 void upload_end(struct request *r);
 void upload_free(struct upload *u); /* also when the client went away */
 
+/* ---- OS volumes and iSCSI targets (osvolumes.c) ---- */
+void route_os_volumes(struct request *r);
+void route_iscsi(struct request *r);
+
 /* ---- resources (routes.c) ---- */
 void route_dispatch(struct request *r);
 /* Serve a collection GET over store entries with start/count/filter/query/sort. */

@@ -23,6 +23,7 @@
 
 #include "api/api_int.h"
 #include "artifact/artifact.h"
+#include "deploy/osvolume.h"
 #include "vol/image.h"
 #include "vol/vol.h"
 
@@ -890,22 +891,20 @@ static int delete_run(struct task *t, void *arg, struct err *e) {
   return 0;
 }
 
-/* 409 when OS volumes are cloned from golden volume `id`. */
+/* 409 when OS volumes are cloned (or being cloned) from golden image `id`. */
 static int check_clones(struct request *r, const char *id) {
-  char **clones = vol_golden_clones(r->api->cfg.volumes, id);
-  if (!clones || !clones[0]) {
-    vol_strings_free(clones);
-    return 0;
-  }
-  char list[512] = "";
-  size_t n = 0;
-  for (; clones[n]; n++)
-    if (n < 8)
-      snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", n ? ", " : "", clones[n]);
-  vol_strings_free(clones);
-  reply_err(r, 409, "GOLDEN_VOLUME_IN_USE",
-            "golden image \"%.100s\" has %zu OS volume(s) cloned from it (%s%s)", id, n, list,
-            n > 8 ? ", ..." : "");
+  char names[1024];
+  size_t n = osvol_golden_users(r->api->store, r->api->cfg.volumes, id, names, sizeof names);
+  if (!n) return 0;
+  struct store_entry *en = store_get(r->api->store, GOLDEN_COLL, id);
+  struct err e;
+  err_init(&e);
+  err_set(&e, 409, "GOLDEN_VOLUME_IN_USE",
+          "golden image \"%.100s\" has %zu OS volume(s) cloned from it: %s",
+          en && en->name ? en->name : id, n, names);
+  err_action(&e, "Delete those OS volumes first (DELETE /rest/os-volumes/{id}).");
+  store_entry_release(en);
+  reply_error(r, &e);
   return -1;
 }
 

@@ -23,7 +23,7 @@ static void method_not_allowed(struct request *r) {
  * the public rendering so that no filter can probe a secret. */
 static int has_secrets(const char *coll) {
   return is(coll, "users") || is(coll, "build-plans") || is(coll, "deployment-plans") ||
-         is(coll, "golden-images");
+         is(coll, "golden-images") || is(coll, "os-volumes");
 }
 
 static const char *collection_type(const char *coll) {
@@ -31,6 +31,7 @@ static const char *collection_type(const char *coll) {
   if (is(coll, "build-plans")) return "OeBuildPlanCollection";
   if (is(coll, "deployment-plans")) return "OEDeploymentPlanCollection";
   if (is(coll, "golden-images")) return "GoldenImageCollection";
+  if (is(coll, "os-volumes")) return "OSVolumeCollection";
   if (is(coll, "tasks")) return "TaskResourceCollection";
   if (is(coll, "users")) return "UserAndPermissionsCollection";
   return "ResourceCollection";
@@ -416,6 +417,8 @@ void route_dispatch(struct request *r) {
   if (is(top, "build-plans")) return route_artifact(r, ART_BUILD_PLAN);
   if (is(top, "deployment-plans")) return route_artifact(r, ART_DEPLOYMENT_PLAN);
   if (is(top, "golden-images")) return route_golden_images(r);
+  if (is(top, "os-volumes")) return route_os_volumes(r);
+  if (is(top, "iscsi")) return route_iscsi(r);
   if (is(top, "tasks")) return route_tasks(r);
   reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
 }

@@ -19,6 +19,8 @@ static const char MAIN_HELP[] =
     "  build-plan         list | show | create | update | delete\n"
     "  deployment-plan    list | show | create | update | delete\n"
     "  golden-image       list | show | upload | download | update | delete\n"
+    "  volume             list | show | create | update | delete | credentials (OS volumes)\n"
+    "  target             list | sessions (the iSCSI target)\n"
     "  task               list | show | wait\n"
     "  user               list | create | delete | passwd\n"
     "  help [COMMAND]     show help for a command\n"
@@ -89,6 +91,8 @@ static const struct command COMMANDS[] = {
     {"build-plan", "build-plans", cmd_build_plan},
     {"deployment-plan", "deployment-plans", cmd_deployment_plan},
     {"golden-image", "golden-images", cmd_golden_image},
+    {"volume", "volumes", cmd_volume},
+    {"target", "targets", cmd_target},
     {"task", "tasks", cmd_task},
     {"user", "users", cmd_user},
 };

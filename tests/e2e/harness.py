@@ -42,12 +42,15 @@ class Response:
 
 
 class Server:
-    """A streamerd with its own data dir. Plain HTTP on loopback unless tls=True."""
+    """A streamerd with its own data dir. Plain HTTP on loopback unless tls=True.
+    The iSCSI target listens on 127.0.0.1:iscsi_port (a free port unless given;
+    the same one across restarts); iscsi_port=0 disables it (--iscsi-listen none)."""
 
-    def __init__(self, tls=False, extra_args=(), data_dir=None, env=None):
+    def __init__(self, tls=False, extra_args=(), data_dir=None, env=None, iscsi_port=None):
         self.tmp = tempfile.mkdtemp(prefix="streamer-e2e-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.port = free_port()
+        self.iscsi_port = free_port() if iscsi_port is None else iscsi_port
         self.tls = tls
         self.extra_args = list(extra_args)
         self.env = env
@@ -58,7 +61,7 @@ class Server:
     # -- process -----------------------------------------------------------
     def args(self):
         a = [STREAMERD, "--data-dir", self.data_dir, "--listen", "127.0.0.1:%d" % self.port,
-             "--iscsi-listen", "127.0.0.1:%d" % free_port()]
+             "--iscsi-listen", "127.0.0.1:%d" % self.iscsi_port if self.iscsi_port else "none"]
         if not self.tls:
             a.append("--insecure-http")
         return a + self.extra_args
