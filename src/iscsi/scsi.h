@@ -65,10 +65,12 @@ struct scsi_nexus {
  * nexus are released; persistent registrations stay). */
 void scsi_lu_nexus_add(struct scsi_lu *lu, const struct scsi_nexus *n);
 void scsi_lu_nexus_remove(struct scsi_lu *lu, uint64_t nexus_id);
-/* LOGICAL UNIT RESET / TARGET WARM or COLD RESET from nexus n: reservation
- * (not PR) released, mode pages back to defaults, and a UNIT ATTENTION
- * (29/03 BUS DEVICE RESET FUNCTION OCCURRED, or 29/01 power on for cold) for
- * every other nexus. The transport aborts the tasks itself. */
+/* LOGICAL UNIT RESET / TARGET WARM or COLD RESET received on nexus n:
+ * SPC-2 reservation (not PR) released, mode pages back to defaults, and a
+ * UNIT ATTENTION (29/03 BUS DEVICE RESET FUNCTION OCCURRED, or 29/01 POWER
+ * ON OCCURRED for cold) for every nexus, the issuing one included (SAM-5;
+ * libiscsi's MultipathIO.Reset checks both paths). The transport aborts the
+ * tasks itself. */
 void scsi_lu_reset(struct scsi_lu *lu, uint64_t nexus_id, int cold);
 
 enum { SCSI_DIR_NONE = 0, SCSI_DIR_READ = 1, SCSI_DIR_WRITE = 2 };

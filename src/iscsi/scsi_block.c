@@ -255,10 +255,10 @@ void scsi_cmd_write_same(struct scsi_lu *lu, struct scsi_cmd *c) {
   uint64_t off = r.lba * SCSI_BLOCK_SIZE, len = n * SCSI_BLOCK_SIZE;
   struct err e;
   err_light(&e);
-  /* Zeros, asked for or not, are a discard: deallocated blocks read as
-   * zeros (LBPRZ). With UNMAP but a non-zero pattern the pattern is written
-   * (the blocks must read back as that pattern). */
-  if (ndob || all_zero(c->data_out, SCSI_BLOCK_SIZE)) {
+  /* UNMAP deallocates the blocks whatever the pattern (SBC-3 4.7.3.4;
+   * they then read as zeros: LBPRZ), and a pattern of zeros is a discard
+   * too, asked for or not. */
+  if (ndob || (c->cdb[1] & 0x08) || all_zero(c->data_out, SCSI_BLOCK_SIZE)) {
     pthread_rwlock_rdlock(&lu->caw_lock);
     int rc = vol_discard(lu->vol, off, len, &e);
     pthread_rwlock_unlock(&lu->caw_lock);
@@ -351,13 +351,15 @@ void scsi_cmd_compare_and_write(struct scsi_lu *lu, struct scsi_cmd *c) {
     scsi_sense_field(c, 1, 13, -1);
     return;
   }
-  if (out_of_range(lu, c, lba, n) || scsi_write_protected(lu, c) || !n) return;
+  if (out_of_range(lu, c, lba, n) || scsi_write_protected(lu, c)) return;
   size_t len = (size_t)n * SCSI_BLOCK_SIZE;
   if (c->exp_len != 2 * len || c->data_out_len < 2 * len) {
-    /* the verify data and the write data, exactly */
+    /* The verify data and the write data, exactly (also for 0 blocks: 256
+     * blocks' worth of data with a count that wrapped to 0 is an error). */
     scsi_sense_field(c, 1, 13, -1);
     return;
   }
+  if (!n) return;
   uint8_t *cur = malloc(len);
   if (!cur) {
     scsi_busy(c);
@@ -408,8 +410,8 @@ void scsi_cmd_prefetch(struct scsi_lu *lu, struct scsi_cmd *c) {
 void scsi_cmd_get_lba_status(struct scsi_lu *lu, struct scsi_cmd *c) {
   uint64_t lba = get_be64(c->cdb + 2);
   uint32_t alloc = get_be32(c->cdb + 10);
-  if (!lu->block_status) { /* not offered: as for any unsupported service action */
-    scsi_sense_field(c, 1, 1, 4);
+  if (!lu->block_status) { /* not offered (scsi_exec does not get here then) */
+    scsi_sense(c, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
     return;
   }
   if (lba >= lu->nblocks) {

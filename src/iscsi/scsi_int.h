@@ -18,18 +18,19 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "iscsi/pdu.h"
 #include "iscsi/scsi.h"
 
 /* ---- limits we report (Block Limits VPD) ---------------------------------- */
 #define SCSI_MAX_XFER_BLOCKS (SCSI_MAX_XFER_BYTES / SCSI_BLOCK_SIZE)
-#define SCSI_OPT_XFER_BLOCKS 2048u      /* 1 MiB */
-#define SCSI_GRANULARITY_BLOCKS 8u      /* 4 KiB: volume clusters, file system blocks */
-#define SCSI_LBPPBE 3u                  /* 2^3 logical blocks per physical block */
+#define SCSI_OPT_XFER_BLOCKS 2048u /* 1 MiB */
+#define SCSI_GRANULARITY_BLOCKS 8u /* 4 KiB: volume clusters, file system blocks */
+#define SCSI_LBPPBE 0u /* one logical block per physical block: see READ CAPACITY (16) */
 #define SCSI_MAX_UNMAP_BLOCKS 0x100000u /* 512 MiB per UNMAP command */
 #define SCSI_MAX_UNMAP_DESCRIPTORS 2048u
-#define SCSI_MAX_WRITE_SAME_BLOCKS 0x400000u /* 2 GiB per WRITE SAME */
-#define SCSI_MAX_CAW_BLOCKS 128u             /* COMPARE AND WRITE */
-#define SCSI_UA_MAX 16                       /* pending unit attentions per nexus */
+#define SCSI_MAX_WRITE_SAME_BLOCKS 0xffffu /* what WRITE SAME (10) can ask for */
+#define SCSI_MAX_CAW_BLOCKS 128u           /* COMPARE AND WRITE */
+#define SCSI_UA_MAX 16                     /* pending unit attentions per nexus */
 
 /* ---- sense keys and additional sense codes we use --------------------------- */
 enum {
@@ -151,6 +152,9 @@ enum {
 #define OPF_ANY_LUN 0x04    /* answered for any LUN (INQUIRY, REPORT LUNS, REQUEST SENSE) */
 #define OPF_SA 0x08         /* the opcode has service actions (sa is meaningful) */
 #define OPF_LBA_STATUS 0x10 /* offered only when the LU has a block_status query */
+#define OPF_SA_FIELD                                                                               \
+  0x20 /* an unknown service action is INVALID FIELD IN CDB (it is a                               \
+          parameter of one command: PR IN/OUT), not INVALID OPCODE */
 
 struct scsi_op {
   uint8_t opcode;
@@ -167,30 +171,7 @@ const struct scsi_op *scsi_op_find(const uint8_t *cdb, size_t cdb_len);
 const struct scsi_op *scsi_op_table(size_t *n);
 
 /* ---- helpers shared by the command files (scsi.c) ---------------------------- */
-static inline uint16_t get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t get_be24(const uint8_t *p) {
-  return (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
-}
-static inline uint32_t get_be32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static inline uint64_t get_be64(const uint8_t *p) {
-  return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
-static inline void put_be16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-static inline void put_be32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-static inline void put_be64(uint8_t *p, uint64_t v) {
-  put_be32(p, (uint32_t)(v >> 32));
-  put_be32(p + 4, (uint32_t)v);
-}
+/* get_be16 .. put_be64 come from pdu.h (big-endian field access). */
 
 /* CHECK CONDITION with key/ASC/ASCQ. */
 void scsi_sense(struct scsi_cmd *c, uint8_t key, uint16_t asc);

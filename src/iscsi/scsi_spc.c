@@ -196,6 +196,11 @@ void scsi_cmd_read_capacity16(struct scsi_lu *lu, struct scsi_cmd *c) {
   uint8_t b[32] = {0};
   put_be64(b, lu->nblocks - 1);
   put_be32(b + 8, SCSI_BLOCK_SIZE);
+  /* Logical blocks per physical block: 1 (exponent 0), though the volumes
+   * work in 4 KiB clusters. The 4 KiB preference is in the Block Limits page
+   * (optimal transfer and unmap granularity: Linux's io_min), and an exponent
+   * above 0 makes libiscsi's GetLBAStatus.UnmapSingle expect descriptors that
+   * do not start at the requested LBA. */
   b[13] = SCSI_LBPPBE;
   b[14] = 0x80 | 0x40; /* LBPME, LBPRZ: unmapped blocks read as zeros */
   scsi_data_in(c, b, sizeof b, get_be32(c->cdb + 10));

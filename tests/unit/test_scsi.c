@@ -538,7 +538,7 @@ static void test_invalid_opcode_and_reserved_bits(void **state) {
   /* a supported opcode with an unsupported service action */
   cdb16(c, 0x9e, 0x11, 0, 0);
   r = run(c, 16, NULL, 0);
-  EXPECT_FIELD(r, 1, 1, 4);
+  EXPECT_SENSE(r, 5, 0x20, 0);
   /* RDPROTECT on READ(10): we have no protection information */
   cdb10(c, 0x28, 0x20, 0, 1);
   r = run(c, 10, NULL, 0);
@@ -587,7 +587,7 @@ static void test_read_capacity(void **state) {
   assert_int_equal(r.data_in_len, 32);
   assert_int_equal(get64(r.data_in), NBLOCKS - 1);
   assert_int_equal(get32(r.data_in + 8), BS);
-  assert_int_equal(r.data_in[13] & 0x0f, 3);    /* 8 logical blocks per physical block */
+  assert_int_equal(r.data_in[13] & 0x0f, 0);    /* one logical block per physical block */
   assert_int_equal(r.data_in[14] & 0xc0, 0xc0); /* LBPME, LBPRZ */
   cdb16(c, 0x9e, 0x10, 0, 12);                  /* allocation length cuts */
   r = run(c, 16, NULL, 0);
@@ -1010,12 +1010,14 @@ static void test_write_same(void **state) {
   r = read10(&NA, 2048, 16);
   for (int i = 0; i < 16; i++)
     assert_memory_equal(r.data_in + i * BS, zero, BS);
-  /* UNMAP with a non-zero block: the blocks must read as that block */
+  /* UNMAP with a non-zero block: deallocated all the same (SBC-3), zeros */
+  nd = atomic_load(&mv->ndiscard);
   cdb10(c, 0x41, 0x08, 30, 2);
   r = run(c, 10, pat, BS);
   EXPECT_GOOD(r);
+  assert_int_equal(atomic_load(&mv->ndiscard), nd + 1);
   r = read10(&NA, 30, 2);
-  assert_memory_equal(r.data_in + BS, pat, BS);
+  assert_memory_equal(r.data_in + BS, zero, BS);
   /* 0 blocks: up to the end of the medium */
   cdb10(c, 0x41, 0, NBLOCKS - 3, 0);
   r = run(c, 10, pat, BS);
@@ -1032,7 +1034,7 @@ static void test_write_same(void **state) {
   r = run(c, 16, pat, BS);
   EXPECT_SENSE(r, 5, 0x21, 0);
   /* more than the maximum write same length */
-  cdb16(c, 0x93, 0, 0, 0x400001);
+  cdb16(c, 0x93, 0, 0, 0x10000);
   r = run(c, 16, pat, BS);
   EXPECT_FIELD(r, 1, 10, -1);
   /* exactly one block of Data-Out */
@@ -1200,6 +1202,8 @@ static void test_compare_and_write(void **state) {
   caw_cdb(c, 50, 0, 0); /* nothing */
   r = run(c, 16, NULL, 0);
   EXPECT_GOOD(r);
+  r = run(c, 16, buf, 4 * BS); /* nothing, but with data */
+  EXPECT_FIELD(r, 1, 13, -1);
   caw_cdb(c, 50, 200, 0); /* above the block limits page's maximum */
   r = run(c, 16, NULL, 0);
   EXPECT_FIELD(r, 1, 13, -1);
@@ -1397,7 +1401,7 @@ static void test_get_lba_status(void **state) {
   /* an LU without the query does not offer the command */
   struct scsi_lu *l = lu_make(&mv->v, 0);
   r = lba_status(l, 0, 24);
-  EXPECT_FIELD(r, 1, 1, 4);
+  EXPECT_SENSE(r, 5, 0x20, 0);
   uint8_t c[12] = {0xa3, 0x0c, 0x02, 0x9e, 0x00, 0x12, 0, 0, 1, 0, 0, 0};
   r = run_on(l, &NA, 0, c, 12, NULL, 0, 0);
   EXPECT_GOOD(r);
@@ -1746,9 +1750,10 @@ static void test_report_tpgs(void **state) {
 
 static void test_unit_attention(void **state) {
   scsi_lu_reset(lu, NA.id, 0);
-  struct scsi_cmd r = tur(&NA);
-  EXPECT_GOOD(r); /* not the issuer */
-  r = inquiry(0, 0, 36);
+  struct scsi_cmd r = tur(&NA); /* the issuer hears of it too */
+  EXPECT_SENSE(r, 6, 0x29, 0x03);
+  r = tur(&NA);
+  EXPECT_GOOD(r);
   /* INQUIRY and REPORT LUNS neither report nor clear it */
   r = run_n(&NB, (uint8_t[]){0x12, 0, 0, 0, 36, 0}, 6, NULL, 0);
   EXPECT_GOOD(r);
@@ -1762,11 +1767,16 @@ static void test_unit_attention(void **state) {
   EXPECT_SENSE(r, 6, 0x29, 0x01);
   r = run_n(&NC, (uint8_t[]){0x04, 0, 0, 0, 0, 0}, 6, NULL, 0);
   EXPECT_SENSE(r, 5, 0x20, 0);
-  /* attentions queue in order, without duplicates */
+  /* a command that reports the attention is not run */
   uint8_t cache[4 + 20] = {0, 0, 0, 0, 0x08, 0x12, 0x00};
-  mode_select6(&NA, cache, sizeof cache); /* WCE off */
+  r = mode_select6(&NA, cache, sizeof cache);
+  EXPECT_SENSE(r, 6, 0x29, 0x01);
+  /* attentions queue in order, without duplicates */
+  r = mode_select6(&NA, cache, sizeof cache); /* WCE off */
+  EXPECT_GOOD(r);
   uint8_t ctl[4 + 12] = {0, 0, 0, 0, 0x0a, 0x0a, 0x02, 0x10, 0x08};
-  mode_select6(&NA, ctl, sizeof ctl); /* SWP on: a second MODE PARAMETERS CHANGED */
+  r = mode_select6(&NA, ctl, sizeof ctl); /* SWP on: a second MODE PARAMETERS CHANGED */
+  EXPECT_GOOD(r);
   r = tur(&NB);
   EXPECT_SENSE(r, 6, 0x29, 0x01); /* the power on, still pending, comes first */
   r = tur(&NB);
@@ -1780,8 +1790,11 @@ static void test_unit_attention(void **state) {
   EXPECT_SENSE(r, 6, 0x29, 0x03);
   r = tur(&NC);
   EXPECT_GOOD(r);
+  r = tur(&NA);
+  EXPECT_SENSE(r, 6, 0x29, 0x03);
   uint8_t ms[6] = {0x1a, 0x08, 0x3f, 0, 255, 0};
   r = run_n(&NA, ms, 6, NULL, 0);
+  EXPECT_GOOD(r);
   assert_int_equal(r.data_in[2] & 0x80, 0);        /* SWP off */
   assert_int_equal(r.data_in[4 + 2] & 0x04, 0x04); /* WCE on (the Caching page is first) */
   r = tur(&NB);
