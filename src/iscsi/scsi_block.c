@@ -24,8 +24,12 @@ static inline void err_light(struct err *e) {
 
 static void io_failed(struct scsi_lu *lu, struct scsi_cmd *c, const char *what, uint64_t lba,
                       const struct err *e, int write) {
-  log_warn("scsi", "unit %s: %s at LBA %llu failed: %s", lu->unit_id, what, (unsigned long long)lba,
-           e->message);
+  /* A read tried on an event loop that would have waited for the disk
+   * (vol_nowait) is not an error: the transport runs it again on a worker
+   * and throws this answer away (scsi_exec does not count it either). */
+  if (!vol_would_block)
+    log_warn("scsi", "unit %s: %s at LBA %llu failed: %s", lu->unit_id, what,
+             (unsigned long long)lba, e->message);
   scsi_sense_info(c, SK_MEDIUM_ERROR, write ? ASC_WRITE_ERROR : ASC_UNRECOVERED_READ_ERROR, lba);
 }
 

@@ -37,6 +37,7 @@ struct memvol {
   pthread_mutex_t lock;
   atomic_int nread, nwrite, nflush, ndiscard;
   int fail_read, fail_write, fail_flush, fail_discard, fail_status;
+  int miss;  /* reads under vol_nowait "miss the page cache" */
   int yield; /* sched_yield inside reads: widens race windows */
 };
 
@@ -47,6 +48,11 @@ static int mv_pread(struct vol *v, void *buf, size_t len, uint64_t off, struct e
   atomic_fetch_add(&m->nread, 1);
   if (m->fail_read || off + len > v->size) {
     err_set(e, 500, "VOL_IO_ERROR", "injected read failure");
+    return -1;
+  }
+  if (vol_nowait && m->miss) { /* as the file volumes do on a page-cache miss */
+    vol_would_block = 1;
+    err_set(e, 500, "VOL_IO_ERROR", "would block");
     return -1;
   }
   if (m->yield) sched_yield();
@@ -781,6 +787,30 @@ static void test_medium_errors(void **state) {
   scsi_lu_stats(lu, &st1);
   assert_int_equal(st1.commands - st0.commands, 5);
   assert_int_equal(st1.errors - st0.errors, 5);
+}
+
+/* A read tried without blocking (on the transport's event loop) that would
+ * have to wait: not an error, not counted; the transport runs it again. */
+static void test_nowait_read(void **state) {
+  struct scsi_lu_stats st0, st1;
+  scsi_lu_stats(lu, &st0);
+  mv->miss = 1;
+  vol_nowait = 1;
+  vol_would_block = 0;
+  struct scsi_cmd r = read10(&NA, 0, 8);
+  vol_nowait = 0;
+  assert_int_equal(vol_would_block, 1);
+  assert_null(r.data_in);
+  scsi_lu_stats(lu, &st1);
+  assert_int_equal(st1.commands, st0.commands);
+  assert_int_equal(st1.errors, st0.errors);
+  assert_int_equal(st1.read_bytes, st0.read_bytes);
+  vol_would_block = 0;
+  r = read10(&NA, 0, 8); /* again, on a thread that may block */
+  EXPECT_GOOD(r);
+  scsi_lu_stats(lu, &st1);
+  assert_int_equal(st1.commands, st0.commands + 1);
+  assert_int_equal(st1.read_bytes, st0.read_bytes + 8 * BS);
 }
 
 static void test_stats(void **state) {
@@ -2446,6 +2476,7 @@ int main(void) {
       T(test_write_short_data),
       T(test_medium_errors),
       T(test_stats),
+      T(test_nowait_read),
       T(test_write_protect),
       T(test_verify),
       T(test_write_and_verify),
