@@ -42,6 +42,7 @@ static size_t page_build(uint8_t code, int pc, const struct mode_values *v, uint
     p[2] = 0x02; /* GLTSD: no log parameters are saved */
     p[3] = 0x10; /* queue algorithm modifier 1: unrestricted reordering */
     if (v->swp) p[4] = 0x08;
+    put_be16(p + 8, 0xffff); /* busy timeout period: unlimited */
     return 12;
   case 0x1c: /* Informational Exceptions Control */
     p[0] = 0x1c;

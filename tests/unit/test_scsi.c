@@ -891,7 +891,7 @@ static void test_write_protect(void **state) {
   /* software write protect through the Control page */
   assert_int_equal(ms_hdr_dsp(lu) & 0x80, 0);
   assert_int_equal(ms_hdr_dsp(lu) & 0x10, 0x10); /* DPOFUA */
-  uint8_t sel[4 + 12] = {0, 0, 0, 0, 0x0a, 0x0a, 0x02, 0x10, 0x08, 0, 0, 0, 0, 0, 0, 0};
+  uint8_t sel[4 + 12] = {0, 0, 0, 0, 0x0a, 0x0a, 0x02, 0x10, 0x08, 0, 0, 0, 0xff, 0xff, 0, 0};
   uint8_t c[6] = {0x15, 0x10, 0, 0, sizeof sel, 0};
   struct scsi_cmd r = run(c, 6, sel, sizeof sel);
   EXPECT_GOOD(r);
@@ -1470,6 +1470,7 @@ static void test_mode_sense(void **state) {
   assert_int_equal(cache[2] & 0x04, 0x04); /* WCE */
   assert_int_equal(ctl[1], 0x0a);
   assert_int_equal(ctl[2] & 0x04, 0); /* D_SENSE 0: fixed format sense */
+  assert_int_equal(get16(ctl + 8), 0xffff); /* busy timeout: unlimited */
   assert_int_equal(iec[1], 0x0a);
   /* allocation length cuts, without complaint */
   c[4] = 4;
@@ -1804,7 +1805,7 @@ static void test_unit_attention(void **state) {
   /* attentions queue in order, without duplicates */
   r = mode_select6(&NA, cache, sizeof cache); /* WCE off */
   EXPECT_GOOD(r);
-  uint8_t ctl[4 + 12] = {0, 0, 0, 0, 0x0a, 0x0a, 0x02, 0x10, 0x08};
+  uint8_t ctl[4 + 12] = {0, 0, 0, 0, 0x0a, 0x0a, 0x02, 0x10, 0x08, 0, 0, 0, 0xff, 0xff};
   r = mode_select6(&NA, ctl, sizeof ctl); /* SWP on: a second MODE PARAMETERS CHANGED */
   EXPECT_GOOD(r);
   r = tur(&NB);
