@@ -507,7 +507,7 @@ def main():
         data = os.path.join(work, "data.raw")
         log("writing %.2f GiB of pseudo-random data" % a.size)
         iscsi_env.random_file(data, int(a.size * GIB), seed=b"iscsi-bench", holes=False)
-        binary = os.path.join(work, "streamerd")
+        binary = os.path.join(work, "streamerd.bin")
         if use_streamer:
             shutil.copy2(harness.STREAMERD, binary)  # a concurrent make cannot swap it
         workloads = [s for s in a.sections if s != "rss"]

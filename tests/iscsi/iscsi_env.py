@@ -187,7 +187,8 @@ def target(srv):
 
 # -- tools -----------------------------------------------------------------------
 def run_tool(args, timeout=60, check=True, env=None):
-    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    # surrogateescape: iscsi-inq prints binary designators (VPD 0x83 NAA) as they are
+    r = subprocess.run(args, capture_output=True, text=True, errors="surrogateescape", timeout=timeout, env=env)
     if check and r.returncode != 0:
         raise AssertionError("%s exited with %d:\n%s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
     return r
