@@ -126,8 +126,8 @@ static int vol_list(struct cli *c, int argc, char **argv) {
 /* The lines that tell how to reach the target. */
 static void print_target(json_t *vol, const char *indent) {
   json_t *iscsi = json_object_get(vol, "iscsi");
-  CLEANUP_FREE char *portals = joined(json_object_get(iscsi, "portals"), ", ");
-  CLEANUP_FREE char *inits = joined(json_object_get(iscsi, "initiatorNames"), ", ");
+  char *portals = joined(json_object_get(iscsi, "portals"), ", ");
+  char *inits = joined(json_object_get(iscsi, "initiatorNames"), ", ");
   printf("%starget:      %s\n", indent, jstr(iscsi, "targetName"));
   printf("%sportals:     %s\n", indent, portals && *portals ? portals : "(iSCSI disabled)");
   printf("%sLUN:         %lld\n", indent,
@@ -138,6 +138,8 @@ static void print_target(json_t *vol, const char *indent) {
            json_is_true(json_object_get(iscsi, "mutualChap")) ? ", mutual" : "");
   else
     printf("%sCHAP:        off\n", indent);
+  free(portals);
+  free(inits);
 }
 
 static void vol_print(struct cli *c, json_t *vol) {
@@ -162,9 +164,10 @@ static void vol_print(struct cli *c, json_t *vol) {
       gi = NULL;
     }
   }
-  CLEANUP_FREE char *g =
+  char *g =
       *guri ? util_strdup_printf("%s (%s)", gi ? jstr(gi, "name") : "?", guri) : strdup("(empty)");
   kv_add(k, "golden image", g);
+  free(g);
   kv_print(k, stdout);
   kv_free(k);
   printf("\niSCSI:\n");

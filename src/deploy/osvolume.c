@@ -799,6 +799,57 @@ void osvol_service_close(struct osvol_service *svc) { free(svc); }
  * ------------------------------------------------------------------------------------------ */
 static char *chap_generate(void) { return util_token(CHAP_TOKEN_BYTES); }
 
+/* Free a string that held a secret. */
+static void secret_free(char *s) {
+  if (s) memset(s, 0, strlen(s));
+  free(s);
+}
+
+/* The document of a new volume `id` (state Creating); NULL when out of memory. */
+static json_t *new_doc(struct osvol_service *svc, const struct osvol_params *p, const char *id,
+                       json_t *inits) {
+  char *tname = iscsi_target_name(p->name, id);
+  char *uri = util_strdup_printf("/rest/%s/%s", OSVOL_COLL, id);
+  char *chap_name = NULL, *chap_secret = NULL, *mutual_secret = NULL;
+  if (p->chap) {
+    chap_name = p->chap_name ? strdup(p->chap_name) : util_strdup_printf("streamer-%.8s", id);
+    chap_secret = p->chap_secret ? strdup(p->chap_secret) : chap_generate();
+  }
+  if (p->mutual_chap) mutual_secret = p->mutual_secret ? strdup(p->mutual_secret) : chap_generate();
+  json_t *doc = NULL;
+  if (tname && uri && (!p->chap || (chap_name && chap_secret)) &&
+      (!p->mutual_chap || mutual_secret)) {
+    json_t *portals = portals_json(svc);
+    json_t *iscsi =
+        json_pack("{s:s, s:O, s:i, s:O, s:b, s:b}", "targetName", tname, "portals", portals, "lun",
+                  0, "initiatorNames", inits, "chap", p->chap, "mutualChap", p->mutual_chap);
+    if (iscsi && p->chap) json_object_set_new(iscsi, "chapName", json_string(chap_name));
+    json_t *secrets = json_object();
+    if (p->chap) json_object_set_new(secrets, "chapSecret", json_string(chap_secret));
+    if (p->mutual_chap) {
+      json_object_set_new(secrets, "mutualChapName",
+                          json_string(p->mutual_name ? p->mutual_name : tname));
+      json_object_set_new(secrets, "mutualChapSecret", json_string(mutual_secret));
+    }
+    doc = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:n, s:n, s:n,"
+        " s:[], s:o, s:o}",
+        "type", "OSVolume", "id", id, "uri", uri, "name", p->name, "description",
+        p->description ? p->description : "", "category", OSVOL_COLL, "state", "Creating", "status",
+        "Unknown", "statusMessage", "being created", "oeVolumeId", id, "oeVolumeIQN", tname,
+        "oeVolumeIp", portal_ip(portals), "size", (json_int_t)p->size, "allocatedBytes",
+        (json_int_t)0, "goldenVolumeUri", "deploymentClusterUri", "statelessServerUri",
+        "dependentArtifacts", "iscsi", iscsi ? iscsi : json_object(), "secrets", secrets);
+    json_decref(portals);
+  }
+  free(tname);
+  free(uri);
+  free(chap_name);
+  secret_free(chap_secret);
+  secret_free(mutual_secret);
+  return doc;
+}
+
 int osvol_create_begin(struct osvol_service *svc, const struct osvol_params *p, char id_out[37],
                        struct err *e) {
   /* Everything that needs no store first. */
@@ -851,42 +902,8 @@ int osvol_create_begin(struct osvol_service *svc, const struct osvol_params *p, 
   }
   char id[37];
   util_uuid(id);
-  CLEANUP_FREE char *tname = iscsi_target_name(p->name, id);
-  CLEANUP_FREE char *uri = util_strdup_printf("/rest/%s/%s", OSVOL_COLL, id);
-  CLEANUP_FREE char *chap_name =
-      p->chap ? (p->chap_name ? strdup(p->chap_name) : util_strdup_printf("streamer-%.8s", id))
-              : NULL;
-  CLEANUP_FREE char *chap_secret =
-      p->chap ? (p->chap_secret ? strdup(p->chap_secret) : chap_generate()) : NULL;
-  CLEANUP_FREE char *mutual_secret =
-      p->mutual_chap ? (p->mutual_secret ? strdup(p->mutual_secret) : chap_generate()) : NULL;
-  if (!tname || !uri || (p->chap && (!chap_name || !chap_secret)) ||
-      (p->mutual_chap && !mutual_secret)) {
-    json_decref(inits);
-    return oom(e);
-  }
-  json_t *portals = portals_json(svc);
-  json_t *iscsi =
-      json_pack("{s:s, s:O, s:i, s:o, s:b, s:b}", "targetName", tname, "portals", portals, "lun", 0,
-                "initiatorNames", inits, "chap", p->chap, "mutualChap", p->mutual_chap);
-  if (iscsi && p->chap) json_object_set_new(iscsi, "chapName", json_string(chap_name));
-  json_t *secrets = json_object();
-  if (p->chap) json_object_set_new(secrets, "chapSecret", json_string(chap_secret));
-  if (p->mutual_chap) {
-    json_object_set_new(secrets, "mutualChapName",
-                        json_string(p->mutual_name ? p->mutual_name : tname));
-    json_object_set_new(secrets, "mutualChapSecret", json_string(mutual_secret));
-  }
-  json_t *doc = json_pack(
-      "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:n, s:n, s:n,"
-      " s:[], s:o, s:o}",
-      "type", "OSVolume", "id", id, "uri", uri, "name", p->name, "description",
-      p->description ? p->description : "", "category", OSVOL_COLL, "state", "Creating", "status",
-      "Unknown", "statusMessage", "being created", "oeVolumeId", id, "oeVolumeIQN", tname,
-      "oeVolumeIp", portal_ip(portals), "size", (json_int_t)p->size, "allocatedBytes",
-      (json_int_t)0, "goldenVolumeUri", "deploymentClusterUri", "statelessServerUri",
-      "dependentArtifacts", "iscsi", iscsi ? iscsi : json_object(), "secrets", secrets);
-  json_decref(portals);
+  json_t *doc = new_doc(svc, p, id, inits);
+  json_decref(inits);
   if (!doc) return oom(e);
   /* Against the store: the golden image, then the name (store_put). */
   struct store_txn *t = store_begin(svc->s);
@@ -1282,8 +1299,7 @@ static int update_chap(json_t *doc, json_t *body, int *changed, struct err *e) {
     char *s = secret ? strdup(secret) : chap_generate();
     if (!s) return oom(e);
     json_object_set_new(sec, "chapSecret", json_string(s));
-    memset(s, 0, strlen(s));
-    free(s);
+    secret_free(s);
   }
   *changed |= !cur || name || secret;
   json_object_set_new(iscsi, "chap", json_true());
@@ -1301,8 +1317,7 @@ static int update_chap(json_t *doc, json_t *body, int *changed, struct err *e) {
       char *s = msecret ? strdup(msecret) : chap_generate();
       if (!s) return oom(e);
       json_object_set_new(sec, "mutualChapSecret", json_string(s));
-      memset(s, 0, strlen(s));
-      free(s);
+      secret_free(s);
     }
     *changed |= !cur_m || mname || msecret;
     json_object_set_new(iscsi, "mutualChap", json_true());
