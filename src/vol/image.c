@@ -30,11 +30,13 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -45,6 +47,7 @@
 #define MAX_IMAGE_DEFAULT (16ull << 40) /* 16 TiB; STREAMER_IMAGE_MAX_BYTES */
 #define SPACE_RESERVE (64ull << 20)     /* keep free; STREAMER_IMAGE_RESERVE_BYTES */
 #define SPACE_CHECK_EVERY (64ull << 20) /* statvfs at least this often (bytes written) */
+#define WRITEBACK_EVERY (32ull << 20)   /* start writeback after this much data */
 
 static const unsigned char zero_chunk[CHUNK];
 /* zero_crc[k]: CRC-32 of k * BLOCK zero bytes, k = 0 .. CHUNK / BLOCK. */
@@ -221,8 +224,8 @@ void progress_at(struct progress *p, uint64_t done) {
 
 /* ---- the sink: checksums, zero detection, sparse writes ------------------ */
 
-static int sink_init(struct sink *s, int fd, const char *path, const char *what, uint64_t size,
-                     struct progress *prog, uint64_t prog_base, struct err *e) {
+int sink_init(struct sink *s, int fd, const char *path, const char *what, uint64_t size,
+              struct progress *prog, uint64_t prog_base, int hash, struct err *e) {
   memset(s, 0, sizeof *s);
   s->fd = fd;
   s->path = path;
@@ -231,6 +234,7 @@ static int sink_init(struct sink *s, int fd, const char *path, const char *what,
   s->prog = prog;
   s->prog_base = prog_base;
   s->crc = crc32(0L, Z_NULL, 0);
+  if (!hash) return 0;
   if (gnutls_hash_init(&s->sha, GNUTLS_DIG_SHA256) < 0) {
     s->sha = NULL;
     err_set(e, 500, "CRYPTO_ERROR", "%s: SHA-256 is not available", what);
@@ -239,15 +243,21 @@ static int sink_init(struct sink *s, int fd, const char *path, const char *what,
   return 0;
 }
 
-static void sink_done(struct sink *s, char hex[65]) {
+static void digest_hex(const unsigned char d[32], char hex[65]) {
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < 32; i++) {
+    hex[2 * i] = digits[d[i] >> 4];
+    hex[2 * i + 1] = digits[d[i] & 15];
+  }
+  hex[64] = 0;
+}
+
+void sink_done(struct sink *s, char hex[65]) {
   unsigned char d[32];
   if (!s->sha) return;
   gnutls_hash_deinit(s->sha, d);
   s->sha = NULL;
-  if (hex) {
-    for (int i = 0; i < 32; i++)
-      snprintf(hex + 2 * i, 3, "%02x", d[i]);
-  }
+  if (hex) digest_hex(d, hex);
 }
 
 uint64_t image_space_reserve(void) {
@@ -282,6 +292,19 @@ static int space_error(struct sink *s, struct err *e) {
   return -1;
 }
 
+/* Data bytes between writeback starts (STREAMER_IMAGE_WRITEBACK_MIB, default
+ * 32 MiB; 0 = leave it all to the commit's fsync). */
+static uint64_t writeback_every(void) {
+  static uint64_t every = UINT64_MAX;
+  uint64_t v = __atomic_load_n(&every, __ATOMIC_RELAXED);
+  if (v != UINT64_MAX) return v;
+  v = WRITEBACK_EVERY;
+  const char *env = getenv("STREAMER_IMAGE_WRITEBACK_MIB");
+  if (env && *env) v = strtoull(env, NULL, 10) << 20;
+  __atomic_store_n(&every, v, __ATOMIC_RELAXED);
+  return v;
+}
+
 /* A run of data blocks: into the CRC-32, and written unless checksums only. */
 static int sink_data_run(struct sink *s, const unsigned char *p, size_t n, uint64_t off,
                          struct err *e) {
@@ -290,6 +313,14 @@ static int sink_data_run(struct sink *s, const unsigned char *p, size_t n, uint6
   if (write_exact(s->fd, p, n, off) < 0) {
     if (errno == ENOSPC || errno == EDQUOT) return space_error(s, e);
     return image_io_error(e, errno, "write", s->path);
+  }
+  /* Start writing the data to disk now and then, so that the fsync of the
+   * commit finds little left to do (the device works while we receive). */
+  s->wb_pending += n;
+  if (writeback_every() && s->wb_pending >= writeback_every()) {
+    sync_file_range(s->fd, (off_t)s->wb_from, (off_t)(off + n - s->wb_from), SYNC_FILE_RANGE_WRITE);
+    s->wb_from = off + n;
+    s->wb_pending = 0;
   }
   /* Check the reserve again after half of what was left beyond it was
    * written (at most every 64 MiB): the closer to it, the more often. */
@@ -324,15 +355,16 @@ int sink_put(struct sink *s, const unsigned char *p, size_t len, int zero, struc
   if (zero) {
     for (size_t done = 0; done < len;) {
       size_t n = len - done < CHUNK ? len - done : CHUNK;
-      gnutls_hash(s->sha, zero_chunk, n); /* SHA-256 must see every zero */
+      if (s->sha) gnutls_hash(s->sha, zero_chunk, n); /* SHA-256 must see every zero */
       s->crc = crc_append_zeros(s->crc, n);
       done += n;
       s->off += n;
       if (s->prog) progress_at(s->prog, s->prog_base + s->off);
     }
+    if (s->follow) hasher_advance(s->follow, s->off);
     return 0;
   }
-  gnutls_hash(s->sha, p, len);
+  if (s->sha) gnutls_hash(s->sha, p, len);
   /* Runs of data blocks: CRC-32, then written; runs of zero blocks: CRC-32
    * appended in O(log n), nothing written (the file is already that long). */
   size_t i = 0, run = 0, run_start = 0;
@@ -357,6 +389,7 @@ int sink_put(struct sink *s, const unsigned char *p, size_t len, int zero, struc
   if (run && sink_data_run(s, p + run_start, run, s->off + run_start, e) < 0) return -1;
   s->off += len;
   if (s->prog) progress_at(s->prog, s->prog_base + s->off);
+  if (s->follow) hasher_advance(s->follow, s->off);
   return 0;
 }
 
@@ -403,6 +436,316 @@ int sink_copy_fd(struct sink *s, int fd, const char *src, uint64_t base, uint64_
   return 0;
 }
 
+/* ---- the sink on a worker thread ------------------------------------------- */
+
+static void *sink_worker_main(void *arg) {
+  struct sink_worker *w = arg;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    while (!w->has_job && !w->quit)
+      pthread_cond_wait(&w->cv, &w->mu);
+    if (!w->has_job) break;
+    const unsigned char *p = w->job;
+    size_t n = w->job_len;
+    int skip = w->failed;
+    pthread_mutex_unlock(&w->mu);
+    int rc = skip ? -1 : sink_put(w->s, p, n, 0, &w->err);
+    pthread_mutex_lock(&w->mu);
+    if (rc < 0) w->failed = 1;
+    w->has_job = 0;
+    pthread_cond_broadcast(&w->cv);
+  }
+  pthread_mutex_unlock(&w->mu);
+  return NULL;
+}
+
+void sink_worker_start(struct sink_worker *w, struct sink *s) {
+  memset(w, 0, sizeof *w);
+  w->s = s;
+  err_init(&w->err);
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+  w->started = pthread_create(&w->th, NULL, sink_worker_main, w) == 0;
+}
+
+int sink_worker_put(struct sink_worker *w, const unsigned char *p, size_t n, struct err *e) {
+  if (!w->started) return sink_put(w->s, p, n, 0, e);
+  pthread_mutex_lock(&w->mu);
+  while (w->has_job)
+    pthread_cond_wait(&w->cv, &w->mu);
+  int failed = w->failed;
+  if (!failed) {
+    w->job = p;
+    w->job_len = n;
+    w->has_job = 1;
+    pthread_cond_broadcast(&w->cv);
+  }
+  pthread_mutex_unlock(&w->mu);
+  if (failed) *e = w->err;
+  return failed ? -1 : 0;
+}
+
+int sink_worker_finish(struct sink_worker *w, struct err *e) {
+  int failed = 0;
+  if (w->started) {
+    pthread_mutex_lock(&w->mu);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->th, NULL);
+    w->started = 0;
+    failed = w->failed;
+    if (failed) *e = w->err;
+  }
+  pthread_cond_destroy(&w->cv);
+  pthread_mutex_destroy(&w->mu);
+  return failed ? -1 : 0;
+}
+
+/* ---- the hasher --------------------------------------------------------------
+ * SHA-256 cannot skip zeros (every block goes through the compression
+ * function), so it is the one cost of an import proportional to the image
+ * size rather than to its data. It runs on its own thread, following the
+ * writer through the file: holes (SEEK_DATA) are hashed from a static zero
+ * buffer, data read back (from the page cache: it was just written). */
+
+static void set_idle(pthread_t th, int idle) {
+  struct sched_param sp = {.sched_priority = 0};
+  pthread_setschedparam(th, idle ? SCHED_IDLE : SCHED_OTHER, &sp); /* best effort */
+}
+
+static int hasher_stopped(struct hasher *h) {
+  const int *ext = __atomic_load_n(&h->ext_stop, __ATOMIC_ACQUIRE);
+  return __atomic_load_n(&h->stop, __ATOMIC_RELAXED) ||
+         (ext && __atomic_load_n(ext, __ATOMIC_RELAXED));
+}
+
+/* Hash [from, to) of the file into sha; 1 if stopped, -1 with e on error. */
+static int hash_range(struct hasher *h, gnutls_hash_hd_t sha, uint64_t from, uint64_t to,
+                      unsigned char *buf, int *seek_ok, struct err *e) {
+  int fd = h->fd;
+  const char *path = h->path;
+  uint64_t *hashed = &h->hashed;
+  uint64_t off = from;
+  while (off < to) {
+    if (hasher_stopped(h)) return 1;
+    uint64_t data = off, data_end = to;
+    if (*seek_ok) {
+      off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+      if (d < 0 && errno == ENXIO) {
+        data = to;
+      } else if (d < 0 || (uint64_t)d < off) {
+        *seek_ok = 0;
+      } else {
+        data = (uint64_t)d < to ? (uint64_t)d : to;
+        off_t hole = lseek(fd, d, SEEK_HOLE);
+        if (hole > d && (uint64_t)hole < to) data_end = (uint64_t)hole;
+      }
+    }
+    if (data > off) { /* a hole: zeros */
+      uint64_t n = data - off < CHUNK ? data - off : CHUNK;
+      gnutls_hash(sha, zero_chunk, (size_t)n);
+      off += n;
+    } else {
+      size_t n = data_end - off < CHUNK ? (size_t)(data_end - off) : CHUNK;
+      ssize_t r = pread(fd, buf, n, (off_t)off);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return image_io_error(e, errno, "read", path);
+      if (r == 0) { /* past the end of a file that grows: zeros */
+        memset(buf, 0, n);
+        r = (ssize_t)n;
+      }
+      gnutls_hash(sha, buf, (size_t)r);
+      off += (uint64_t)r;
+    }
+    __atomic_store_n(hashed, off, __ATOMIC_RELAXED);
+  }
+  return 0;
+}
+
+static void *hasher_main(void *arg) {
+  struct hasher *h = arg;
+  gnutls_hash_hd_t sha = NULL;
+  unsigned char *buf = malloc(CHUNK);
+  struct err e;
+  err_init(&e);
+  int rc = -1, seek_ok = 1;
+  pthread_once(&zero_crc_once, zero_crc_init);
+  if (!buf) {
+    image_oom(&e);
+  } else if (gnutls_hash_init(&sha, GNUTLS_DIG_SHA256) < 0) {
+    sha = NULL;
+    err_set(&e, 500, "CRYPTO_ERROR", "%s: SHA-256 is not available", h->what);
+  } else {
+    uint64_t pos = 0;
+    for (;;) {
+      pthread_mutex_lock(&h->mu);
+      while (!h->stop && pos >= h->frontier && !h->final)
+        pthread_cond_wait(&h->cv, &h->mu);
+      uint64_t to = h->final ? h->size : h->frontier;
+      int stop = h->stop, final = h->final;
+      pthread_mutex_unlock(&h->mu);
+      if (stop) {
+        err_set(&e, 503, "CHECKSUM_INTERRUPTED", "%s: the SHA-256 was not finished", h->what);
+        break;
+      }
+      if (pos < to) {
+        int r = hash_range(h, sha, pos, to, buf, &seek_ok, &e);
+        if (r != 0) {
+          if (r > 0)
+            err_set(&e, 503, "CHECKSUM_INTERRUPTED", "%s: the SHA-256 was not finished", h->what);
+          break;
+        }
+        pos = to;
+      } else if (final) {
+        rc = 0;
+        break;
+      }
+    }
+  }
+  unsigned char d[32];
+  if (sha) gnutls_hash_deinit(sha, d);
+  free(buf);
+  pthread_mutex_lock(&h->mu);
+  if (rc == 0) {
+    digest_hex(d, h->hex);
+  } else {
+    h->failed = 1;
+    h->err = e;
+  }
+  h->done = 1;
+  pthread_cond_broadcast(&h->cv);
+  pthread_mutex_unlock(&h->mu);
+  return NULL;
+}
+
+int hasher_start(struct hasher *h, int fd, const char *path, const char *what, int idle,
+                 struct err *e) {
+  memset(h, 0, sizeof *h);
+  h->fd = fd;
+  h->path = path;
+  h->what = what;
+  h->idle = idle;
+  err_init(&h->err);
+  pthread_mutex_init(&h->mu, NULL);
+  pthread_cond_init(&h->cv, NULL);
+  if (pthread_create(&h->th, NULL, hasher_main, h) != 0) {
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+    err_set(e, 500, "OUT_OF_MEMORY", "%s: cannot start the SHA-256 thread", what);
+    return -1;
+  }
+  h->started = 1;
+  if (idle) set_idle(h->th, 1);
+  return 0;
+}
+
+void hasher_advance(struct hasher *h, uint64_t frontier) {
+  pthread_mutex_lock(&h->mu);
+  if (frontier > h->frontier) {
+    h->frontier = frontier;
+    pthread_cond_signal(&h->cv);
+  }
+  pthread_mutex_unlock(&h->mu);
+}
+
+void hasher_final(struct hasher *h, uint64_t size) {
+  if (!h->started) return;
+  pthread_mutex_lock(&h->mu);
+  h->frontier = h->size = size;
+  h->final = 1;
+  pthread_cond_signal(&h->cv);
+  pthread_mutex_unlock(&h->mu);
+  if (h->idle) set_idle(h->th, 0);
+}
+
+int hasher_wait(struct hasher *h, const int *stop, struct progress *prog, char hex[65],
+                struct err *e) {
+  if (!h->started) {
+    err_set(e, 500, "INTERNAL_ERROR", "%s: no SHA-256 under way", h->what);
+    return -1;
+  }
+  __atomic_store_n(&h->ext_stop, stop, __ATOMIC_RELEASE);
+  pthread_mutex_lock(&h->mu);
+  while (!h->done) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 250 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+    if (prog && !h->done) {
+      pthread_mutex_unlock(&h->mu);
+      progress_at(prog, prog->total ? __atomic_load_n(&h->hashed, __ATOMIC_RELAXED) : 0);
+      pthread_mutex_lock(&h->mu);
+    }
+  }
+  int failed = h->failed;
+  if (failed)
+    *e = h->err;
+  else
+    memcpy(hex, h->hex, 65);
+  pthread_mutex_unlock(&h->mu);
+  pthread_join(h->th, NULL);
+  h->started = 0;
+  pthread_cond_destroy(&h->cv);
+  pthread_mutex_destroy(&h->mu);
+  if (!failed && prog) progress_at(prog, prog->total);
+  return failed ? -1 : 0;
+}
+
+void hasher_cancel(struct hasher *h) {
+  if (!h->started) return;
+  pthread_mutex_lock(&h->mu);
+  __atomic_store_n(&h->stop, 1, __ATOMIC_RELAXED);
+  pthread_cond_signal(&h->cv);
+  pthread_mutex_unlock(&h->mu);
+  pthread_join(h->th, NULL);
+  h->started = 0;
+  pthread_cond_destroy(&h->cv);
+  pthread_mutex_destroy(&h->mu);
+}
+
+/* ---- SHA-256 of a golden volume ------------------------------------------- */
+
+int image_sha256(struct vol_store *vs, const char *id, const int *stop, image_progress_fn progress,
+                 void *progress_arg, char sha256[65], struct err *e) {
+  char what[128];
+  snprintf(what, sizeof what, "golden image %.64s", id ? id : "");
+  CLEANUP_FREE char *path = vol_golden_path(vs, id);
+  if (!path) {
+    err_set(e, 400, "VOL_BAD_ID", "golden volume id \"%.80s\" is not 1 to 64 of A-Z a-z 0-9 -",
+            id ? id : "(null)");
+    return -1;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      err_set(e, 404, "VOL_NOT_FOUND", "%s: no golden volume (%s)", what, path);
+      return -1;
+    }
+    return image_io_error(e, errno, "open", path);
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    int saved = errno;
+    close(fd);
+    return image_io_error(e, saved, "stat", path);
+  }
+  struct hasher h;
+  if (hasher_start(&h, fd, path, what, 0, e) < 0) {
+    close(fd);
+    return -1;
+  }
+  hasher_final(&h, (uint64_t)st.st_size);
+  struct progress prog = {.fn = progress, .arg = progress_arg, .total = (uint64_t)st.st_size};
+  int rc = hasher_wait(&h, stop, &prog, sha256, e);
+  close(fd);
+  return rc;
+}
+
 /* ---- import ---------------------------------------------------------------- */
 
 static enum image_format detect(const unsigned char *p, size_t n) {
@@ -426,19 +769,7 @@ static int magic_matches(enum image_format f, const unsigned char *p, size_t n) 
   }
 }
 
-/* What one import holds; released by import_cleanup. */
-struct import {
-  struct vol_store *vs;
-  const char *id;
-  char what[128];
-  char *tmp;  /* the temp path */
-  int tmp_fd; /* open and flock'ed: ours to unlink */
-  int src_fd;
-  unsigned char *buf;
-  char *qemu, *src_arg, *dst_arg; /* qemu-img and its file arguments */
-};
-
-static int open_temp(struct import *im, struct err *e) {
+int import_open_temp(struct import *im, struct err *e) {
   int fd = open(im->tmp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return image_io_error(e, errno, "create", im->tmp);
   if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -467,7 +798,7 @@ static int open_temp(struct import *im, struct err *e) {
   return 0;
 }
 
-static void import_cleanup(struct import *im, int failed) {
+void import_cleanup(struct import *im, int failed) {
   if (im->tmp_fd >= 0) {
     if (failed) unlink(im->tmp); /* still holding the lock: the file is ours */
     close(im->tmp_fd);
@@ -482,7 +813,7 @@ static void import_cleanup(struct import *im, int failed) {
 
 /* Refuse up front when the store has not even its reserve free; the real
  * check is while writing, since holes take no space. */
-static int check_space_upfront(struct import *im, struct err *e) {
+int import_check_space(struct import *im, struct err *e) {
   if (image_free_space_ok(im->tmp_fd)) return 0;
   err_set(e, 507, "INSUFFICIENT_STORAGE", "%s: the volume store has less than %llu MiB free",
           im->what, (unsigned long long)(image_space_reserve() >> 20));
@@ -495,8 +826,9 @@ static int import_zip(struct import *im, const char *src, uint64_t fsize, struct
                       struct image_info *info, struct err *e) {
   struct zip_member m;
   memset(&m, 0, sizeof m);
-  if (zip_locate(im->src_fd, fsize, src, im->what, &m, e) < 0) return -1;
-  if (open_temp(im, e) < 0 || check_space_upfront(im, e) < 0) return -1;
+  struct zip_reader r = {.fd = im->src_fd};
+  if (zip_locate(&r, fsize, src, im->what, &m, e) < 0) return -1;
+  if (import_open_temp(im, e) < 0 || import_check_space(im, e) < 0) return -1;
   if (ftruncate(im->tmp_fd, (off_t)m.usize) < 0) {
     if (errno == EFBIG || errno == EINVAL) {
       err_set(e, 507, "INSUFFICIENT_STORAGE",
@@ -509,7 +841,7 @@ static int import_zip(struct import *im, const char *src, uint64_t fsize, struct
   prog->total = m.usize;
   progress_at(prog, 0);
   struct sink s;
-  int rc = sink_init(&s, im->tmp_fd, im->tmp, im->what, m.usize, prog, 0, e);
+  int rc = sink_init(&s, im->tmp_fd, im->tmp, im->what, m.usize, prog, 0, 1, e);
   if (rc == 0) rc = zip_extract(im->src_fd, src, &m, &s, e);
   if (rc == 0) {
     info->size = m.usize;
@@ -533,12 +865,12 @@ static int import_raw(struct import *im, const char *src, uint64_t fsize, struct
             im->what, fsize, max);
     return -1;
   }
-  if (open_temp(im, e) < 0 || check_space_upfront(im, e) < 0) return -1;
+  if (import_open_temp(im, e) < 0 || import_check_space(im, e) < 0) return -1;
   if (ftruncate(im->tmp_fd, (off_t)fsize) < 0) return image_io_error(e, errno, "truncate", im->tmp);
   prog->total = fsize;
   progress_at(prog, 0);
   struct sink s;
-  int rc = sink_init(&s, im->tmp_fd, im->tmp, im->what, fsize, prog, 0, e);
+  int rc = sink_init(&s, im->tmp_fd, im->tmp, im->what, fsize, prog, 0, 1, e);
   if (rc == 0) rc = sink_copy_fd(&s, im->src_fd, src, 0, fsize, im->buf, e);
   if (rc == 0) {
     info->size = fsize;
@@ -589,7 +921,7 @@ static int import_qemu(struct import *im, const char *src, enum image_format fmt
             im->what, vsize, max);
     return -1;
   }
-  if (open_temp(im, e) < 0 || check_space_upfront(im, e) < 0) return -1;
+  if (import_open_temp(im, e) < 0 || import_check_space(im, e) < 0) return -1;
   if (ftruncate(im->tmp_fd, (off_t)vsize) < 0) return image_io_error(e, errno, "truncate", im->tmp);
   /* Two passes: conversion, then the checksums over the raw result. */
   prog->total = vsize * 2;
@@ -605,7 +937,7 @@ static int import_qemu(struct import *im, const char *src, enum image_format fmt
     return -1;
   }
   struct sink s;
-  int rc = sink_init(&s, -1, im->tmp, im->what, vsize, prog, vsize, e);
+  int rc = sink_init(&s, -1, im->tmp, im->what, vsize, prog, vsize, 1, e);
   if (rc == 0) rc = sink_copy_fd(&s, im->tmp_fd, im->tmp, 0, vsize, im->buf, e);
   if (rc == 0) {
     info->size = vsize;

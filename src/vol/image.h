@@ -38,6 +38,42 @@ int image_import(struct vol_store *vs, const char *id, const char *src_path, enu
                  image_progress_fn progress, void *progress_arg, struct image_info *info,
                  struct err *e);
 
+/* ---- streamed import (stream.c) ---------------------------------------------
+ * An upload's bytes go straight into the golden volume's temp file while
+ * they arrive: a raw image as it is, an HPE zip inflated (the zip's directory
+ * at its end is vetted last); zero blocks stay holes; the SHA-256 is computed
+ * by a thread that follows the writes through the file and may finish after
+ * the volume is committed. Only IMAGE_RAW and IMAGE_HPE_ZIP stream. */
+struct image_stream;
+/* Begin golden volume `id` (its temp file is created and locked now: 409
+ * VOL_EXISTS, GOLDEN_VOLUME_BUSY, 507 as image_import). */
+int image_stream_open(struct vol_store *vs, const char *id, enum image_format fmt,
+                      struct image_stream **out, struct err *e);
+/* The next n bytes of the file. On the first error the temp file is removed
+ * and -1 returned (e set); later calls return 0 and only keep what the final
+ * error needs (a zip's directory): keep calling until the end, then
+ * image_stream_commit gives the error to report. */
+int image_stream_write(struct image_stream *s, const void *p, size_t n, struct err *e);
+/* The end of the file: check it (sizes, CRC-32, the zip's directory), make
+ * its data durable and commit the golden volume: from then on it can be
+ * cloned and exported. info->sha256 is "" while the SHA-256 is still being
+ * computed (image_stream_sha256). */
+int image_stream_commit(struct image_stream *s, image_progress_fn progress, void *progress_arg,
+                        struct image_info *info, struct err *e);
+/* After a commit: wait for the SHA-256 (hex into sha256), reporting (hashed,
+ * size) to progress; gives up with 503 CHECKSUM_INTERRUPTED once *stop (may
+ * be NULL) is non-zero. */
+int image_stream_sha256(struct image_stream *s, const int *stop, image_progress_fn progress,
+                        void *progress_arg, char sha256[65], struct err *e);
+/* Release; an uncommitted stream's temp file is removed. */
+void image_stream_close(struct image_stream *s);
+
+/* SHA-256 (hex) of golden volume `id`, holes read as zeros without reading
+ * them: for a checksum that a stop left pending. Same stop and progress as
+ * image_stream_sha256. */
+int image_sha256(struct vol_store *vs, const char *id, const int *stop, image_progress_fn progress,
+                 void *progress_arg, char sha256[65], struct err *e);
+
 /* The HPE zip of golden volume `id`: one stored member named `member` (the
  * raw image). The export is a pure function of (size, crc32, member) and the
  * volume's bytes, so its length is known up front. */

@@ -46,6 +46,40 @@ static const char *method_name(unsigned m) {
   }
 }
 
+/* Bytes [off, off+n) of the zip: pread, or from the kept head and tail of a
+ * streamed zip (ENODATA for bytes that were not kept). */
+static int zread(const struct zip_reader *r, void *buf, size_t n, uint64_t off) {
+  if (r->fd >= 0) return image_read_exact(r->fd, buf, n, off);
+  unsigned char *p = buf;
+  while (n > 0) {
+    size_t k;
+    if (off < r->head_len) {
+      k = r->head_len - off < n ? (size_t)(r->head_len - off) : n;
+      memcpy(p, r->head + off, k);
+    } else if (off >= r->tail_off && off - r->tail_off < r->tail_len) {
+      k = r->tail_len - (off - r->tail_off) < n ? (size_t)(r->tail_len - (off - r->tail_off)) : n;
+      memcpy(p, r->tail + (off - r->tail_off), k);
+    } else {
+      errno = ENODATA;
+      return -1;
+    }
+    p += k;
+    off += k;
+    n -= k;
+  }
+  return 0;
+}
+
+/* A failed zread: the file's I/O error, or a structure that points where a
+ * streamed zip kept nothing (into the member's data). */
+static int zread_error(struct err *e, const char *what, const char *src) {
+  if (errno == ENODATA) {
+    err_set(e, 400, "IMAGE_CORRUPT", "%s: the zip's directory points outside the archive", what);
+    return -1;
+  }
+  return image_io_error(e, errno, "read", src);
+}
+
 /* Find a zip64 extended information field in an extra block; its data and
  * length, or NULL. */
 static const unsigned char *zip64_extra(const unsigned char *x, size_t n, size_t *len) {
@@ -110,11 +144,95 @@ int zip_member_name_ok(const char *what, const unsigned char *name, size_t n, ui
   return 0;
 }
 
-/* Locate and vet the one member of the zip at fd (fsize bytes). */
-int zip_locate(int fd, uint64_t fsize, const char *src, const char *what, struct zip_member *m,
-               struct err *e) {
+/* The checks of a member's method and flags (central directory or local header). */
+static int check_method(const char *what, const char *name, uint16_t flags, uint16_t method,
+                        struct err *e) {
+  if (flags & 0x0041 || flags & 0x2000 || method == 99) {
+    err_set(e, 400, "IMAGE_UNSUPPORTED",
+            "%s: the zip member \"%s\" is encrypted; upload an unencrypted zip", what, name);
+    return -1;
+  }
+  if (method != 0 && method != 8) {
+    err_set(e, 400, "IMAGE_UNSUPPORTED",
+            "%s: the zip member \"%s\" uses compression method %u%s; golden image zips use "
+            "deflate (8) or stored (0)",
+            what, name, method, method_name(method));
+    return -1;
+  }
+  return 0;
+}
+
+/* The checks of a member's declared sizes. */
+static int check_sizes(const char *label, uint16_t method, uint64_t csize, uint64_t usize,
+                       struct err *e) {
+  if (image_check_disk_size(label, usize, e) < 0) return -1;
+  uint64_t max = image_max_size();
+  if (usize > max) {
+    err_set(e, 400, "IMAGE_ZIP_BOMB",
+            "%s declares %" PRIu64 " bytes, more than the largest image accepted (%" PRIu64
+            " bytes, STREAMER_IMAGE_MAX_BYTES)",
+            label, usize, max);
+    return -1;
+  }
+  if (method == 0 && csize != usize) {
+    err_set(e, 400, "IMAGE_CORRUPT",
+            "%s is stored (not compressed) but its sizes differ (%" PRIu64 " stored, %" PRIu64
+            " declared)",
+            label, csize, usize);
+    return -1;
+  }
+  if (method == 8 && usize / DEFLATE_MAX_RATIO > csize + 64) {
+    err_set(e, 400, "IMAGE_ZIP_BOMB",
+            "%s declares %" PRIu64 " bytes from %" PRIu64
+            " compressed bytes, more than deflate can encode (at most 1032:1)",
+            label, usize, csize);
+    return -1;
+  }
+  return 0;
+}
+
+int zip_local_header(const unsigned char *lh, size_t n, const char *what, struct zip_member *m,
+                     int *sized, struct err *e) {
+  if (n < 30 || rd32(lh) != SIG_LOCAL) {
+    if (n >= 4 && rd32(lh) == SIG_EOCD)
+      err_set(e, 400, "IMAGE_ZIP_MEMBERS", "%s: the zip is empty; it must hold one disk image",
+              what);
+    else
+      err_set(e, 400, "IMAGE_CORRUPT", "%s: the file is not a zip archive", what);
+    return -1;
+  }
+  uint16_t flags = rd16(lh + 6), method = rd16(lh + 8);
+  size_t nlen = rd16(lh + 26), xlen = rd16(lh + 28);
+  if (n < 30 + nlen + xlen) return zip_corrupt(e, what, "the local header is cut short");
+  if (zip_member_name_ok(what, lh + 30, nlen, 0, 0, e) < 0) return -1;
+  memcpy(m->name, lh + 30, nlen);
+  m->name[nlen] = 0;
+  if (check_method(what, m->name, flags, method, e) < 0) return -1;
+  m->flags = flags;
+  m->method = method;
+  m->data_off = 30 + nlen + xlen;
+  *sized = !(flags & 8);
+  if (!*sized) return 0; /* the sizes come after the data */
+  m->crc = rd32(lh + 14);
+  m->csize = rd32(lh + 18);
+  m->usize = rd32(lh + 22);
+  if (m->csize == 0xffffffffu || m->usize == 0xffffffffu) {
+    size_t zl = 0;
+    const unsigned char *z = zip64_extra(lh + 30 + nlen, xlen, &zl);
+    if (!z || zl < 16) return zip_corrupt(e, what, "the local header lacks its zip64 sizes");
+    m->usize = rd64(z);
+    m->csize = rd64(z + 8);
+  }
+  char label[400];
+  snprintf(label, sizeof label, "%s: the zip member \"%.200s\"", what, m->name);
+  return check_sizes(label, method, m->csize, m->usize, e);
+}
+
+/* Locate and vet the one member of the zip (fsize bytes) that r reads. */
+int zip_locate(const struct zip_reader *r, uint64_t fsize, const char *src, const char *what,
+               struct zip_member *m, struct err *e) {
   unsigned char head[4] = {0};
-  int starts_local = fsize >= 4 && image_read_exact(fd, head, 4, 0) == 0 && rd32(head) == SIG_LOCAL;
+  int starts_local = fsize >= 4 && zread(r, head, 4, 0) == 0 && rd32(head) == SIG_LOCAL;
   if (fsize < 22) {
     err_set(e, 400, starts_local ? "IMAGE_TRUNCATED" : "IMAGE_CORRUPT",
             "%s: %s is %" PRIu64 " bytes, too short for a zip archive", what, src, fsize);
@@ -125,8 +243,7 @@ int zip_locate(int fd, uint64_t fsize, const char *src, const char *what, struct
   uint64_t tail_off = fsize - tail_len;
   CLEANUP_FREE unsigned char *tail = malloc(tail_len);
   if (!tail) return image_oom(e);
-  if (image_read_exact(fd, tail, tail_len, tail_off) < 0)
-    return image_io_error(e, errno, "read", src);
+  if (zread(r, tail, tail_len, tail_off) < 0) return zread_error(e, what, src);
   size_t i = tail_len - 22 + 1;
   int found = 0;
   while (i-- > 0) {
@@ -158,14 +275,13 @@ int zip_locate(int fd, uint64_t fsize, const char *src, const char *what, struct
   uint64_t cd_size = rd32(eocd + 12), cd_off = rd32(eocd + 16);
   uint64_t cd_limit = eocd_off;
   unsigned char loc[20];
-  if (eocd_off >= 20 && image_read_exact(fd, loc, 20, eocd_off - 20) == 0 &&
-      rd32(loc) == SIG_LOCATOR64) {
+  if (eocd_off >= 20 && zread(r, loc, 20, eocd_off - 20) == 0 && rd32(loc) == SIG_LOCATOR64) {
     uint64_t z_off = rd64(loc + 8);
     unsigned char z[56];
     if (rd32(loc + 4) != 0 || rd32(loc + 16) > 1)
       return zip_corrupt(e, what, "the zip spans several disks (split archives are not supported)");
-    if (z_off > eocd_off - 20 || eocd_off - 20 - z_off < 56 ||
-        image_read_exact(fd, z, 56, z_off) < 0 || rd32(z) != SIG_EOCD64)
+    if (z_off > eocd_off - 20 || eocd_off - 20 - z_off < 56 || zread(r, z, 56, z_off) < 0 ||
+        rd32(z) != SIG_EOCD64)
       return zip_corrupt(e, what, "the zip64 end of central directory locator points nowhere");
     disk = rd32(z + 16);
     cd_disk = rd32(z + 20);
@@ -196,7 +312,7 @@ int zip_locate(int fd, uint64_t fsize, const char *src, const char *what, struct
     return zip_corrupt(e, what, "the central directory is larger than one entry can be");
   CLEANUP_FREE unsigned char *cd = malloc(cd_size);
   if (!cd) return image_oom(e);
-  if (image_read_exact(fd, cd, cd_size, cd_off) < 0) return image_io_error(e, errno, "read", src);
+  if (zread(r, cd, cd_size, cd_off) < 0) return zread_error(e, what, src);
   if (rd32(cd) != SIG_CENTRAL)
     return zip_corrupt(e, what, "no central directory entry where the end record says");
   uint16_t made_by = rd16(cd + 4);
@@ -235,47 +351,13 @@ int zip_locate(int fd, uint64_t fsize, const char *src, const char *what, struct
   if (zip_member_name_ok(what, cd + 46, nlen, ext_attr, made_by, e) < 0) return -1;
   memcpy(m->name, cd + 46, nlen);
   m->name[nlen] = 0;
-  if (flags & 0x0041 || flags & 0x2000 || method == 99) {
-    err_set(e, 400, "IMAGE_UNSUPPORTED",
-            "%s: the zip member \"%s\" is encrypted; upload an unencrypted zip", what, m->name);
-    return -1;
-  }
-  if (method != 0 && method != 8) {
-    err_set(e, 400, "IMAGE_UNSUPPORTED",
-            "%s: the zip member \"%s\" uses compression method %u%s; golden image zips use "
-            "deflate (8) or stored (0)",
-            what, m->name, method, method_name(method));
-    return -1;
-  }
+  if (check_method(what, m->name, flags, method, e) < 0) return -1;
   char label[400];
   snprintf(label, sizeof label, "%s: the zip member \"%.200s\"", what, m->name);
-  if (image_check_disk_size(label, usize, e) < 0) return -1;
-  uint64_t max = image_max_size();
-  if (usize > max) {
-    err_set(e, 400, "IMAGE_ZIP_BOMB",
-            "%s declares %" PRIu64 " bytes, more than the largest image accepted (%" PRIu64
-            " bytes, STREAMER_IMAGE_MAX_BYTES)",
-            label, usize, max);
-    return -1;
-  }
-  if (method == 0 && csize != usize) {
-    err_set(e, 400, "IMAGE_CORRUPT",
-            "%s is stored (not compressed) but its sizes differ (%" PRIu64 " stored, %" PRIu64
-            " declared)",
-            label, csize, usize);
-    return -1;
-  }
-  if (method == 8 && usize / DEFLATE_MAX_RATIO > csize + 64) {
-    err_set(e, 400, "IMAGE_ZIP_BOMB",
-            "%s declares %" PRIu64 " bytes from %" PRIu64
-            " compressed bytes, more than deflate can encode (at most 1032:1)",
-            label, usize, csize);
-    return -1;
-  }
+  if (check_sizes(label, method, csize, usize, e) < 0) return -1;
   /* The local header must agree with the central directory. */
   unsigned char lh[30];
-  if (lho > cd_off || cd_off - lho < 30 || image_read_exact(fd, lh, 30, lho) < 0 ||
-      rd32(lh) != SIG_LOCAL)
+  if (lho > cd_off || cd_off - lho < 30 || zread(r, lh, 30, lho) < 0 || rd32(lh) != SIG_LOCAL)
     return zip_corrupt(e, what, "the member's local header is missing");
   size_t lnlen = rd16(lh + 26), lxlen = rd16(lh + 28);
   uint64_t data_off = lho + 30 + lnlen + lxlen;
@@ -283,8 +365,7 @@ int zip_locate(int fd, uint64_t fsize, const char *src, const char *what, struct
     return zip_corrupt(e, what, "the member's data runs into the central directory");
   CLEANUP_FREE unsigned char *lvar = malloc(lnlen + lxlen + 1);
   if (!lvar) return image_oom(e);
-  if (image_read_exact(fd, lvar, lnlen + lxlen, lho + 30) < 0)
-    return image_io_error(e, errno, "read", src);
+  if (zread(r, lvar, lnlen + lxlen, lho + 30) < 0) return zread_error(e, what, src);
   if (lnlen != nlen || memcmp(lvar, m->name, nlen))
     return zip_corrupt(e, what, "the local header names another file than the central directory");
   uint16_t lflags = rd16(lh + 6), lmethod = rd16(lh + 8);
@@ -314,7 +395,7 @@ int zip_locate(int fd, uint64_t fsize, const char *src, const char *what, struct
     unsigned char dd[24] = {0};
     uint64_t end = data_off + csize;
     size_t avail = cd_off - end < 24 ? (size_t)(cd_off - end) : 24;
-    if (image_read_exact(fd, dd, avail, end) < 0) return image_io_error(e, errno, "read", src);
+    if (zread(r, dd, avail, end) < 0) return zread_error(e, what, src);
     int ok = 0;
     for (int sig = 0; sig <= 1 && !ok; sig++) {
       const unsigned char *p = dd + (sig ? 4 : 0);
@@ -339,166 +420,142 @@ int zip_locate(int fd, uint64_t fsize, const char *src, const char *what, struct
   return 0;
 }
 
-/* The sink on a second thread: for a deflate member, inflate (zlib) and the
- * sink (SHA-256, CRC-32, zero scan, writes) take similar time, so the main
- * thread inflates chunk k+1 while the worker takes chunk k. Progress stays on
- * the caller's thread. If the thread cannot start, the sink runs inline. */
-struct sink_worker {
-  struct sink *s;
-  pthread_t th;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  const unsigned char *job;
-  size_t job_len;
-  int has_job, quit, failed, started;
-  struct err err;
-};
+/* ---- inflate into the sink ---------------------------------------------------
+ * The deflate stream is decoded by our inflater (inflate.c) into one of two
+ * output buffers, each the 32 KiB window followed by a 1 MiB chunk; a full
+ * chunk goes to the sink on its worker thread while the other buffer fills
+ * (it gets the window copied in first). Input is pushed as it comes. */
 
-static void *sink_worker_main(void *arg) {
-  struct sink_worker *w = arg;
-  pthread_mutex_lock(&w->mu);
+#define ZIN_CAP (256u << 10) /* input kept between pushes */
+
+int zinf_init(struct zinf *zi, struct sink_worker *w, uint64_t limit, const char *label,
+              struct err *e) {
+  memset(zi, 0, sizeof *zi);
+  zi->w = w;
+  zi->limit = limit;
+  zi->label = label;
+  zi->z = malloc(sizeof *zi->z);
+  zi->in = malloc(ZIN_CAP);
+  zi->out[0] = malloc(2 * (INFLATE_WINDOW + CHUNK));
+  if (!zi->z || !zi->in || !zi->out[0]) {
+    zinf_free(zi);
+    return image_oom(e);
+  }
+  zi->out[1] = zi->out[0] + INFLATE_WINDOW + CHUNK;
+  zi->pos = INFLATE_WINDOW;
+  inflater_init(zi->z);
+  return 0;
+}
+
+void zinf_free(struct zinf *zi) {
+  free(zi->z);
+  free(zi->in);
+  free(zi->out[0]);
+  zi->z = NULL;
+  zi->in = zi->out[0] = zi->out[1] = NULL;
+}
+
+/* Hand the chunk being filled to the sink; the other buffer gets the window. */
+static int zinf_flush(struct zinf *zi, struct err *e) {
+  size_t n = zi->pos - INFLATE_WINDOW;
+  if (n == 0) return 0;
+  unsigned char *full = zi->out[zi->cur];
+  if (sink_worker_put(zi->w, full + INFLATE_WINDOW, n, e) < 0) return -1;
+  zi->produced += n;
+  if (zi->prog) progress_at(zi->prog, zi->prog_base + zi->produced);
+  zi->cur ^= 1;
+  /* The worker now reads `full`; reading its tail for the window is safe. */
+  memcpy(zi->out[zi->cur], full + zi->pos - INFLATE_WINDOW, INFLATE_WINDOW);
+  zi->pos = INFLATE_WINDOW;
+  return 0;
+}
+
+int zinf_push(struct zinf *zi, const unsigned char *p, size_t n, int last, struct err *e) {
   for (;;) {
-    while (!w->has_job && !w->quit)
-      pthread_cond_wait(&w->cv, &w->mu);
-    if (!w->has_job) break;
-    const unsigned char *p = w->job;
-    size_t n = w->job_len;
-    int skip = w->failed;
-    pthread_mutex_unlock(&w->mu);
-    int rc = skip ? -1 : sink_put(w->s, p, n, 0, &w->err);
-    pthread_mutex_lock(&w->mu);
-    if (rc < 0) w->failed = 1;
-    w->has_job = 0;
-    pthread_cond_broadcast(&w->cv);
+    if (zi->ended) return 0;
+    size_t k = ZIN_CAP - zi->in_len < n ? ZIN_CAP - zi->in_len : n;
+    if (k) memcpy(zi->in + zi->in_len, p, k);
+    zi->in_len += k;
+    p += k;
+    n -= k;
+    int fin = last && n == 0;
+    const unsigned char *ip = zi->in;
+    size_t il = zi->in_len;
+    int rc;
+    do {
+      rc = inflater_run(zi->z, &ip, &il, fin, zi->out[zi->cur], &zi->pos, INFLATE_WINDOW + CHUNK);
+      /* More than declared: stop before the surplus reaches the sink. */
+      if (zi->pos - INFLATE_WINDOW > zi->limit - zi->produced) {
+        err_set(e, 400, "IMAGE_ZIP_BOMB", "%s inflates to more than the %" PRIu64 " bytes %s",
+                zi->label, zi->limit,
+                zi->limit_is_max ? "accepted (STREAMER_IMAGE_MAX_BYTES)" : "it declares");
+        return -1;
+      }
+      if (rc == INFLATE_FULL && zinf_flush(zi, e) < 0) return -1;
+    } while (rc == INFLATE_FULL);
+    zi->consumed += zi->in_len - il;
+    memmove(zi->in, ip, il);
+    zi->in_len = il;
+    if (rc == INFLATE_ERROR) {
+      err_set(e, 400, "IMAGE_CORRUPT", "%s: inflate failed at offset %" PRIu64 ": %s", zi->label,
+              zi->z->total_out, zi->z->msg);
+      return -1;
+    }
+    if (rc == INFLATE_TRUNCATED) {
+      err_set(e, 400, "IMAGE_TRUNCATED",
+              "%s: its compressed data ends before the deflate stream does (after %" PRIu64
+              " bytes)",
+              zi->label, zi->z->total_out);
+      return -1;
+    }
+    if (rc == INFLATE_END) {
+      zi->ended = 1;
+      return zinf_flush(zi, e);
+    }
+    /* INFLATE_MORE */
+    if (n == 0) return 0;
   }
-  pthread_mutex_unlock(&w->mu);
-  return NULL;
-}
-
-static void sink_worker_start(struct sink_worker *w, struct sink *s) {
-  memset(w, 0, sizeof *w);
-  w->s = s;
-  err_init(&w->err);
-  pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->cv, NULL);
-  w->started = pthread_create(&w->th, NULL, sink_worker_main, w) == 0;
-}
-
-/* Hand p to the worker once it has finished the previous chunk (so the caller
- * may reuse that chunk's buffer); -1 with e set if a chunk failed. */
-static int sink_worker_put(struct sink_worker *w, const unsigned char *p, size_t n, struct err *e) {
-  if (!w->started) return sink_put(w->s, p, n, 0, e);
-  pthread_mutex_lock(&w->mu);
-  while (w->has_job)
-    pthread_cond_wait(&w->cv, &w->mu);
-  int failed = w->failed;
-  if (!failed) {
-    w->job = p;
-    w->job_len = n;
-    w->has_job = 1;
-    pthread_cond_broadcast(&w->cv);
-  }
-  pthread_mutex_unlock(&w->mu);
-  if (failed) *e = w->err;
-  return failed ? -1 : 0;
-}
-
-/* Wait for the last chunk and stop the worker; -1 with e set if a chunk failed. */
-static int sink_worker_finish(struct sink_worker *w, struct err *e) {
-  int failed = 0;
-  if (w->started) {
-    pthread_mutex_lock(&w->mu);
-    w->quit = 1;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    pthread_join(w->th, NULL);
-    failed = w->failed;
-    if (failed) *e = w->err;
-  }
-  pthread_cond_destroy(&w->cv);
-  pthread_mutex_destroy(&w->mu);
-  return failed ? -1 : 0;
 }
 
 /* Inflate the member's raw deflate stream into the sink: it must end exactly
  * at the declared size and exactly at the end of the compressed data. */
 static int zip_inflate(int fd, const char *src, const struct zip_member *m, struct sink *s,
-                       const char *label, unsigned char *in, unsigned char *out2, struct err *e) {
-  z_stream zs;
-  memset(&zs, 0, sizeof zs);
-  if (inflateInit2(&zs, -15) != Z_OK) return image_oom(e);
+                       const char *label, unsigned char *in, struct err *e) {
   struct progress *prog = s->prog;
   s->prog = NULL; /* reported from here, not from the worker */
   struct sink_worker w;
   sink_worker_start(&w, s);
-  unsigned char *out = out2; /* out2 holds two chunks: the worker takes one */
-  uint64_t cread = 0, produced = 0;
-  size_t fill = 0;
-  int rc = -1, zr;
-  for (;;) {
-    if (zs.avail_in == 0 && cread < m->csize) {
-      size_t n = m->csize - cread < CHUNK ? (size_t)(m->csize - cread) : CHUNK;
-      if (image_read_exact(fd, in, n, m->data_off + cread) < 0) {
-        image_io_error(e, errno, "read", src);
-        goto out;
-      }
-      cread += n;
-      zs.next_in = in;
-      zs.avail_in = (uInt)n;
+  struct zinf zi;
+  int rc = zinf_init(&zi, &w, m->usize, label, e);
+  zi.prog = prog;
+  zi.prog_base = s->prog_base;
+  uint64_t cread = 0;
+  while (rc == 0 && !zi.ended) {
+    size_t n = m->csize - cread < CHUNK ? (size_t)(m->csize - cread) : CHUNK;
+    if (n && image_read_exact(fd, in, n, m->data_off + cread) < 0) {
+      rc = image_io_error(e, errno, "read", src);
+      break;
     }
-    zs.next_out = out + fill;
-    zs.avail_out = (uInt)(CHUNK - fill);
-    zr = inflate(&zs, Z_NO_FLUSH);
-    fill = CHUNK - zs.avail_out;
-    if (zr == Z_NEED_DICT || zr == Z_DATA_ERROR) {
-      err_set(e, 400, "IMAGE_CORRUPT", "%s: inflate failed at offset %" PRIu64 ": %s", label,
-              produced + fill, zs.msg ? zs.msg : "invalid deflate data");
-      goto out;
-    }
-    if (zr == Z_MEM_ERROR) {
-      image_oom(e);
-      goto out;
-    }
-    if (produced + fill > m->usize) {
-      err_set(e, 400, "IMAGE_ZIP_BOMB",
-              "%s inflates to more than the %" PRIu64 " bytes it declares", label, m->usize);
-      goto out;
-    }
-    if (fill == CHUNK || (zr == Z_STREAM_END && fill > 0)) {
-      if (sink_worker_put(&w, out, fill, e) < 0) goto out;
-      produced += fill;
-      fill = 0;
-      out = out == out2 ? out2 + CHUNK : out2;
-      if (prog) progress_at(prog, s->prog_base + produced);
-    }
-    if (zr == Z_STREAM_END) break;
-    if (zs.avail_in == 0 && cread == m->csize && zs.avail_out != 0) {
-      /* All input consumed, room for output, and no end of stream. */
-      err_set(e, 400, "IMAGE_TRUNCATED",
-              "%s: its compressed data (%" PRIu64 " bytes) ends before the deflate stream does "
-              "(after %" PRIu64 " bytes)",
-              label, m->csize, produced + fill);
-      goto out;
-    }
+    cread += n;
+    rc = zinf_push(&zi, in, n, cread == m->csize, e);
   }
-  if (zs.avail_in != 0 || cread != m->csize) {
+  if (rc == 0 && zi.consumed != m->csize) {
     err_set(e, 400, "IMAGE_CORRUPT",
             "%s: the deflate stream ends %" PRIu64 " bytes before its compressed data does", label,
-            m->csize - (cread - zs.avail_in));
-    goto out;
+            m->csize - zi.consumed);
+    rc = -1;
   }
-  if (produced != m->usize) {
+  if (rc == 0 && zi.produced != m->usize) {
     err_set(e, 400, "IMAGE_TRUNCATED", "%s inflates to %" PRIu64 " bytes but declares %" PRIu64,
-            label, produced, m->usize);
-    goto out;
+            label, zi.produced, m->usize);
+    rc = -1;
   }
-  rc = 0;
-out:;
   struct err late;
   err_init(&late);
   if (sink_worker_finish(&w, rc == 0 ? e : &late) < 0) rc = -1;
+  err_clear(&late);
+  zinf_free(&zi);
   s->prog = prog;
-  inflateEnd(&zs);
   return rc;
 }
 
@@ -507,21 +564,24 @@ int zip_extract(int fd, const char *src, const struct zip_member *m, struct sink
                 struct err *e) {
   char label[400];
   snprintf(label, sizeof label, "%s: the zip member \"%.200s\"", s->what, m->name);
-  unsigned char *in = malloc(CHUNK), *out = m->method == 8 ? malloc(2 * CHUNK) : NULL;
+  unsigned char *in = malloc(CHUNK);
   int rc = -1;
-  if (!in || (m->method == 8 && !out))
+  if (!in)
     image_oom(e);
   else if (m->method == 0)
     rc = sink_copy_fd(s, fd, src, m->data_off, m->usize, in, e);
   else
-    rc = zip_inflate(fd, src, m, s, label, in, out, e);
+    rc = zip_inflate(fd, src, m, s, label, in, e);
   free(in);
-  free(out);
   if (rc < 0) return -1;
-  if ((uint32_t)s->crc != m->crc) {
+  return zip_check_crc(m, (uint32_t)s->crc, label, e);
+}
+
+int zip_check_crc(const struct zip_member *m, uint32_t crc, const char *label, struct err *e) {
+  if (crc != m->crc) {
     err_set(e, 400, "IMAGE_CRC_MISMATCH",
             "%s: CRC-32 of the content is %08x, the zip says %08x (the archive is damaged)", label,
-            (unsigned)s->crc, (unsigned)m->crc);
+            (unsigned)crc, (unsigned)m->crc);
     return -1;
   }
   return 0;

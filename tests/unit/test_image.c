@@ -4,7 +4,10 @@
  * deflate, data descriptor, zip64), qcow2/vmdk/vhdx through qemu-img, hostile
  * and broken inputs (each refused with its code, leaving nothing in the golden
  * directory), random-access export, and the zip64 export of a 5 GiB sparse
- * golden volume. The inputs are written by tests/unit/image_fixtures.py. */
+ * golden volume; our inflater against zlib on random and damaged streams;
+ * streamed imports (image_stream_*) of the same inputs fed in random pieces,
+ * which must give the same results and the same errors as the file imports.
+ * The inputs are written by tests/unit/image_fixtures.py. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +32,7 @@
 #include <zlib.h>
 
 #include "vol/image.h"
+#include "vol/image_int.h" /* the inflater, compared with zlib */
 
 #define MiB (1ull << 20)
 #define GiB (1ull << 30)
@@ -679,6 +683,417 @@ static void test_zip64_export(void **state) {
   assert_true(info.allocated <= 64 * 1024);
 }
 
+/* ---- the inflater against zlib ------------------------------------------------ */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+/* zlib: 1 stream end, 2 output cap reached, 0 error or not ended. */
+static int zlib_inflate(const unsigned char *src, size_t n, unsigned char *out, size_t cap,
+                        size_t *out_len, size_t *used) {
+  z_stream zs;
+  memset(&zs, 0, sizeof zs);
+  assert_int_equal(inflateInit2(&zs, -15), Z_OK);
+  zs.next_in = (unsigned char *)src;
+  zs.avail_in = (uInt)n;
+  zs.next_out = out;
+  zs.avail_out = (uInt)cap;
+  int r = inflate(&zs, Z_FINISH);
+  *out_len = cap - zs.avail_out;
+  *used = n - zs.avail_in;
+  inflateEnd(&zs);
+  return r == Z_STREAM_END ? 1 : (r == Z_BUF_ERROR && zs.avail_out == 0) ? 2 : 0;
+}
+
+/* Ours, the way zip.c drives it: input in random pieces (kept and passed
+ * again when the decoder wants more), output in random steps; ring: the
+ * output goes through a window-plus-chunk buffer (the window copied to the
+ * front at each step) and is collected in out; else straight into out. */
+static int our_inflate(struct inflater *z, const unsigned char *src, size_t n, unsigned char *out,
+                       size_t cap, size_t *out_len, size_t *used, int ring) {
+  inflater_init(z);
+  unsigned char *ib = malloc(n + 1);
+  const size_t chunk = 4096 + rnd() % 70000;
+  unsigned char *rb = malloc(INFLATE_WINDOW + chunk);
+  assert_non_null(ib);
+  assert_non_null(rb);
+  size_t have = 0, fed = 0, off = 0, pos = 0, lim = 0, rpos = INFLATE_WINDOW, total = 0;
+  int rc;
+  for (;;) {
+    const unsigned char *p = ib + off;
+    size_t len = have - off;
+    if (ring) {
+      size_t before = rpos;
+      rc = inflater_run(z, &p, &len, fed == n, rb, &rpos, INFLATE_WINDOW + chunk);
+      size_t k = rpos - before;
+      if (k > cap - total) k = cap - total;
+      memcpy(out + total, rb + before, k);
+      total += k;
+      if (rc == INFLATE_FULL) {
+        memmove(rb, rb + rpos - INFLATE_WINDOW, INFLATE_WINDOW);
+        rpos = INFLATE_WINDOW;
+        if (total == cap) rc = 2;
+      }
+    } else {
+      if (lim <= pos) lim = pos + 1 + rnd() % 70000 < cap ? pos + 1 + rnd() % 70000 : cap;
+      rc = inflater_run(z, &p, &len, fed == n, out, &pos, lim);
+      total = pos;
+      if (rc == INFLATE_FULL && pos == cap) rc = 2;
+    }
+    off = (size_t)(p - ib);
+    if (rc == INFLATE_MORE) {
+      assert_true(fed < n); /* never asks for more after the last input */
+      size_t add = 1 + rnd() % 5000;
+      if (add > n - fed) add = n - fed;
+      memcpy(ib + have, src + fed, add);
+      have += add;
+      fed += add;
+      continue;
+    }
+    if (rc == INFLATE_FULL) continue;
+    break;
+  }
+  *out_len = total;
+  *used = off;
+  free(ib);
+  free(rb);
+  return rc == INFLATE_END ? 1 : rc == 2 ? 2 : 0;
+}
+
+static void test_inflate_vs_zlib(void **state) {
+  const size_t cap = 4 * MiB;
+  unsigned char *src = malloc(cap), *cmp = malloc(2 * cap), *o1 = malloc(cap), *o2 = malloc(cap);
+  struct inflater *z = malloc(sizeof *z);
+  assert_non_null(src);
+  assert_non_null(cmp);
+  assert_non_null(o1);
+  assert_non_null(o2);
+  assert_non_null(z);
+  int ends = 0, errors = 0;
+  const int rounds = getenv("TEST_INFLATE_ROUNDS") ? atoi(getenv("TEST_INFLATE_ROUNDS")) : 1500;
+  for (int it = 0; it < rounds; it++) {
+    size_t n = rnd() % (it % 25 == 0 ? cap : 40000);
+    int kind = (int)(rnd() % 6);
+    for (size_t i = 0; i < n; i++) {
+      switch (kind) {
+      case 0: src[i] = (unsigned char)rnd(); break;                             /* incompressible */
+      case 1: src[i] = rnd() % 16 ? 0 : (unsigned char)rnd(); break;            /* sparse */
+      case 2: src[i] = (unsigned char)"abcab"[rnd() % 5]; break;                /* short matches */
+      case 3: src[i] = (i / 4096) % 3 ? 0 : (unsigned char)rnd(); break;        /* zero blocks */
+      case 4: src[i] = (unsigned char)((i % 7) * (rnd() % 2)); break;           /* short periods */
+      default: src[i] = (i / 300000) % 2 ? 0 : (unsigned char)(i % 251); break; /* long runs */
+      }
+    }
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    static const int strategies[] = {Z_DEFAULT_STRATEGY, Z_FILTERED, Z_HUFFMAN_ONLY, Z_RLE,
+                                     Z_FIXED};
+    assert_int_equal(deflateInit2(&zs, (int)(rnd() % 10), Z_DEFLATED, -(int)(9 + rnd() % 7),
+                                  (int)(1 + rnd() % 9), strategies[rnd() % 5]),
+                     Z_OK);
+    zs.next_in = src;
+    zs.next_out = cmp;
+    zs.avail_out = (uInt)(2 * cap);
+    if (rnd() % 3 == 0 && n > 10) { /* a flush point: stored empty block, byte alignment */
+      zs.avail_in = (uInt)(n / 2);
+      deflate(&zs, rnd() % 2 ? Z_FULL_FLUSH : Z_SYNC_FLUSH);
+      zs.avail_in = (uInt)(n - n / 2);
+    } else {
+      zs.avail_in = (uInt)n;
+    }
+    assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    size_t cn = zs.total_out, tn = cn;
+    deflateEnd(&zs);
+    if (rnd() % 3 == 0) /* bytes after the stream (a zip's descriptor and directory) */
+      for (size_t k = rnd() % 100; k; k--)
+        cmp[tn++] = (unsigned char)rnd();
+    int mode = (int)(rnd() % 7);
+    if (mode == 1) /* flipped bits */
+      for (int k = 1 + (int)(rnd() % 4); k; k--)
+        cmp[rnd() % cn] ^= (unsigned char)(1u << (rnd() % 8));
+    if (mode == 2) tn = rnd() % (cn + 1); /* truncated */
+    if (mode == 3) {                      /* a run of random bytes */
+      size_t a = rnd() % cn, b = a + rnd() % 64;
+      for (size_t i = a; i < b && i < cn; i++)
+        cmp[i] = (unsigned char)rnd();
+    }
+    if (mode == 4) { /* random bytes only, often announcing a dynamic block */
+      tn = 1 + rnd() % 300;
+      for (size_t i = 0; i < tn; i++)
+        cmp[i] = (unsigned char)rnd();
+      if (rnd() % 2) cmp[0] = (unsigned char)((cmp[0] & ~6) | 4);
+    }
+    if (mode == 5) /* a valid start, then noise */
+      for (size_t i = rnd() % (cn < 40 ? cn + 1 : 40); i < tn; i++)
+        if (rnd() % 2) cmp[i] = (unsigned char)rnd();
+    size_t l1, u1, l2, u2;
+    int r1 = zlib_inflate(cmp, tn, o1, cap, &l1, &u1);
+    int r2 = our_inflate(z, cmp, tn, o2, cap, &l2, &u2, (int)(rnd() % 2));
+    if (r1 != r2 || (r1 && (l1 != l2 || memcmp(o1, o2, l1))) || (r1 == 1 && u1 != u2))
+      fail_msg("round %d (data %d, damage %d): zlib %d, %zu bytes, %zu used; ours %d, %zu bytes, "
+               "%zu used (%s)",
+               it, kind, mode, r1, l1, u1, r2, l2, u2, z->msg ? z->msg : "");
+    if (mode == 0) {
+      assert_int_equal(r2, 1);
+      assert_int_equal(l2, n);
+      assert_memory_equal(o2, src, n);
+    }
+    if (r1 == 1)
+      ends++;
+    else
+      errors++;
+  }
+  assert_true(ends > rounds / 4 && errors > rounds / 4);
+  free(src);
+  free(cmp);
+  free(o1);
+  free(o2);
+  free(z);
+}
+
+/* ---- streamed imports -------------------------------------------------------- */
+
+/* Stream `data` (n bytes) into golden `id` in random pieces; the first
+ * error's code (or "" if none) and, when it commits, info and sha256. */
+static int stream_bytes(const char *id, enum image_format fmt, const unsigned char *data, size_t n,
+                        struct image_info *info, char sha[65], struct err *e) {
+  struct image_stream *s = NULL;
+  err_init(e);
+  if (image_stream_open(vs, id, fmt, &s, e) < 0) return -1;
+  size_t off = 0;
+  int failed = 0;
+  while (off < n) {
+    size_t k = rnd() % 4 == 0 ? 1 + rnd() % 64 : 1 + rnd() % (300 * 1024);
+    if (k > n - off) k = n - off;
+    struct err we;
+    err_init(&we);
+    int rc = image_stream_write(s, data + off, k, &we);
+    if (rc < 0) {
+      assert_false(failed); /* -1 once */
+      failed = 1;
+      assert_true(strlen(we.message) > 0);
+      /* Nothing is left behind as soon as it fails. */
+      if (golden_entries() != 0) fail_msg("%s: a file remains after the first error", id);
+    }
+    err_clear(&we);
+    off += k;
+  }
+  int rc = image_stream_commit(s, NULL, NULL, info, e);
+  if (rc == 0) {
+    assert_false(failed);
+    rc = image_stream_sha256(s, NULL, NULL, NULL, sha, e);
+  }
+  image_stream_close(s);
+  return rc;
+}
+
+static int stream_input(const char *id, const char *name, enum image_format fmt,
+                        struct image_info *info, char sha[65], struct err *e) {
+  CLEANUP_FREE char *p = input(name);
+  size_t n = 0;
+  struct err re;
+  err_init(&re);
+  CLEANUP_FREE char *data = util_read_file(p, &n, &re);
+  assert_non_null(data);
+  return stream_bytes(id, fmt, (const unsigned char *)data, n, info, sha, e);
+}
+
+static void test_stream_good(void **state) {
+  static const struct {
+    const char *name;
+    enum image_format fmt;
+  } cases[] = {{"pattern.raw", IMAGE_RAW},
+               {"pattern-deflate.zip", IMAGE_HPE_ZIP},
+               {"pattern-stored.zip", IMAGE_HPE_ZIP},
+               {"pattern-dd.zip", IMAGE_HPE_ZIP},
+               {"pattern-zip64.zip", IMAGE_HPE_ZIP},
+               {"pattern-utf8.zip", IMAGE_HPE_ZIP},
+               {"dev.zip", IMAGE_HPE_ZIP}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char id[16], fid[16], sha[65], got[65];
+    snprintf(id, sizeof id, "s%zu", i);
+    snprintf(fid, sizeof fid, "f%zu", i);
+    struct image_info info, finfo;
+    struct err e;
+    if (stream_input(id, cases[i].name, cases[i].fmt, &info, sha, &e) < 0)
+      fail_msg("%s: %s %s", cases[i].name, e.code, e.message);
+    /* As the file import of the same input. */
+    assert_int_equal(import_as(fid, cases[i].name, cases[i].fmt, &finfo, &e), 0);
+    assert_string_equal(sha, finfo.sha256);
+    assert_int_equal(info.size, finfo.size);
+    assert_int_equal(info.crc32, finfo.crc32);
+    assert_int_equal(info.format, finfo.format);
+    assert_string_equal(info.member, finfo.member);
+    assert_true(info.sha256[0] == 0 || !strcmp(info.sha256, sha)); /* "" while pending */
+    assert_true(info.allocated <= finfo.allocated + 64 * 1024);
+    golden_sha256(id, got);
+    assert_string_equal(got, sha);
+    assert_int_equal(image_sha256(vs, id, NULL, NULL, NULL, got, &e), 0);
+    assert_string_equal(got, sha);
+  }
+  assert_int_equal(golden_entries(), 2 * (int)(sizeof cases / sizeof cases[0]));
+}
+
+/* A stored member with its sizes after it (data descriptor), made here. */
+static unsigned char *stored_dd_zip(const unsigned char *data, size_t n, size_t junk,
+                                    size_t *out_len) {
+  const char *name = "disk.raw";
+  size_t nl = strlen(name), len = 30 + nl + n + junk + 16 + 46 + nl + 22;
+  unsigned char *z = calloc(1, len), *p = z;
+  assert_non_null(z);
+  uint32_t crc = (uint32_t)crc32(0, data, (uInt)n);
+#define W16(v) (p[0] = (unsigned char)(v), p[1] = (unsigned char)((v) >> 8), p += 2)
+#define W32(v) (W16((v)&0xffff), W16(((uint32_t)(v)) >> 16))
+  W32(0x04034b50u), W16(20), W16(8), W16(0), W32(0), W32(0), W32(0), W32(0), W16(nl), W16(0);
+  memcpy(p, name, nl), p += nl;
+  memcpy(p, data, n), p += n;
+  memset(p, 'J', junk), p += junk;
+  size_t cd_off = (size_t)(p - z) + 16;
+  W32(0x08074b50u), W32(crc), W32(n), W32(n);
+  W32(0x02014b50u), W16(20), W16(20), W16(8), W16(0), W32(0), W32(crc), W32(n), W32(n), W16(nl);
+  W16(0), W16(0), W16(0), W16(0), W32(0), W32(0);
+  memcpy(p, name, nl), p += nl;
+  W32(0x06054b50u), W16(0), W16(0), W16(1), W16(1), W32(46 + nl), W32(cd_off), W16(0);
+#undef W16
+#undef W32
+  assert_int_equal((size_t)(p - z), len);
+  *out_len = len;
+  return z;
+}
+
+static void test_stream_stored_descriptor(void **state) {
+  CLEANUP_FREE char *p = input("pattern.raw");
+  size_t n = 0;
+  struct err e;
+  err_init(&e);
+  CLEANUP_FREE char *raw = util_read_file(p, &n, &e);
+  assert_non_null(raw);
+  size_t zl;
+  unsigned char *z = stored_dd_zip((const unsigned char *)raw, n, 0, &zl);
+  struct image_info info;
+  char sha[65];
+  if (stream_bytes("sdd", IMAGE_HPE_ZIP, z, zl, &info, sha, &e) < 0)
+    fail_msg("%s %s", e.code, e.message);
+  free(z);
+  snprintf(info.sha256, sizeof info.sha256, "%s", sha);
+  check_pattern("sdd", &info);
+  /* Bytes between the data and the directory: refused, nothing left. */
+  z = stored_dd_zip((const unsigned char *)raw, n, 4096, &zl);
+  assert_int_equal(stream_bytes("junk", IMAGE_HPE_ZIP, z, zl, &info, sha, &e), -1);
+  free(z);
+  assert_string_equal(e.code, "IMAGE_CORRUPT");
+  assert_false(vol_golden_exists(vs, "junk"));
+  assert_int_equal(golden_entries(), 1);
+}
+
+static void test_stream_hostile(void **state) {
+  static const struct {
+    const char *name;
+    enum image_format fmt;
+  } cases[] = {
+      {"bad-two-members.zip", IMAGE_HPE_ZIP},
+      {"bad-dir-and-file.zip", IMAGE_HPE_ZIP},
+      {"bad-dotdot.zip", IMAGE_HPE_ZIP},
+      {"bad-absolute.zip", IMAGE_HPE_ZIP},
+      {"bad-backslash.zip", IMAGE_HPE_ZIP},
+      {"bad-directory.zip", IMAGE_HPE_ZIP},
+      {"bad-crc-stored.zip", IMAGE_HPE_ZIP},
+      {"bad-crc-deflate.zip", IMAGE_HPE_ZIP},
+      {"bad-truncated.zip", IMAGE_HPE_ZIP},
+      {"bad-declared-smaller.zip", IMAGE_HPE_ZIP},
+      {"bad-declared-larger.zip", IMAGE_HPE_ZIP},
+      {"bad-sizes-disagree.zip", IMAGE_HPE_ZIP},
+      {"bad-bomb-ratio.zip", IMAGE_HPE_ZIP},
+      {"bad-encrypted.zip", IMAGE_HPE_ZIP},
+      {"bad-bzip2.zip", IMAGE_HPE_ZIP},
+      {"bad-method12.zip", IMAGE_HPE_ZIP},
+      {"bad-garbage.bin", IMAGE_HPE_ZIP},
+      {"bad-random.bin", IMAGE_HPE_ZIP},
+      {"bad-garbage.bin", IMAGE_RAW},
+      {"bad-odd-size.raw", IMAGE_RAW},
+      {"bad-empty.raw", IMAGE_HPE_ZIP},
+      {"bad-odd-member.zip", IMAGE_HPE_ZIP},
+      {"bad-empty-member.zip", IMAGE_HPE_ZIP},
+      {"bad-zip-in-zip.zip", IMAGE_HPE_ZIP},
+      {"bad-text-member.zip", IMAGE_HPE_ZIP},
+      {"bad-trailing-garbage.zip", IMAGE_HPE_ZIP},
+      {"dev.zip", IMAGE_RAW},
+      {"pattern.qcow2", IMAGE_RAW},
+      {"pattern.raw", IMAGE_HPE_ZIP},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct image_info info;
+    struct err e, fe;
+    char sha[65];
+    /* bad-empty.raw cannot be streamed as raw (an upload is never empty). */
+    int rc = stream_input("hostile", cases[i].name, cases[i].fmt, &info, sha, &e);
+    if (rc != -1) fail_msg("%s (%s) was accepted", cases[i].name, image_format_name(cases[i].fmt));
+    assert_int_equal(import_as("hostile", cases[i].name, cases[i].fmt, &info, &fe), -1);
+    /* The same verdict as the file import, but where damage lands in the
+     * middle of a deflate stream (any of the damage codes). */
+    int same = !strcmp(e.code, fe.code);
+    if (!strcmp(cases[i].name, "bad-crc-deflate.zip"))
+      same = !strcmp(e.code, "IMAGE_CORRUPT") || !strcmp(e.code, "IMAGE_CRC_MISMATCH") ||
+             !strcmp(e.code, "IMAGE_ZIP_BOMB") || !strcmp(e.code, "IMAGE_TRUNCATED");
+    if (!same)
+      fail_msg("%s (%s): streamed %s \"%s\", from the file %s \"%s\"", cases[i].name,
+               image_format_name(cases[i].fmt), e.code, e.message, fe.code, fe.message);
+    assert_int_equal(e.status, 400);
+    if (getenv("TEST_IMAGE_VERBOSE")) printf("%-26s %-14s %s\n", cases[i].name, e.code, e.message);
+    err_clear(&e);
+    err_clear(&fe);
+    if (golden_entries() != 0) fail_msg("%s left a file in the golden directory", cases[i].name);
+  }
+}
+
+/* A stream never committed leaves nothing; the id's rules as for a file. */
+static void test_stream_abandon_busy(void **state) {
+  struct image_stream *s = NULL, *t = NULL;
+  struct err e;
+  err_init(&e);
+  CLEANUP_FREE char *p = input("pattern.raw");
+  size_t n = 0;
+  CLEANUP_FREE char *raw = util_read_file(p, &n, &e);
+  assert_non_null(raw);
+  assert_int_equal(image_stream_open(vs, "a", IMAGE_RAW, &s, &e), 0);
+  assert_int_equal(image_stream_write(s, raw, n / 2, &e), 0);
+  /* The same id again while the first is open. */
+  assert_int_equal(image_stream_open(vs, "a", IMAGE_HPE_ZIP, &t, &e), -1);
+  assert_string_equal(e.code, "GOLDEN_VOLUME_BUSY");
+  assert_null(t);
+  assert_int_equal(golden_entries(), 1); /* the temp file */
+  image_stream_close(s);                 /* the client went away */
+  assert_int_equal(golden_entries(), 0);
+  assert_int_equal(image_stream_open(vs, "../x", IMAGE_RAW, &s, &e), -1);
+  assert_string_equal(e.code, "VOL_BAD_ID");
+  struct image_info info;
+  char sha[65];
+  assert_int_equal(stream_bytes("a", IMAGE_RAW, (const unsigned char *)raw, n, &info, sha, &e), 0);
+  assert_int_equal(image_stream_open(vs, "a", IMAGE_RAW, &s, &e), -1);
+  assert_string_equal(e.code, "VOL_EXISTS");
+  /* Closing a committed stream before its SHA-256 is done keeps the volume. */
+  assert_int_equal(image_stream_open(vs, "b", IMAGE_RAW, &s, &e), 0);
+  assert_int_equal(image_stream_write(s, raw, n, &e), 0);
+  assert_int_equal(image_stream_commit(s, NULL, NULL, &info, &e), 0);
+  image_stream_close(s);
+  assert_true(vol_golden_exists(vs, "b"));
+  assert_int_equal(image_sha256(vs, "b", NULL, NULL, NULL, sha, &e), 0);
+  CLEANUP_FREE char *want = slurp_input("pattern.sha256");
+  assert_string_equal(sha, want);
+  /* A stop flag interrupts the SHA-256. */
+  int stop = 1;
+  assert_int_equal(image_sha256(vs, "b", &stop, NULL, NULL, sha, &e), -1);
+  assert_string_equal(e.code, "CHECKSUM_INTERRUPTED");
+  assert_int_equal(image_sha256(vs, "nope", NULL, NULL, NULL, sha, &e), -1);
+  assert_int_equal(e.status, 404);
+  assert_int_equal(golden_entries(), 2);
+}
+
 int main(void) {
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   const struct CMUnitTest tests[] = {
@@ -692,6 +1107,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_busy, setup, teardown),
       cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
       cmocka_unit_test_setup_teardown(test_zip64_export, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_inflate_vs_zlib, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stream_good, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stream_stored_descriptor, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stream_hostile, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stream_abandon_busy, setup, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
