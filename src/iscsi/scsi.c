@@ -150,6 +150,7 @@ static const struct scsi_op ops[] = {
      scsi_cmd_compare_and_write,
      {0x89, 0x1a, LBA8, 0, 0, 0, 0xff, 0x1f, 0}},
     {0x8a, 0, 16, 0, PRC_WRITE, scsi_cmd_write, {0x8a, 0x1a, LBA8, LEN4, 0x1f, 0}},
+    {0x8b, 0, 16, 0, PRC_WRITE, scsi_cmd_orwrite, {0x8b, 0x1a, LBA8, LEN4, 0x1f, 0}},
     {0x8e, 0, 16, 0, PRC_WRITE, scsi_cmd_write, {0x8e, 0x12, LBA8, LEN4, 0x1f, 0}},
     {0x8f, 0, 16, 0, PRC_READ, scsi_cmd_verify, {0x8f, 0x16, LBA8, LEN4, 0x1f, 0}},
     {0x90, 0, 16, 0, PRC_READ, scsi_cmd_prefetch, {0x90, 0x02, LBA8, LEN4, 0x1f, 0}},
@@ -520,6 +521,7 @@ int64_t scsi_cdb_data_out_len(const uint8_t *cdb, size_t cdb_len) {
   case 0xaa:
   case 0xae: return blocks_bytes(get_be32(cdb + 6));
   case 0x8a:
+  case 0x8b:
   case 0x8e: return blocks_bytes(get_be32(cdb + 10));
   case 0x2f:
   case 0xaf:

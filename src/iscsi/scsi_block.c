@@ -1,5 +1,5 @@
 /* scsi_block.c — the commands that touch the medium (SBC-3): READ, WRITE,
- * WRITE AND VERIFY, VERIFY, WRITE SAME, UNMAP, COMPARE AND WRITE,
+ * WRITE AND VERIFY, ORWRITE, VERIFY, WRITE SAME, UNMAP, COMPARE AND WRITE,
  * SYNCHRONIZE CACHE, PRE-FETCH and GET LBA STATUS.
  *
  * READ and WRITE are the hot path: one malloc for the Data-In buffer and one
@@ -183,6 +183,44 @@ void scsi_cmd_write(struct scsi_lu *lu, struct scsi_cmd *c) {
     return;
   if (verify && (c->cdb[1] & 0x02)) /* BYTCHK: compare what the medium now holds */
     compare_medium(lu, c, r.lba, c->data_out, len, 0);
+}
+
+/* ---- ORWRITE -------------------------------------------------------------------------- */
+
+/* ORWRITE (16) (SBC-3 5.9): each byte becomes itself OR the Data-Out's,
+ * atomically against other writes (caw_lock exclusive, as COMPARE AND WRITE). */
+void scsi_cmd_orwrite(struct scsi_lu *lu, struct scsi_cmd *c) {
+  struct rw r = decode_rw(c->cdb);
+  if (too_long(c, &r, SCSI_MAX_XFER_BLOCKS) || out_of_range(lu, c, r.lba, r.n) ||
+      scsi_write_protected(lu, c) || !r.n)
+    return;
+  size_t len = (size_t)r.n * SCSI_BLOCK_SIZE;
+  if (c->data_out_len < len) len = c->data_out_len / SCSI_BLOCK_SIZE * SCSI_BLOCK_SIZE;
+  if (!len) return;
+  uint8_t *buf = malloc(len);
+  if (!buf) {
+    scsi_busy(c);
+    return;
+  }
+  struct err e;
+  err_light(&e);
+  uint64_t off = r.lba * SCSI_BLOCK_SIZE;
+  pthread_rwlock_wrlock(&lu->caw_lock);
+  if (vol_pread(lu->vol, buf, len, off, &e) < 0) {
+    io_failed(lu, c, "orwrite (read)", r.lba, &e, 0);
+  } else {
+    for (size_t i = 0; i < len; i++)
+      buf[i] |= c->data_out[i];
+    if (vol_pwrite(lu->vol, buf, len, off, &e) < 0)
+      io_failed(lu, c, "orwrite", r.lba, &e, 1);
+    else
+      atomic_fetch_add_explicit(&lu->write_bytes, len, memory_order_relaxed);
+  }
+  pthread_rwlock_unlock(&lu->caw_lock);
+  free(buf);
+  if (c->status == SCSI_GOOD &&
+      ((c->cdb[1] & 0x08) || !atomic_load_explicit(&lu->wce, memory_order_relaxed)))
+    flush(lu, c, r.lba);
 }
 
 /* ---- VERIFY ---------------------------------------------------------------------- */

@@ -218,6 +218,7 @@ void scsi_cmd_report_opcodes(struct scsi_lu *lu, struct scsi_cmd *c);
 /* scsi_block.c */
 void scsi_cmd_read(struct scsi_lu *lu, struct scsi_cmd *c);
 void scsi_cmd_write(struct scsi_lu *lu, struct scsi_cmd *c);
+void scsi_cmd_orwrite(struct scsi_lu *lu, struct scsi_cmd *c);
 void scsi_cmd_verify(struct scsi_lu *lu, struct scsi_cmd *c);
 void scsi_cmd_write_same(struct scsi_lu *lu, struct scsi_cmd *c);
 void scsi_cmd_unmap(struct scsi_lu *lu, struct scsi_cmd *c);

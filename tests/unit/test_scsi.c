@@ -852,6 +852,9 @@ static void check_all_writes_refused(struct scsi_lu *l, uint8_t ascq) {
   cdb10(c, 0x2e, 0, 0, 1);
   r = run_on(l, &NA, 0, c, 10, buf, BS, BS);
   EXPECT_SENSE(r, 7, 0x27, ascq);
+  cdb16(c, 0x8b, 0, 0, 1);
+  r = run_on(l, &NA, 0, c, 16, buf, BS, BS);
+  EXPECT_SENSE(r, 7, 0x27, ascq);
   cdb10(c, 0x41, 0, 0, 1);
   r = run_on(l, &NA, 0, c, 10, buf, BS, BS);
   EXPECT_SENSE(r, 7, 0x27, ascq);
@@ -998,6 +1001,41 @@ static void test_write_and_verify(void **state) {
     r = run(c, len, data, sizeof data);
     EXPECT_SENSE(r, 5, 0x21, 0);
   }
+}
+
+static void test_orwrite(void **state) {
+  uint8_t a[4 * BS], b[4 * BS], c[16];
+  memset(a, 0xa5, sizeof a);
+  memset(b, 0x5a, sizeof b);
+  struct scsi_cmd r = write10(&NA, 20, 4, a);
+  b[5] = 0x00;
+  int nf = atomic_load(&mv->nflush);
+  cdb16(c, 0x8b, 0x18, 20, 4); /* DPO FUA */
+  assert_int_equal(scsi_cdb_data_out_len(c, 16), 4 * BS);
+  r = run(c, 16, b, sizeof b);
+  EXPECT_GOOD(r);
+  assert_int_equal(atomic_load(&mv->nflush), nf + 1);
+  r = read10(&NA, 20, 4);
+  for (size_t i = 0; i < 4 * BS; i++)
+    assert_int_equal(r.data_in[i], i == 5 ? 0xa5 : 0xff);
+  cdb16(c, 0x8b, 0, NBLOCKS - 2, 4);
+  r = run(c, 16, b, sizeof b);
+  EXPECT_SENSE(r, 5, 0x21, 0);
+  cdb16(c, 0x8b, 0x20, 20, 1); /* ORPROTECT */
+  r = run(c, 16, b, BS);
+  EXPECT_FIELD(r, 1, 1, 5);
+  cdb16(c, 0x8b, 0, 20, 0);
+  r = run(c, 16, NULL, 0);
+  EXPECT_GOOD(r);
+  mv->fail_read = 1;
+  cdb16(c, 0x8b, 0, 20, 1);
+  r = run(c, 16, b, BS);
+  EXPECT_SENSE(r, 3, 0x11, 0);
+  mv->fail_read = 0;
+  mv->v.read_only = 1; /* what the LU was made with decides: not this */
+  r = run(c, 16, b, BS);
+  EXPECT_SENSE(r, 3, 0x0c, 0);
+  mv->v.read_only = 0;
 }
 
 /* ---- WRITE SAME, UNMAP --------------------------------------------------------------- */
@@ -1469,7 +1507,7 @@ static void test_mode_sense(void **state) {
   assert_int_equal(cache[1], 0x12);
   assert_int_equal(cache[2] & 0x04, 0x04); /* WCE */
   assert_int_equal(ctl[1], 0x0a);
-  assert_int_equal(ctl[2] & 0x04, 0); /* D_SENSE 0: fixed format sense */
+  assert_int_equal(ctl[2] & 0x04, 0);       /* D_SENSE 0: fixed format sense */
   assert_int_equal(get16(ctl + 8), 0xffff); /* busy timeout: unlimited */
   assert_int_equal(iec[1], 0x0a);
   /* allocation length cuts, without complaint */
@@ -2481,6 +2519,7 @@ int main(void) {
       T(test_write_protect),
       T(test_verify),
       T(test_write_and_verify),
+      T(test_orwrite),
       T(test_write_same),
       T(test_unmap),
       T(test_compare_and_write),
