@@ -12,6 +12,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import time
 import urllib.parse
 
 import harness
@@ -594,9 +595,30 @@ def test_libiscsi_tools(srv):
     assert r.status == 200, r
     assert tool("iscsi-inq", "-i", me, lun(v)).returncode != 0
     assert tool("iscsi-inq", "-i", stranger, lun(v)).returncode == 0
-    # the counters of GET /rest/iscsi/targets moved
-    t = [x for x in targets(srv)["members"] if x["targetName"] == v["oeVolumeIQN"]][0]
-    assert t["stats"]["commands"] > 0, t
-    delete(srv, v)
+    # a live session (iscsi-perf reads until stopped) shows in the API and the CLI ...
+    perf = subprocess.Popen(["iscsi-perf", "-i", stranger, "-x", "0", "-t", "120", lun(v)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 30
+        while True:
+            t = [x for x in targets(srv)["members"] if x["targetName"] == v["oeVolumeIQN"]][0]
+            if t["sessions"] and t["sessions"][0]["commands"] > 0:
+                break
+            assert perf.poll() is None and time.time() < deadline, (t, perf.poll())
+            time.sleep(0.05)
+        s = t["sessions"][0]
+        assert s["initiatorName"] == stranger and s["connections"][0]["local"] == portal, s
+        assert t["stats"]["commands"] > 0 and t["stats"]["readBytes"] > 0, t
+        r = srv.cli("target", "sessions", "Tools", env={"STREAMER_SERVER": srv.url, "STREAMER_TOKEN": srv.token})
+        assert r.returncode == 0 and stranger in r.stdout and s["connections"][0]["peer"] in r.stdout, r
+        # ... and DELETE ends it: the initiator is logged out and cannot come back
+        delete(srv, v)
+        out, err = perf.communicate(timeout=60)
+        assert re.search(r"Target (not found|removed)", err), (out, err)
+    finally:
+        if perf.poll() is None:
+            perf.kill()
+            perf.wait()
     r = tool("iscsi-inq", "-i", stranger, lun(v))
     assert r.returncode != 0, r
+    assert target_names(srv) == [c["oeVolumeIQN"]]
