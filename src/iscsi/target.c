@@ -276,6 +276,10 @@ int iscsi_unexport(struct iscsi_srv *srv, const char *name, struct err *e) {
       break;
     }
   pthread_mutex_unlock(&srv->lock);
+  /* the loops drop their message references right after the sessions end:
+   * wait for them so the volume is closed when we return */
+  for (int i = 0; i < 20000 && atomic_load(&x->ref) > 1; i++)
+    usleep(500);
   log_msg(LOG_INFO, "iscsi", "event=unexport target=%s", x->name);
   export_put(x);
   return 0;
