@@ -179,7 +179,7 @@ int iscsi_export(struct iscsi_srv *srv, const struct iscsi_export_spec *s, struc
   x->unit_id = strdup(s->unit_id ? s->unit_id : s->target_name);
   if (!x->name || !x->unit_id || export_fill_acl(x, s) < 0) goto oom;
   struct scsi_lu_config lc = {.vol = s->vol, .unit_id = x->unit_id, .target_name = x->name,
-                              .rel_port = 1, .tpg = 1};
+                              .rel_port = 1, .tpg = 1, .block_status = s->vol->ops->block_status};
   x->lu = scsi_lu_new(&lc, e);
   if (!x->lu) {
     x->vol = NULL;

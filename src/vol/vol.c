@@ -59,6 +59,23 @@ int vol_err_io(struct err *e, int errnum, const char *fmt, ...) {
 
 __thread int vol_nowait, vol_would_block;
 
+int vol_fd_block_status(int fd, uint64_t off, uint64_t len, uint64_t *run) {
+  off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+  if (d < 0) {
+    *run = len;
+    if (errno == ENXIO) return VOL_DEALLOCATED; /* no data at or after off */
+    return VOL_MAPPED;                          /* no hole support: all mapped */
+  }
+  if ((uint64_t)d > off) {
+    *run = (uint64_t)d - off < len ? (uint64_t)d - off : len;
+    return VOL_DEALLOCATED;
+  }
+  off_t h = lseek(fd, (off_t)off, SEEK_HOLE);
+  *run = len;
+  if (h > (off_t)off && (uint64_t)h - off < len) *run = (uint64_t)h - off;
+  return VOL_MAPPED;
+}
+
 int vol_read_full(int fd, void *buf, size_t len, uint64_t off) {
   char *p = buf;
   while (len > 0) {
@@ -137,6 +154,13 @@ struct file_vol {
   char *path;
 };
 
+static int file_block_status(struct vol *v, uint64_t off, uint64_t len, uint64_t *run,
+                             struct err *e) {
+  if (!len) len = 1;
+  if (vol_check_range(v, off, len, e) < 0) return -1;
+  return vol_fd_block_status(((struct file_vol *)v)->fd, off, len, run);
+}
+
 static int file_pread(struct vol *v, void *buf, size_t len, uint64_t off, struct err *e) {
   struct file_vol *f = (struct file_vol *)v;
   if (vol_check_range(v, off, len, e) < 0) return -1;
@@ -209,6 +233,7 @@ static const struct vol_ops file_ops = {
     .discard = file_discard,
     .allocated = file_allocated,
     .close = file_close,
+    .block_status = file_block_status,
 };
 
 int vol_file_open(const char *path, int read_only, struct vol **out, struct err *e) {

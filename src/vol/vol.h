@@ -26,6 +26,10 @@ struct vol_ops {
   int (*discard)(struct vol *v, uint64_t off, uint64_t len, struct err *e);
   /* Bytes of storage this volume itself holds (not its golden volume). */
   uint64_t (*allocated)(struct vol *v);
+  /* Optional (may be NULL): is the byte at `off` mapped (VOL_MAPPED) or
+   * deallocated (VOL_DEALLOCATED: reads as zeros and holds no storage)?
+   * *run = bytes from off (1..len) with the same answer; -1 on error. */
+  int (*block_status)(struct vol *v, uint64_t off, uint64_t len, uint64_t *run, struct err *e);
   void (*close)(struct vol *v);
 };
 
@@ -49,6 +53,9 @@ static inline int vol_discard(struct vol *v, uint64_t off, uint64_t len, struct 
 static inline uint64_t vol_size(const struct vol *v) { return v->size; }
 static inline int vol_read_only(const struct vol *v) { return v->read_only; }
 static inline uint64_t vol_allocated(struct vol *v) { return v->ops->allocated(v); }
+enum { VOL_MAPPED = 0, VOL_DEALLOCATED = 1 };
+/* block_status of a file's bytes from its holes (SEEK_DATA / SEEK_HOLE). */
+int vol_fd_block_status(int fd, uint64_t off, uint64_t len, uint64_t *run);
 static inline void vol_close(struct vol *v) {
   if (v) v->ops->close(v);
 }
