@@ -39,6 +39,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -477,6 +478,10 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO, "build", "bench", "iscsi.json"))
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
+    # SIGTERM, and SIGINT even when started in the background (where it is ignored),
+    # end the run through the finally below: tgtd and streamerd stopped, work dir removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if a.quick:
         a.size, a.duration, a.sessions, a.storm_bytes, a.rss_targets = 0.25, 3, 8, 32 * MIB, 50
     a.storm_bytes = min(a.storm_bytes, int(a.size * GIB))
