@@ -19,14 +19,14 @@
 #include "iscsi/scsi.h"
 
 #define ISCSI_TPGT 1
-#define ISCSI_CMD_WINDOW 128        /* MaxCmdSN - ExpCmdSN + 1 */
+#define ISCSI_CMD_WINDOW 128          /* MaxCmdSN - ExpCmdSN + 1 */
 #define ISCSI_OUR_MAX_RECV_DSL 262144 /* what we declare (data segments we accept) */
-#define ISCSI_MAX_LOGIN_TEXT 65536   /* all login/text key=value bytes of one exchange */
-#define ISCSI_MAX_CONNS 8            /* MaxConnections we accept */
-#define ISCSI_NOP_IDLE_MS 15000      /* send a NOP-In ping after this idle time */
-#define ISCSI_NOP_TIMEOUT_MS 30000   /* drop the connection if unanswered this long */
-#define ISCSI_LOGIN_TIMEOUT_MS 30000 /* a login phase must finish in this time */
-#define ISCSI_LOGOUT_WAIT_MS 2000    /* after asking for a logout (target removed) */
+#define ISCSI_MAX_LOGIN_TEXT 65536    /* all login/text key=value bytes of one exchange */
+#define ISCSI_MAX_CONNS 8             /* MaxConnections we accept */
+#define ISCSI_NOP_IDLE_MS 15000       /* send a NOP-In ping after this idle time */
+#define ISCSI_NOP_TIMEOUT_MS 30000    /* drop the connection if unanswered this long */
+#define ISCSI_LOGIN_TIMEOUT_MS 30000  /* a login phase must finish in this time */
+#define ISCSI_LOGOUT_WAIT_MS 2000     /* after asking for a logout (target removed) */
 
 /* Latency histogram buckets (microseconds) */
 #define ISCSI_LAT_BUCKETS 7
@@ -90,7 +90,7 @@ struct task {
   struct task *snext, *sprev; /* session list */
   struct task *qnext;         /* work queue / mailbox */
   enum task_state state;
-  int aborted;       /* response suppressed */
+  int aborted; /* response suppressed */
   uint32_t itt, ttt, cmdsn;
   uint64_t lun;
   uint8_t lun_raw[8];
@@ -135,9 +135,9 @@ struct txpdu {
   uint32_t data_len;
   uint8_t tail[3 + ISCSI_DIGEST_LEN]; /* pad + data digest */
   uint32_t tail_len;
-  void *free_data;    /* freed after sending */
-  struct task *task;  /* task_release after sending */
-  int close_after;    /* close the connection once sent */
+  void *free_data;   /* freed after sending */
+  struct task *task; /* task_release after sending */
+  int close_after;   /* close the connection once sent */
   size_t sent;
 };
 
@@ -149,6 +149,8 @@ struct conn {
   struct iscsi_srv *srv;
   struct loop *loop;
   struct loop *migrate_to; /* set at the first Login Request */
+  struct loop *grave_loop; /* frees c once unreferenced (the loop it was last on) */
+  struct conn *gnext;
   int fd;
   int ref; /* the loop's own + one per task not yet released */
   enum conn_state state;
@@ -169,13 +171,13 @@ struct conn {
   uint8_t hdr[ISCSI_BHS_LEN + 1024 + ISCSI_DIGEST_LEN];
   uint32_t hdr_need;
   struct bhs bhs;
-  uint8_t *dst;           /* where the data segment goes (NULL: discard) */
-  uint8_t *own;           /* malloc'd data segment of non-Data-Out PDUs */
+  uint8_t *dst;                             /* where the data segment goes (NULL: discard) */
+  uint8_t *own;                             /* malloc'd data segment of non-Data-Out PDUs */
   uint32_t data_need, data_got, data_total; /* data segment + pad (+ digest) */
-  uint32_t dst_len;       /* bytes of the segment that go to dst */
+  uint32_t dst_len;                         /* bytes of the segment that go to dst */
   uint8_t dig[ISCSI_DIGEST_LEN];
-  uint32_t crc;           /* running data digest */
-  struct task *rx_task;   /* Data-Out / immediate data target */
+  uint32_t crc;         /* running data digest */
+  struct task *rx_task; /* Data-Out / immediate data target */
   /* send */
   struct txpdu *tx_head, *tx_tail;
   int want_out, dirty;
@@ -202,6 +204,7 @@ struct loop {
   struct task *done_head, *done_tail;
   struct loop_msg *msgs;
   struct conn *conns; /* owned */
+  struct conn *grave; /* unreferenced connections, freed at the end of the round */
   struct conn *dirty[1024];
   int ndirty;
 };

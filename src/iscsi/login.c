@@ -109,12 +109,14 @@ static void login_respond(struct conn *c, struct login *l, int transit, int csg,
 static void login_fail(struct conn *c, struct login *l, int status, const char *why) {
   if (status == LOGIN_AUTH_FAILED || status == LOGIN_FORBIDDEN || status == LOGIN_NOT_FOUND) {
     if (srv_login_failed(c->srv, c->local_ip[0] ? c->peer : c->peer))
-      log_msg(LOG_WARN, "iscsi", "event=login_failed peer=%s initiator=%s target=%s status=0x%04x reason=\"%s\"",
+      log_msg(LOG_WARN, "iscsi",
+              "event=login_failed peer=%s initiator=%s target=%s status=0x%04x reason=\"%s\"",
               c->peer, l->have_initiator ? l->initiator : "-", l->have_target ? l->target : "-",
               status, why);
   } else {
-    log_msg(LOG_INFO, "iscsi", "event=login_refused peer=%s initiator=%s status=0x%04x reason=\"%s\"",
-            c->peer, l->have_initiator ? l->initiator : "-", status, why);
+    log_msg(LOG_INFO, "iscsi",
+            "event=login_refused peer=%s initiator=%s status=0x%04x reason=\"%s\"", c->peer,
+            l->have_initiator ? l->initiator : "-", status, why);
   }
   login_respond(c, l, 0, l->stage, 0, status, NULL, 0);
 }
@@ -185,11 +187,16 @@ static int chap_keys(struct conn *c, struct login *l, struct kv *kv, int n, stru
                      const char **why) {
   const char *a = NULL, *cn = NULL, *cr = NULL, *ci = NULL, *cc = NULL;
   for (int i = 0; i < n; i++) {
-    if (!strcmp(kv[i].key, "CHAP_A")) a = kv[i].val;
-    else if (!strcmp(kv[i].key, "CHAP_N")) cn = kv[i].val;
-    else if (!strcmp(kv[i].key, "CHAP_R")) cr = kv[i].val;
-    else if (!strcmp(kv[i].key, "CHAP_I")) ci = kv[i].val;
-    else if (!strcmp(kv[i].key, "CHAP_C")) cc = kv[i].val;
+    if (!strcmp(kv[i].key, "CHAP_A"))
+      a = kv[i].val;
+    else if (!strcmp(kv[i].key, "CHAP_N"))
+      cn = kv[i].val;
+    else if (!strcmp(kv[i].key, "CHAP_R"))
+      cr = kv[i].val;
+    else if (!strcmp(kv[i].key, "CHAP_I"))
+      ci = kv[i].val;
+    else if (!strcmp(kv[i].key, "CHAP_C"))
+      cc = kv[i].val;
   }
   if (l->chap_state == CHAP_WAIT_A) {
     if (!a) return 0; /* not yet */
@@ -367,8 +374,10 @@ static int identify(struct conn *c, struct login *l, struct kv *kv, int n, const
       snprintf(l->target, sizeof l->target, "%s", kv[i].val);
       l->have_target = 1;
     } else if (!strcmp(kv[i].key, "SessionType")) {
-      if (!strcmp(kv[i].val, "Discovery")) l->discovery = 1;
-      else if (!strcmp(kv[i].val, "Normal")) l->discovery = 0;
+      if (!strcmp(kv[i].val, "Discovery"))
+        l->discovery = 1;
+      else if (!strcmp(kv[i].val, "Normal"))
+        l->discovery = 0;
       else {
         *why = "unknown SessionType";
         return LOGIN_SESSION_TYPE_UNSUPPORTED;
@@ -574,7 +583,7 @@ to_ffp:
     c->max_xmit_dsl = l->max_xmit_dsl;
     st = srv_session_bind(c, l->initiator, l->isid, l->tsih, l->exp, l->discovery, &l->p, &tsih);
     if (st) {
-      why = st == LOGIN_NO_SUCH_SESSION ? "no session with this TSIH"
+      why = st == LOGIN_NO_SUCH_SESSION        ? "no session with this TSIH"
             : st == LOGIN_TOO_MANY_CONNECTIONS ? "too many connections"
                                                : "cannot create the session";
       goto fail;
@@ -586,8 +595,8 @@ to_ffp:
     c->hdigest = hd;
     c->ddigest = dd;
     kvbuf_free(&out);
-    log_msg(LOG_INFO, "iscsi", "event=login peer=%s initiator=%s target=%s tsih=%u cid=%u",
-            c->peer, l->initiator, l->discovery ? "(discovery)" : l->target, tsih, c->cid);
+    log_msg(LOG_INFO, "iscsi", "event=login peer=%s initiator=%s target=%s tsih=%u cid=%u", c->peer,
+            l->initiator, l->discovery ? "(discovery)" : l->target, tsih, c->cid);
     return 1;
   }
 
@@ -610,8 +619,10 @@ static void add_target(struct conn *c, struct kvbuf *out, struct export *x) {
     size_t hl = colon ? (size_t)(colon - pp) : strlen(pp);
     snprintf(host, sizeof host, "%.*s", (int)hl, pp);
     if (!strcmp(host, "0.0.0.0") || !strcmp(host, "[::]")) {
-      if (strchr(c->local_ip, ':')) snprintf(host, sizeof host, "[%s]", c->local_ip);
-      else snprintf(host, sizeof host, "%s", c->local_ip);
+      if (strchr(c->local_ip, ':'))
+        snprintf(host, sizeof host, "[%s]", c->local_ip);
+      else
+        snprintf(host, sizeof host, "%s", c->local_ip);
     }
     kvbuf_addf(out, "TargetAddress", "%s:%s,%d", host, port, ISCSI_TPGT);
   }

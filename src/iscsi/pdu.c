@@ -27,10 +27,8 @@ uint64_t lun_decode(const uint8_t *p) {
   case 0: /* peripheral device addressing: bus 0 only */
     if (p[0] & 0x3f) return UINT64_MAX;
     return p[1];
-  case 1: /* flat space addressing */
-    return ((uint64_t)(p[0] & 0x3f) << 8) | p[1];
-  default:
-    return UINT64_MAX;
+  case 1: /* flat space addressing */ return ((uint64_t)(p[0] & 0x3f) << 8) | p[1];
+  default: return UINT64_MAX;
   }
 }
 
@@ -55,7 +53,8 @@ int kv_parse(char *buf, size_t len, struct kv *out, int max) {
   while (i < len) {
     char *s = buf + i;
     size_t l = 0;
-    while (i + l < len && buf[i + l]) l++;
+    while (i + l < len && buf[i + l])
+      l++;
     if (i + l == len) {
       /* the last pair lacks its NUL: only acceptable if we can terminate it
        * in place — the caller passes len < allocated size */
@@ -84,7 +83,8 @@ static void kvbuf_put(struct kvbuf *b, const char *s, size_t n) {
   if (b->oom) return;
   if (b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap * 2 : 512;
-    while (cap < b->len + n + 1) cap *= 2;
+    while (cap < b->len + n + 1)
+      cap *= 2;
     char *d = realloc(b->data, cap);
     if (!d) {
       b->oom = 1;
@@ -141,9 +141,12 @@ int kv_number(const char *s, uint64_t *out) {
 }
 
 int kv_bool(const char *s, int *out) {
-  if (!strcmp(s, "Yes")) *out = 1;
-  else if (!strcmp(s, "No")) *out = 0;
-  else return -1;
+  if (!strcmp(s, "Yes"))
+    *out = 1;
+  else if (!strcmp(s, "No"))
+    *out = 0;
+  else
+    return -1;
   return 0;
 }
 

@@ -101,14 +101,16 @@ static inline void put_be64(uint8_t *p, uint64_t v) {
 }
 
 /* Serial number arithmetic (RFC 1982, 32 bits) as CmdSN/StatSN use it. */
-static inline int sn_lt(uint32_t a, uint32_t b) { return a != b && (uint32_t)(b - a) < 0x80000000u; }
+static inline int sn_lt(uint32_t a, uint32_t b) {
+  return a != b && (uint32_t)(b - a) < 0x80000000u;
+}
 static inline int sn_le(uint32_t a, uint32_t b) { return a == b || sn_lt(a, b); }
 
 /* Fields of a basic header segment every opcode shares. */
 struct bhs {
-  uint8_t opcode; /* without the I bit */
-  int immediate;  /* I bit */
-  uint8_t flags;  /* byte 1 */
+  uint8_t opcode;    /* without the I bit */
+  int immediate;     /* I bit */
+  uint8_t flags;     /* byte 1 */
   uint32_t ahs_len;  /* bytes (TotalAHSLength x 4) */
   uint32_t data_len; /* DataSegmentLength */
   uint64_t lun;      /* bytes 8..15 raw */

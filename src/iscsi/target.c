@@ -97,8 +97,7 @@ char *iscsi_target_name(const char *volume_name, const char *volume_id) {
   for (const char *p = volume_name ? volume_name : ""; *p && n < 100; p++) {
     unsigned char ch = (unsigned char)*p;
     if (ch >= 'A' && ch <= 'Z') ch = (unsigned char)(ch - 'A' + 'a');
-    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '-'))
-      ch = '-';
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '-')) ch = '-';
     name[n++] = (char)ch;
   }
   name[n] = 0;
@@ -132,7 +131,8 @@ static int spec_check(const struct iscsi_export_spec *s, struct err *e) {
   }
   if ((s->chap_secret && (!s->chap_name || !*s->chap_name)) ||
       (s->mutual_secret && !s->chap_secret)) {
-    err_set(e, 400, "ISCSI_BAD_CHAP", "CHAP needs a name and a secret; mutual CHAP needs one-way CHAP.");
+    err_set(e, 400, "ISCSI_BAD_CHAP",
+            "CHAP needs a name and a secret; mutual CHAP needs one-way CHAP.");
     return -1;
   }
   return 0;
@@ -178,8 +178,12 @@ int iscsi_export(struct iscsi_srv *srv, const struct iscsi_export_spec *s, struc
   x->alias = s->alias ? strdup(s->alias) : NULL;
   x->unit_id = strdup(s->unit_id ? s->unit_id : s->target_name);
   if (!x->name || !x->unit_id || export_fill_acl(x, s) < 0) goto oom;
-  struct scsi_lu_config lc = {.vol = s->vol, .unit_id = x->unit_id, .target_name = x->name,
-                              .rel_port = 1, .tpg = 1, .block_status = s->vol->ops->block_status};
+  struct scsi_lu_config lc = {.vol = s->vol,
+                              .unit_id = x->unit_id,
+                              .target_name = x->name,
+                              .rel_port = 1,
+                              .tpg = 1,
+                              .block_status = s->vol->ops->block_status};
   x->lu = scsi_lu_new(&lc, e);
   if (!x->lu) {
     x->vol = NULL;
@@ -347,12 +351,16 @@ void conn_queue(struct conn *c, struct txpdu *p) {
     txpdu_free(p);
     return;
   }
-  if (c->tx_tail) c->tx_tail->next = p;
-  else c->tx_head = p;
+  if (c->tx_tail)
+    c->tx_tail->next = p;
+  else
+    c->tx_head = p;
   c->tx_tail = p;
   if (!c->dirty) {
-    if (c->loop->ndirty >= (int)(sizeof c->loop->dirty / sizeof c->loop->dirty[0])) conn_flush(c);
-    else conn_mark_dirty(c);
+    if (c->loop->ndirty >= (int)(sizeof c->loop->dirty / sizeof c->loop->dirty[0]))
+      conn_flush(c);
+    else
+      conn_mark_dirty(c);
   }
 }
 
@@ -401,7 +409,6 @@ static void conn_flush(struct conn *c) {
       size_t rem = total - p->sent;
       if (left < rem) {
         p->sent += left;
-        left = 0;
         break;
       }
       left -= rem;
@@ -538,8 +545,8 @@ int srv_session_bind(struct conn *c, const char *initiator, const uint8_t isid[6
   s->p = *p;
   s->exp_cmdsn = get_be32(c->hdr + 24); /* the login request's CmdSN */
   s->started_ms = util_now_ms();
-  snprintf(s->port_name, sizeof s->port_name, "%s,i,0x%02x%02x%02x%02x%02x%02x", initiator,
-           isid[0], isid[1], isid[2], isid[3], isid[4], isid[5]);
+  snprintf(s->port_name, sizeof s->port_name, "%s,i,0x%02x%02x%02x%02x%02x%02x", initiator, isid[0],
+           isid[1], isid[2], isid[3], isid[4], isid[5]);
   struct session *victims[64];
   int nv = 0;
   pthread_mutex_lock(&srv->lock);
@@ -592,8 +599,10 @@ int srv_session_bind(struct conn *c, const char *initiator, const uint8_t isid[6
 /* ======================================================================= */
 static void task_unlink(struct task *t) {
   struct session *s = t->sess;
-  if (t->sprev) t->sprev->snext = t->snext;
-  else if (s->tasks == t) s->tasks = t->snext;
+  if (t->sprev)
+    t->sprev->snext = t->snext;
+  else if (s->tasks == t)
+    s->tasks = t->snext;
   if (t->snext) t->snext->sprev = t->sprev;
   t->snext = t->sprev = NULL;
   s->ntasks--;
@@ -624,8 +633,10 @@ static void worker_push(struct iscsi_srv *srv, struct task *t) {
   t->state = T_QUEUED;
   t->qnext = NULL;
   pthread_mutex_lock(&srv->qlock);
-  if (srv->q_tail) srv->q_tail->qnext = t;
-  else srv->q_head = t;
+  if (srv->q_tail)
+    srv->q_tail->qnext = t;
+  else
+    srv->q_head = t;
   srv->q_tail = t;
   pthread_cond_signal(&srv->qcond);
   pthread_mutex_unlock(&srv->qlock);
@@ -655,8 +666,10 @@ static void *worker_main(void *arg) {
     t->qnext = NULL;
     pthread_mutex_lock(&l->lock);
     int was_empty = l->done_head == NULL;
-    if (l->done_tail) l->done_tail->qnext = t;
-    else l->done_head = t;
+    if (l->done_tail)
+      l->done_tail->qnext = t;
+    else
+      l->done_head = t;
     l->done_tail = t;
     pthread_mutex_unlock(&l->lock);
     if (was_empty) {
@@ -867,8 +880,21 @@ static void conn_free(struct conn *c) {
   free(c);
 }
 
+/* The last reference puts c in its loop's graveyard: it is freed at the end
+ * of the loop round, so a handler that closed c may still look at it. */
 static void conn_unref(struct conn *c) {
-  if (--c->ref == 0) conn_free(c);
+  if (--c->ref == 0) {
+    c->gnext = c->grave_loop->grave;
+    c->grave_loop->grave = c;
+  }
+}
+
+static void loop_bury(struct loop *l) {
+  while (l->grave) {
+    struct conn *c = l->grave;
+    l->grave = c->gnext;
+    conn_free(c);
+  }
 }
 
 static void conn_close(struct conn *c, const char *why) {
@@ -879,8 +905,10 @@ static void conn_close(struct conn *c, const char *why) {
   epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   c->fd = -1;
-  if (c->lprev) c->lprev->lnext = c->lnext;
-  else if (l->conns == c) l->conns = c->lnext;
+  if (c->lprev)
+    c->lprev->lnext = c->lnext;
+  else if (l->conns == c)
+    l->conns = c->lnext;
   if (c->lnext) c->lnext->lprev = c->lprev;
   c->lnext = c->lprev = NULL;
   while (c->tx_head) {
@@ -892,8 +920,9 @@ static void conn_close(struct conn *c, const char *why) {
   struct session *s = c->sess;
   if (s) {
     if (was_full)
-      log_msg(LOG_INFO, "iscsi", "event=conn_closed peer=%s initiator=%s tsih=%u cid=%u reason=\"%s\"",
-              c->peer, s->initiator, s->tsih, c->cid, why);
+      log_msg(LOG_INFO, "iscsi",
+              "event=conn_closed peer=%s initiator=%s tsih=%u cid=%u reason=\"%s\"", c->peer,
+              s->initiator, s->tsih, c->cid, why);
     /* abort this connection's tasks (ERL 0) */
     struct task *t = s->tasks;
     while (t) {
@@ -1042,9 +1071,7 @@ static void handle_tmf(struct conn *c, const uint8_t *h) {
       }
     m->response = 0;
     break;
-  case 3: /* CLEAR ACA: no ACA is ever established (NACA unsupported) */
-    m->response = 0;
-    break;
+  case 3: /* CLEAR ACA: no ACA is ever established (NACA unsupported) */ m->response = 0; break;
   case 5: /* LOGICAL UNIT RESET */
   case 6: /* TARGET WARM RESET */
   case 7: /* TARGET COLD RESET */
@@ -1061,14 +1088,13 @@ static void handle_tmf(struct conn *c, const uint8_t *h) {
     m->cold = fn == 7;
     m->response = 0;
     log_msg(LOG_INFO, "iscsi", "event=reset kind=%s target=%s initiator=%s",
-            fn == 5 ? "lun" : fn == 6 ? "target_warm" : "target_cold", s->exp->name, s->initiator);
+            fn == 5   ? "lun"
+            : fn == 6 ? "target_warm"
+                      : "target_cold",
+            s->exp->name, s->initiator);
     break;
-  case 8: /* TASK REASSIGN: needs ERL 2 */
-    m->response = 4;
-    break;
-  default:
-    m->response = 5;
-    break;
+  case 8: /* TASK REASSIGN: needs ERL 2 */ m->response = 4; break;
+  default: m->response = 5; break;
   }
   tmf_task_done(m);
 }
@@ -1223,8 +1249,10 @@ static int begin_scsi_cmd(struct conn *c, const uint8_t *h) {
  * worker). Everything else — writes, flushes, unmaps — goes to the workers. */
 static int inline_kind(const uint8_t *cdb) {
   switch (cdb[0]) {
-  case 0x08: case 0x28: case 0xa8: case 0x88: /* READ 6/10/12/16 */
-    return 2;
+  case 0x08:
+  case 0x28:
+  case 0xa8:
+  case 0x88: /* READ 6/10/12/16 */ return 2;
   case 0x00: /* TEST UNIT READY */
   case 0x03: /* REQUEST SENSE */
   case 0x12: /* INQUIRY */
@@ -1233,12 +1261,10 @@ static int inline_kind(const uint8_t *cdb) {
   case 0x5a: /* MODE SENSE 10 */
   case 0x5e: /* PERSISTENT RESERVE IN */
   case 0xa0: /* REPORT LUNS */
-  case 0xa3: /* MAINTENANCE IN: target port groups, supported opcodes */
-    return 1;
+  case 0xa3: /* MAINTENANCE IN: target port groups, supported opcodes */ return 1;
   case 0x9e: /* SERVICE ACTION IN 16: READ CAPACITY 16 only */
     return (cdb[1] & 0x1f) == 0x10 ? 1 : 0;
-  default:
-    return 0;
+  default: return 0;
   }
 }
 
@@ -1295,7 +1321,8 @@ static int begin_data_out(struct conn *c, const uint8_t *h) {
     return 0;
   }
   if (ttt == 0xffffffffu) {
-    if (!t->unsol_pending || off + (uint64_t)len > t->unsol_end || get_be32(h + 36) != t->unsol_datasn) {
+    if (!t->unsol_pending || off + (uint64_t)len > t->unsol_end ||
+        get_be32(h + 36) != t->unsol_datasn) {
       send_reject(c, h, REJ_PROTOCOL_ERROR);
       task_abort(t);
       return 0;
@@ -1419,8 +1446,10 @@ static int rx_pdu_done(struct conn *c) {
     }
     int r = login_pdu(c, h, (char *)c->own, b->data_len);
     if (r < 0) {
-      if (c->tx_tail) c->tx_tail->close_after = 1;
-      else conn_close(c, "login failed");
+      if (c->tx_tail)
+        c->tx_tail->close_after = 1;
+      else
+        conn_close(c, "login failed");
       c->state = C_LOGOUT; /* ignore anything else */
       return 0;
     }
@@ -1440,31 +1469,17 @@ static int rx_pdu_done(struct conn *c) {
       finish_scsi_cmd(c, t, b->data_len);
     }
     break;
-  case OP_DATA_OUT:
-    finish_data_out(c, h);
-    break;
-  case OP_NOP_OUT:
-    handle_nop_out(c, h, c->own, b->data_len);
-    break;
-  case OP_TMF_REQ:
-    handle_tmf(c, h);
-    break;
+  case OP_DATA_OUT: finish_data_out(c, h); break;
+  case OP_NOP_OUT: handle_nop_out(c, h, c->own, b->data_len); break;
+  case OP_TMF_REQ: handle_tmf(c, h); break;
   case OP_TEXT_REQ:
     if (!(h[0] & 0x40)) cmdsn_accept(c->sess, get_be32(h + 24));
     text_pdu(c, h, (char *)(c->own ? c->own : (uint8_t *)""), b->data_len);
     break;
-  case OP_LOGOUT_REQ:
-    handle_logout(c, h);
-    break;
-  case OP_SNACK:
-    send_reject(c, h, REJ_SNACK_REJECT);
-    break;
-  case OP_LOGIN_REQ:
-    send_reject(c, h, REJ_PROTOCOL_ERROR);
-    break;
-  default:
-    send_reject(c, h, REJ_CMD_NOT_SUPPORTED);
-    break;
+  case OP_LOGOUT_REQ: handle_logout(c, h); break;
+  case OP_SNACK: send_reject(c, h, REJ_SNACK_REJECT); break;
+  case OP_LOGIN_REQ: send_reject(c, h, REJ_PROTOCOL_ERROR); break;
+  default: send_reject(c, h, REJ_CMD_NOT_SUPPORTED); break;
   }
   return 0;
 }
@@ -1576,15 +1591,18 @@ static void conn_readable(struct conn *c) {
       }
       if (r < 0) {
         if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) conn_close(c, "recv failed");
-        else if (c->rx_off < c->rx_len) rx_consume(c);
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+          conn_close(c, "recv failed");
+        else if (c->rx_off < c->rx_len)
+          rx_consume(c);
         return;
       }
       c->rx_bytes += (uint64_t)r;
       c->rx_len += (size_t)r;
     }
     if (rx_consume(c) < 0) return;
-    if (c->rx_off == c->rx_len) c->rx_off = c->rx_len = 0;
+    if (c->rx_off == c->rx_len)
+      c->rx_off = c->rx_len = 0;
     else if (c->rx_off) { /* keep the partial PDU at the front */
       memmove(c->rx, c->rx + c->rx_off, c->rx_len - c->rx_off);
       c->rx_len -= c->rx_off;
@@ -1599,7 +1617,8 @@ static void conn_readable(struct conn *c) {
 static void loop_post(struct loop *l, int type, void *ptr, struct export *x) {
   struct loop_msg *m = calloc(1, sizeof *m);
   if (!m) {
-    if (x) export_put(x);
+    /* the caller holds its own reference: dropping this one never frees x */
+    if (x) atomic_fetch_sub(&x->ref, 1);
     return;
   }
   m->type = type;
@@ -1616,6 +1635,7 @@ static void loop_post(struct loop *l, int type, void *ptr, struct export *x) {
 
 static void conn_attach(struct loop *l, struct conn *c) {
   c->loop = l;
+  c->grave_loop = l;
   c->lnext = l->conns;
   c->lprev = NULL;
   if (l->conns) l->conns->lprev = c;
@@ -1648,8 +1668,10 @@ static void conn_handoff(struct conn *c) {
   struct loop *from = c->loop, *to = c->migrate_to;
   c->migrate_to = NULL;
   epoll_ctl(from->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-  if (c->lprev) c->lprev->lnext = c->lnext;
-  else if (from->conns == c) from->conns = c->lnext;
+  if (c->lprev)
+    c->lprev->lnext = c->lnext;
+  else if (from->conns == c)
+    from->conns = c->lnext;
   if (c->lnext) c->lnext->lprev = c->lprev;
   c->lnext = c->lprev = NULL;
   c->loop = NULL;
@@ -1664,7 +1686,7 @@ static void send_async_logout(struct conn *c) {
   put_be32(h + 16, 0xffffffffu);
   put_be32(h + 24, c->stat_sn++);
   sess_fill_sn(c, h);
-  h[36] = 1; /* AsyncEvent: the target requests a logout */
+  h[36] = 1;                                     /* AsyncEvent: the target requests a logout */
   put_be16(h + 42, ISCSI_LOGOUT_WAIT_MS / 1000); /* Parameter3: seconds to log out in */
   conn_queue(c, p);
 }
@@ -1695,8 +1717,10 @@ static void loop_messages(struct loop *l) {
         free(c->own);
         c->own = NULL;
         if (r < 0) {
-          if (c->tx_tail) c->tx_tail->close_after = 1;
-          else conn_close(c, "login failed");
+          if (c->tx_tail)
+            c->tx_tail->close_after = 1;
+          else
+            conn_close(c, "login failed");
           if (c->state != C_DEAD) c->state = C_LOGOUT;
         } else if (r == 1) {
           c->state = C_FULL;
@@ -1872,11 +1896,13 @@ static void *loop_main(void *arg) {
       last_timer = now;
       loop_timers(l, now);
     }
+    loop_bury(l);
   }
   /* stopping: close everything this loop owns */
   loop_messages(l);
   while (l->conns)
     conn_close(l->conns, "target stopping");
+  loop_bury(l);
   return NULL;
 }
 
@@ -1906,7 +1932,8 @@ int srv_login_failed(struct iscsi_srv *srv, const char *peer) {
   }
   if (now - r->window_ms > 60000) {
     if (r->suppressed)
-      log_msg(LOG_WARN, "iscsi", "event=login_failed_suppressed addr=%s count=%d", a, r->suppressed);
+      log_msg(LOG_WARN, "iscsi", "event=login_failed_suppressed addr=%s count=%d", a,
+              r->suppressed);
     r->window_ms = now;
     r->count = 0;
     r->suppressed = 0;
@@ -1941,8 +1968,10 @@ static int parse_portal(const char *s, struct sockaddr_storage *ss, socklen_t *s
     const char *end = strchr(s, ']');
     if (!end || (size_t)(end - s - 1) >= sizeof host) return -1;
     snprintf(host, sizeof host, "%.*s", (int)(end - s - 1), s + 1);
-    if (end[1] == ':') snprintf(port, sizeof port, "%s", end + 2);
-    else if (end[1]) return -1;
+    if (end[1] == ':')
+      snprintf(port, sizeof port, "%s", end + 2);
+    else if (end[1])
+      return -1;
   } else {
     const char *colon = strrchr(s, ':');
     if (colon && strchr(s, ':') == colon) {
@@ -2008,12 +2037,12 @@ int iscsi_start(const struct iscsi_config *cfg, struct iscsi_srv **out, struct e
     }
     srv->lfds[i] = fd;
     srv->nportals++;
-    struct sockaddr_storage bs;
+    struct sockaddr_storage bs = {0};
     socklen_t bl = sizeof bs;
-    char host[64], serv[16];
-    getsockname(fd, (struct sockaddr *)&bs, &bl);
-    getnameinfo((struct sockaddr *)&bs, bl, host, sizeof host, serv, sizeof serv,
-                NI_NUMERICHOST | NI_NUMERICSERV);
+    char host[64] = "?", serv[16] = "?";
+    if (getsockname(fd, (struct sockaddr *)&bs, &bl) == 0)
+      getnameinfo((struct sockaddr *)&bs, bl, host, sizeof host, serv, sizeof serv,
+                  NI_NUMERICHOST | NI_NUMERICSERV);
     srv->portals[i] = bs.ss_family == AF_INET6 ? util_strdup_printf("[%s]:%s", host, serv)
                                                : util_strdup_printf("%s:%s", host, serv);
   }
@@ -2143,8 +2172,10 @@ json_t *iscsi_targets_json(struct iscsi_srv *srv, const char *target_name) {
     json_t *lat = json_object();
     for (int b = 0; b < ISCSI_LAT_BUCKETS; b++) {
       char k[24];
-      if (b < ISCSI_LAT_BUCKETS - 1) snprintf(k, sizeof k, "le%u", iscsi_lat_limits[b]);
-      else snprintf(k, sizeof k, "inf");
+      if (b < ISCSI_LAT_BUCKETS - 1)
+        snprintf(k, sizeof k, "le%u", iscsi_lat_limits[b]);
+      else
+        snprintf(k, sizeof k, "inf");
       json_object_set_new(lat, k, json_integer((json_int_t)atomic_load(&x->lat[b])));
     }
     json_t *sess = json_array();
@@ -2152,8 +2183,8 @@ json_t *iscsi_targets_json(struct iscsi_srv *srv, const char *target_name) {
       if (s->exp != x || s->dying) continue;
       json_t *conns = json_array();
       for (struct conn *c = s->conns; c; c = c->snext)
-        json_array_append_new(conns, json_pack("{s:s,s:s,s:i}", "peer", c->peer, "local",
-                                               c->local, "cid", (int)c->cid));
+        json_array_append_new(conns, json_pack("{s:s,s:s,s:i}", "peer", c->peer, "local", c->local,
+                                               "cid", (int)c->cid));
       char isid[16], started[32];
       snprintf(isid, sizeof isid, "%02x%02x%02x%02x%02x%02x", s->isid[0], s->isid[1], s->isid[2],
                s->isid[3], s->isid[4], s->isid[5]);
@@ -2165,13 +2196,13 @@ json_t *iscsi_targets_json(struct iscsi_srv *srv, const char *target_name) {
                           (json_int_t)atomic_load(&s->write_bytes), "commands",
                           (json_int_t)atomic_load(&s->commands), "started", started));
     }
-    json_t *o = json_pack(
-        "{s:s,s:s?,s:o,s:b,s:b,s:I,s:{s:I,s:I,s:I,s:I,s:o},s:o}", "targetName", x->name, "alias",
-        x->alias, "initiatorNames", ini, "chap", x->chap_secret != NULL, "readOnly",
-        vol_read_only(x->vol), "size", (json_int_t)vol_size(x->vol), "stats", "readBytes",
-        (json_int_t)st.read_bytes, "writeBytes", (json_int_t)st.write_bytes, "commands",
-        (json_int_t)st.commands, "errors", (json_int_t)st.errors, "latencyUs", lat, "sessions",
-        sess);
+    json_t *o =
+        json_pack("{s:s,s:s?,s:o,s:b,s:b,s:I,s:{s:I,s:I,s:I,s:I,s:o},s:o}", "targetName", x->name,
+                  "alias", x->alias, "initiatorNames", ini, "chap", x->chap_secret != NULL,
+                  "readOnly", vol_read_only(x->vol), "size", (json_int_t)vol_size(x->vol), "stats",
+                  "readBytes", (json_int_t)st.read_bytes, "writeBytes", (json_int_t)st.write_bytes,
+                  "commands", (json_int_t)st.commands, "errors", (json_int_t)st.errors, "latencyUs",
+                  lat, "sessions", sess);
     if (o) json_array_append_new(arr, o);
   }
   pthread_mutex_unlock(&srv->lock);

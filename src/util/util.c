@@ -350,9 +350,9 @@ uint32_t util_crc32c_sw(uint32_t crc, const void *buf, size_t len) {
     memcpy(&hi, p + 4, 4);
     lo ^= crc;
     crc = crc32c_tab[7][lo & 0xff] ^ crc32c_tab[6][(lo >> 8) & 0xff] ^
-          crc32c_tab[5][(lo >> 16) & 0xff] ^ crc32c_tab[4][lo >> 24] ^
-          crc32c_tab[3][hi & 0xff] ^ crc32c_tab[2][(hi >> 8) & 0xff] ^
-          crc32c_tab[1][(hi >> 16) & 0xff] ^ crc32c_tab[0][hi >> 24];
+          crc32c_tab[5][(lo >> 16) & 0xff] ^ crc32c_tab[4][lo >> 24] ^ crc32c_tab[3][hi & 0xff] ^
+          crc32c_tab[2][(hi >> 8) & 0xff] ^ crc32c_tab[1][(hi >> 16) & 0xff] ^
+          crc32c_tab[0][hi >> 24];
     p += 8;
     len -= 8;
   }

@@ -138,7 +138,7 @@ static void luns_and_sn(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(kv_lists), cmocka_unit_test(numbers), cmocka_unit_test(chap_values),
+      cmocka_unit_test(kv_lists), cmocka_unit_test(numbers),     cmocka_unit_test(chap_values),
       cmocka_unit_test(names),    cmocka_unit_test(luns_and_sn),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
