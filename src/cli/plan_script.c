@@ -1,11 +1,13 @@
 /* plan_script.c — `streamer plan-script ...`: list, show, create, update,
  * delete over /rest/plan-scripts, and the offline `attrs FILE` that lists
- * the @attributes@ a script declares (attr_derive, no server needed). */
+ * the @attributes@ a script declares (attr_derive) and `check FILE...` that
+ * lints scripts with the engine's parser (script_check); no server needed. */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "script/attr.h"
+#include "script/script.h"
 
 /* The NAME / DEFAULT table of a plan script's derived attributes. */
 static void print_attr_defaults(json_t *attrs, const char *indent) {
@@ -33,6 +35,9 @@ static const char PS_HELP[] =
     "  delete REF\n"
     "  attrs FILE                         list the custom attributes FILE declares\n"
     "                                     (offline, no server needed)\n"
+    "  check [--attr NAME=VALUE]... FILE...\n"
+    "                                     lint plan scripts: every syntax error and\n"
+    "                                     unknown command with FILE:LINE (offline)\n"
     "\n"
     "REF is an id, a uri (/rest/plan-scripts/ID) or an exact name.\n";
 
@@ -58,6 +63,16 @@ static const char ATTRS_USAGE[] =
     "Offline: print the custom attributes the plan script FILE (- = stdin) declares,\n"
     "with the default each token gives (table NAME / DEFAULT; --json: the array the\n"
     "server would store as customAttributes).\n";
+
+static const char CHECK_USAGE[] =
+    "usage: streamer plan-script check [--attr NAME=VALUE]... FILE...\n"
+    "\n"
+    "Offline: parse each plan script FILE (- = stdin) with guestfish's line rules, as\n"
+    "Streamer runs them, and print every finding as FILE:LINE: error|warning|note: MESSAGE.\n"
+    "Errors: lines that do not parse, unknown commands, wrong argument counts, bad\n"
+    "numbers. Warnings: legal traps (chmod 755 is decimal). Notes: what only a run can\n"
+    "tell. --attr gives attribute values to substitute first (other @tokens@ stay as\n"
+    "written). Exit status 1 if any FILE has an error, else 0.\n";
 
 static int check_plan_type(const char *t, const char *usage) {
   if (util_strcaseeq(t, "deploy") || util_strcaseeq(t, "capture") || util_strcaseeq(t, "general"))
@@ -264,10 +279,57 @@ static int ps_attrs_cmd(struct cli *c, int argc, char **argv) {
   return CLI_OK;
 }
 
+struct check_count {
+  int warnings, notes;
+};
+static void print_diag(void *opaque, const char *name, int line, enum script_severity sev,
+                       const char *msg) {
+  struct check_count *n = opaque;
+  static const char *const label[] = {"note", "warning", "error"};
+  if (sev == SCRIPT_WARNING) n->warnings++;
+  if (sev == SCRIPT_NOTE) n->notes++;
+  printf("%s:%d: %s: %s\n", name, line, label[sev], msg);
+}
+
+static int ps_check(struct cli *c, int argc, char **argv) {
+  static const struct opt_spec spec[] = {{"attr", 1}, {NULL, 0}};
+  struct args a;
+  int rc = args_parse(c, &a, argc, argv, spec, 1, -1, CHECK_USAGE);
+  if (rc || a.help) return rc;
+  json_t *values CLEANUP_JSON = json_object();
+  for (int i = 0; i < a.nopt; i++) {
+    const char *eq = strchr(a.opt[i].value, '=');
+    if (!eq || eq == a.opt[i].value)
+      return cli_usage_error(CHECK_USAGE, "--attr needs NAME=VALUE, not \"%s\"", a.opt[i].value);
+    CLEANUP_FREE char *k = strndup(a.opt[i].value, (size_t)(eq - a.opt[i].value));
+    json_object_set_new(values, k, json_string(eq + 1));
+  }
+  struct check_count n = {0, 0};
+  int errors = 0, bad_files = 0;
+  for (int i = 0; i < a.npos; i++) {
+    CLEANUP_FREE char *text = cli_load_text_file(a.pos[i], CHECK_USAGE, &rc);
+    if (!text) return rc;
+    int r = script_check(text, strlen(text), strcmp(a.pos[i], "-") ? a.pos[i] : "<stdin>", values,
+                         print_diag, &n);
+    if (r < 0) {
+      fprintf(stderr, "error: cannot check %s (out of memory)\n", a.pos[i]);
+      return CLI_EUSAGE;
+    }
+    errors += r;
+    bad_files += r > 0;
+  }
+  fflush(stdout);
+  fprintf(stderr, "%d file%s checked: %d error%s in %d file%s, %d warning%s, %d note%s\n", a.npos,
+          a.npos == 1 ? "" : "s", errors, errors == 1 ? "" : "s", bad_files,
+          bad_files == 1 ? "" : "s", n.warnings, n.warnings == 1 ? "" : "s", n.notes,
+          n.notes == 1 ? "" : "s");
+  return errors ? CLI_ESERVER : CLI_OK;
+}
+
 int cmd_plan_script(struct cli *c, int argc, char **argv) {
   static const struct subcmd subs[] = {{"list", ps_list, NULL},     {"show", ps_show, NULL},
                                        {"create", ps_create, NULL}, {"update", ps_update, NULL},
                                        {"delete", ps_delete, NULL}, {"attrs", ps_attrs_cmd, NULL},
-                                       {NULL, NULL, NULL}};
+                                       {"check", ps_check, NULL},   {NULL, NULL, NULL}};
   return cli_dispatch(c, "plan-script", PS_HELP, subs, argc, argv);
 }
