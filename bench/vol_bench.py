@@ -10,9 +10,13 @@ Run by `make bench` (never by `make test`). Python 3 standard library only.
   upload            a 20 GiB raw image holding 2 GiB of pseudo-random data in
                     chunks (a sparse file), uploaded to streamerd through
                     POST /rest/golden-images (multipart, streamed with
-                    http.client) as the HPE zip (zipfile, deflate) and as .raw;
-                    time until the import task completes (the image is usable),
-                    then GET /rest/golden-images/download/{id}: time to the first
+                    http.client) as the HPE zip (zipfile, deflate) and as .raw,
+                    --upload-repeat times each (interleaved); times from the
+                    first byte sent: body sent, 202, usable (the golden image
+                    document exists: at that moment a download's first byte and
+                    an OS volume clone of it are timed, to show it is usable),
+                    SHA-256 recorded (the import task completes); then
+                    GET /rest/golden-images/download/{id}: time to the first
                     byte and throughput. Peers, on the same raw file:
                     `qemu-img convert -O qcow2` (what a qemu user waits for before
                     the image is usable) and `cp --sparse=always`; for the
@@ -24,7 +28,9 @@ content failed (the SHA-256 streamerd computes must equal ours).
 
 Disk: the work dir (--dir; by default under the file system with the most room
 among build/bench/, /var/tmp and /tmp) needs about 12 GiB for clone/many/io and
-30 GiB more for the upload (the .raw upload is received as a 20 GiB file). Big
+about 26 GiB more for the upload (inputs: the sparse raw image takes its 2 GiB of data, the
+zip 2 GiB; each golden volume 2 GiB; the qemu-img peer's output; room for an older
+streamerd, which received a .raw upload as a 20 GiB file). Big
 inputs are kept between runs only with --cache DIR. Everything else is deleted.
 """
 import argparse
@@ -34,6 +40,7 @@ import http.client
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -281,6 +288,50 @@ def upload(srv, path, filename, name):
     return json.loads(body), t_sent, t_resp, t0
 
 
+def probe_usable(srv, gi_uri):
+    """At the moment the golden image exists: the first byte of its download, and
+    an OS volume cloned from it (POST /rest/os-volumes, task waited for)."""
+    out = {}
+    gid = gi_uri.rsplit("/", 1)[1]
+    c = srv.connection()
+    t0 = time.monotonic()
+    c.request("GET", "/rest/golden-images/download/%s" % gid,
+              headers={"X-API-Version": "2020", "auth": srv.token})
+    r = c.getresponse()
+    first = r.read(64) if r.status == 200 else b""
+    out["download_ttfb_s"] = round(time.monotonic() - t0, 4) if first.startswith(b"PK\x03\x04") else None
+    c.close()
+    t0 = time.monotonic()
+    r = srv.request("POST", "/rest/os-volumes", {"name": "vol-bench-clone-%s" % gid[:8], "goldenImageUri": gi_uri,
+                                                 "initiatorNames": ["*"], "allowAnyInitiator": True})
+    if r.status == 202 and r.headers.get("location", "").startswith("/rest/tasks/"):
+        t = wait_task(srv, r.headers["location"], t0, 120)[0]
+        if t["taskState"] == "Completed":
+            out["clone_s"] = round(time.monotonic() - t0, 3)
+            out["clone_uri"] = t["associatedResource"]["resourceUri"]
+        else:
+            out["clone_error"] = json.dumps(t.get("taskErrors"))[:300]
+    else:
+        out["clone_error"] = "POST /rest/os-volumes: %d %s" % (r.status, r.text[:200])
+    return out
+
+
+def wait_usable(srv, task_uri, gi_uri, t0, timeout):
+    """Poll every 20 ms until the import task ends: (task, seconds since t0 when the
+    golden image document appeared, seconds when the task ended, probes at usable)."""
+    deadline = time.monotonic() + timeout
+    t_usable, probes = None, {}
+    while time.monotonic() < deadline:
+        if t_usable is None and srv.request("GET", gi_uri).status == 200:
+            t_usable = time.monotonic() - t0
+            probes = probe_usable(srv, gi_uri)
+        t = srv.request("GET", task_uri).json()
+        if t["taskState"] not in ("New", "Starting", "Pending", "Running", "Stopping"):
+            return t, t_usable, time.monotonic() - t0, probes
+        time.sleep(0.02)
+    raise SetupError("task %s did not finish in %d s" % (task_uri, timeout))
+
+
 def wait_task(srv, uri, t0, timeout):
     """Poll the task every 20 ms; (task, seconds since t0 when it left Running)."""
     deadline = time.monotonic() + timeout
@@ -292,7 +343,7 @@ def wait_task(srv, uri, t0, timeout):
     raise SetupError("task %s did not finish in %d s" % (uri, timeout))
 
 
-def download(srv, gid):
+def download_image(srv, gid):
     """GET the download: seconds to the status line, to the first body byte, and
     to the end; bytes; the first bytes (a zip local header)."""
     c = srv.connection()
@@ -349,6 +400,59 @@ def timed(cmd):
     return t
 
 
+def upload_once(a, srv, vols, fmt, src, info, download):
+    name = "vol-bench-%s-%d-%d" % (fmt, os.getpid(), int(time.monotonic() * 1000))
+    filename = os.path.basename(src)
+    api_bench.wait_quiet(a.wait_quiet)
+    drop_cache(src)
+    log("uploading %s (%.2f GiB on the wire) as %s" % (filename, os.path.getsize(src) / GIB, fmt))
+    perf = perf_start(a.perf, srv.proc.pid, "streamerd-upload-" + fmt) if a.perf else None
+    task, t_sent, t_resp, t0 = upload(srv, src, filename, name)
+    gi_uri = task["associatedResource"]["resourceUri"]
+    task, t_usable, t_done, probes = wait_usable(srv, task["uri"], gi_uri, t0, 3600)
+    if perf:
+        api_bench.perf_stop(*perf)
+    if task["taskState"] != "Completed":
+        raise SetupError("import task of %s ended %s: %s" % (filename, task["taskState"],
+                                                              json.dumps(task.get("taskErrors"))[:800]))
+    if t_usable is None:
+        raise SetupError("golden image %s never appeared" % gi_uri)
+    gi = srv.request("GET", gi_uri).json()
+    gid = gi.get("id") or gi_uri.rsplit("/", 1)[1]
+    golden_file = os.path.join(vols, gid + ".raw")
+    sha_ok = gi.get("checkSum") == info["sha256"]
+    if not sha_ok:
+        raise SetupError("golden image %s: our SHA-256 %s is not its checkSum %s"
+                         % (gid, info["sha256"], json.dumps(gi)[:600]))
+    r = {"wire_bytes": os.path.getsize(src), "send_s": round(t_sent, 2), "response_s": round(t_resp, 2),
+         "usable_s": round(t_usable, 2), "checksum_s": round(t_done, 2), "import_s": round(t_usable - t_resp, 2),
+         "golden_allocated": allocated(golden_file) if os.path.exists(golden_file) else None,
+         "sha256_matches": sha_ok, "target_usable_met": t_usable <= TARGET_USABLE_S, "at_usable": probes}
+    log("%s: sent in %.1f s, 202 after %.1f s, usable after %.1f s (download first byte %s s, clone %s s), "
+        "SHA-256 recorded after %.1f s" % (fmt, t_sent, t_resp, t_usable, probes.get("download_ttfb_s"),
+                                          probes.get("clone_s", probes.get("clone_error")), t_done))
+    if download:
+        api_bench.wait_quiet(a.wait_quiet)
+        if os.path.exists(golden_file):
+            drop_cache(golden_file)
+        perf = perf_start(a.perf, srv.proc.pid, "streamerd-download") if a.perf else None
+        r["download"] = download_image(srv, gid)
+        if perf:
+            api_bench.perf_stop(*perf)
+        log("download: first byte after %.3f s, %.0f MB/s" % (r["download"]["ttfb_s"], r["download"]["mb_per_s"]))
+        if os.path.exists(golden_file):
+            drop_cache(golden_file)
+            r["download_peer_read_file"] = read_file_peer(golden_file)
+    if probes.get("clone_uri"):
+        d = srv.request("DELETE", probes["clone_uri"])
+        if d.status in (200, 202) and d.headers.get("location", "").startswith("/rest/tasks/"):
+            wait_task(srv, d.headers["location"], time.monotonic(), 600)
+    d = srv.request("DELETE", gi_uri)
+    if d.status in (200, 202) and d.headers.get("location", "").startswith("/rest/tasks/"):
+        wait_task(srv, d.headers["location"], time.monotonic(), 600)
+    return r
+
+
 def bench_upload(a, work, qemu):
     raw, zpath, meta, info = upload_inputs(a, work)
     res = {"image": info, "formats": {}, "peers": {}}
@@ -363,70 +467,45 @@ def bench_upload(a, work, qemu):
             log(res["skipped"])
             return res
         vols = os.path.join(data_dir, "volumes", "golden")
-        for fmt in a.formats:
-            src = zpath if fmt == "zip" else raw
-            name = "vol-bench-%s-%d" % (fmt, os.getpid())
-            filename = os.path.basename(src)
-            api_bench.wait_quiet(a.wait_quiet)
-            drop_cache(src)
-            log("uploading %s (%.2f GiB on the wire) as %s" % (filename, os.path.getsize(src) / GIB, fmt))
-            perf = perf_start(a.perf, srv.proc.pid, "streamerd-upload-" + fmt) if a.perf else None
-            task, t_sent, t_resp, t0 = upload(srv, src, filename, name)
-            task, t_done = wait_task(srv, task["uri"], t0, 3600)
-            if perf:
-                api_bench.perf_stop(*perf)
-            if task["taskState"] != "Completed":
-                raise SetupError("import task of %s ended %s: %s" % (filename, task["taskState"],
-                                                                      json.dumps(task.get("taskErrors"))[:800]))
-            gi = srv.request("GET", task["associatedResource"]["resourceUri"]).json()
-            gid = gi.get("id") or task["associatedResource"]["resourceUri"].rsplit("/", 1)[1]
-            golden_file = os.path.join(vols, gid + ".raw")
-            sha_ok = info["sha256"] in json.dumps(gi)
-            if not sha_ok:
-                raise SetupError("golden image %s: our SHA-256 %s is not in its document %s"
-                                 % (gid, info["sha256"], json.dumps(gi)[:600]))
-            r = {"wire_bytes": os.path.getsize(src), "send_s": round(t_sent, 2), "response_s": round(t_resp, 2),
-                 "usable_s": round(t_done, 2), "import_s": round(t_done - t_resp, 2),
-                 "golden_allocated": allocated(golden_file) if os.path.exists(golden_file) else None,
-                 "sha256_matches": sha_ok, "target_usable_met": t_done <= TARGET_USABLE_S}
-            log("%s: sent in %.1f s, 202 after %.1f s, usable after %.1f s" % (fmt, t_sent, t_resp, t_done))
-            if fmt == a.formats[0] or a.download_each:
-                api_bench.wait_quiet(a.wait_quiet)
-                if os.path.exists(golden_file):
-                    drop_cache(golden_file)
-                perf = perf_start(a.perf, srv.proc.pid, "streamerd-download") if a.perf else None
-                r["download"] = download(srv, gid)
-                if perf:
-                    api_bench.perf_stop(*perf)
-                log("download: first byte after %.3f s, %.0f MB/s" % (r["download"]["ttfb_s"],
-                                                                     r["download"]["mb_per_s"]))
-                if os.path.exists(golden_file):
-                    drop_cache(golden_file)
-                    r["download_peer_read_file"] = read_file_peer(golden_file)
-            res["formats"][fmt] = r
-            d = srv.request("DELETE", "/rest/golden-images/%s" % gid)
-            if d.status in (200, 202) and d.headers.get("location", "").startswith("/rest/tasks/"):
-                wait_task(srv, d.headers["location"], time.monotonic(), 600)
+        for rnd in range(a.upload_repeat):
+            for fmt in a.formats:
+                r = upload_once(a, srv, vols, fmt, raw if fmt == "raw" else zpath, info,
+                                download=rnd == 0 and (fmt == a.formats[0] or a.download_each))
+                res["formats"].setdefault(fmt, {"runs": []})["runs"].append(r)
+        for fmt, f in res["formats"].items():
+            runs = f["runs"]
+            for k in ("send_s", "response_s", "usable_s", "checksum_s", "import_s"):
+                f[k] = round(statistics.median(x[k] for x in runs), 2)
+            f["wire_bytes"] = runs[0]["wire_bytes"]
+            f["target_usable_met"] = f["usable_s"] <= TARGET_USABLE_S
+            for k in ("download", "download_peer_read_file"):
+                if k in runs[0]:
+                    f[k] = runs[0][k]
     finally:
         srv.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.rmtree(srv.tmp, ignore_errors=True)
     # peers on the same raw file, each from a cold page cache of the source
-    for tag, mk in (("qemu_img_convert_qcow2", lambda out: [qemu, "convert", "-O", "qcow2", raw, out]),
-                    ("cp_sparse", lambda out: ["cp", "--sparse=always", raw, out])):
-        out = os.path.join(work, "peer-" + tag)
-        api_bench.wait_quiet(a.wait_quiet)
-        drop_cache(raw)
-        t = timed(mk(out))
-        # `usable` for a qemu user: the file is written; sync it as the import does
-        t0 = time.monotonic()
-        fd = os.open(out, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        res["peers"][tag] = {"s": round(t, 2), "s_with_fsync": round(t + time.monotonic() - t0, 2),
-                             "allocated": allocated(out), "command": " ".join(mk("OUT"))}
-        log("peer %s: %.1f s (+ fsync %.1f s)" % (tag, t, res["peers"][tag]["s_with_fsync"]))
-        os.unlink(out)
+    for rnd in range(a.upload_repeat):
+        for tag, mk in (("qemu_img_convert_qcow2", lambda out: [qemu, "convert", "-O", "qcow2", raw, out]),
+                        ("cp_sparse", lambda out: ["cp", "--sparse=always", raw, out])):
+            out = os.path.join(work, "peer-" + tag)
+            api_bench.wait_quiet(a.wait_quiet)
+            drop_cache(raw)
+            t = timed(mk(out))
+            # `usable` for a qemu user: the file is written; sync it as the import does
+            t0 = time.monotonic()
+            fd = os.open(out, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+            p = res["peers"].setdefault(tag, {"runs": [], "command": " ".join(mk("OUT"))})
+            p["runs"].append({"s": round(t, 2), "s_with_fsync": round(t + time.monotonic() - t0, 2),
+                              "allocated": allocated(out)})
+            log("peer %s: %.1f s (with fsync %.1f s)" % (tag, t, p["runs"][-1]["s_with_fsync"]))
+            os.unlink(out)
+    for p in res["peers"].values():
+        for k in ("s", "s_with_fsync", "allocated"):
+            p[k] = statistics.median(x[k] for x in p["runs"])
     if not a.cache:
         for p in (raw, zpath, meta):
             if os.path.exists(p):
@@ -440,18 +519,24 @@ def report_upload(u):
         print("\n== upload: skipped (%s)" % (u or {}).get("skipped", "not run"))
         return
     img = u["image"]
-    print("\n== upload: %d GiB raw image with %.1f GiB of data; usable = until the import task completes"
-          % (img["size"] // GIB, img["data"] / GIB))
-    print("  %-34s %10s %8s %10s %10s %9s" % ("what", "wire GiB", "send s", "202 at s", "usable s",
-                                             "vs qemu"))
-    qc = u["peers"].get("qemu_img_convert_qcow2", {}).get("s")
+    n = max(len(f["runs"]) for f in u["formats"].values())
+    print("\n== upload: %d GiB raw image with %.1f GiB of data; seconds from the first byte sent; "
+          "usable = the golden image document exists; medians of %d" % (img["size"] // GIB, img["data"] / GIB, n))
+    print("  %-30s %8s %7s %7s %8s %9s %9s   %s" % ("what", "wire GiB", "sent", "202", "usable", "SHA-256",
+                                                  "vs qemu", "each run: usable (SHA-256)"))
+    qc = u["peers"].get("qemu_img_convert_qcow2", {}).get("s_with_fsync")
     for fmt, r in u["formats"].items():
-        print("  %-34s %10.2f %8.1f %10.1f %10.1f %9s" % (
+        runs = ", ".join("%.1f (%.1f)" % (x["usable_s"], x["checksum_s"]) for x in r["runs"])
+        print("  %-30s %8.2f %7.1f %7.1f %8.1f %9.1f %9s   %s" % (
             "streamerd upload ." + fmt, r["wire_bytes"] / GIB, r["send_s"], r["response_s"], r["usable_s"],
-            "%.2f" % (r["usable_s"] / qc) if qc else ""))
+            r["checksum_s"], "%.2f" % (r["usable_s"] / qc) if qc else "", runs))
+        for x in r["runs"]:
+            p = x.get("at_usable", {})
+            print("    at usable: download first byte %s s, OS volume clone %s" % (
+                p.get("download_ttfb_s"), "%s s" % p["clone_s"] if "clone_s" in p else p.get("clone_error")))
     for tag, p in u["peers"].items():
-        print("  %-34s %10s %8s %10s %10.1f %9s   (with fsync %.1f s)" % (tag, "", "", "", p["s"], "",
-                                                                         p["s_with_fsync"]))
+        print("  %-30s %8s %7s %7s %8.1f %9s %9s   (with fsync %.1f s; runs %s)" % (
+            tag, "", "", "", p["s"], "", "", p["s_with_fsync"], ", ".join("%.1f" % x["s"] for x in p["runs"])))
     for fmt, r in u["formats"].items():
         d = r.get("download")
         if d:
@@ -524,6 +609,8 @@ def main():
     ap.add_argument("--upload-data", type=float, default=2, help="GiB of data in it (default 2)")
     ap.add_argument("--formats", default="zip,raw", help="upload formats, in order (default zip,raw)")
     ap.add_argument("--download-each", action="store_true", help="download after every upload, not only the first")
+    ap.add_argument("--upload-repeat", type=int, default=1, metavar="N",
+                    help="upload each format N times, interleaved, and the peers N times (medians reported)")
     ap.add_argument("--wait-quiet", type=int, default=120, metavar="SEC")
     ap.add_argument("--perf", metavar="DIR", help="perf record (cpu-clock) the C benchmark")
     ap.add_argument("--out", default=os.path.join(REPO, "build", "bench", "vol.json"))

@@ -7,13 +7,18 @@
  * a multipart/form-data body to upload_begin at the first call (headers
  * only: session, role, name, quota and free space are checked there, before
  * a byte of the body is read), then every chunk to upload_data, which runs
- * libmicrohttpd's post processor and writes the `file` part to
- * VOLUMES/uploads/<uuid>.part through a 1 MiB buffer. The task exists from
- * the first byte of the file on, so percentComplete shows the receive
- * (0-50 %) and then the import (50-100 %). */
+ * libmicrohttpd's post processor. A raw image or an HPE zip in the `file`
+ * part is imported while it arrives (image_stream_*: into the golden
+ * volume's temp file, no upload file); the task then checks and commits it,
+ * creates the document (the image is usable from then on) and waits for the
+ * SHA-256, which it records last. qcow2, vmdk and vhdx files are written to
+ * VOLUMES/uploads/<uuid>.part through a 1 MiB buffer and imported by the
+ * task with qemu-img. The task exists from the first byte of the file on;
+ * percentComplete shows the receive, then the import (see docs/api.md). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -38,6 +43,34 @@
 #define DESC_MAX_LEN 65536
 
 static int is(const char *a, const char *b) { return strcmp(a, b) == 0; }
+
+/* ---- golden tasks and the stop ---------------------------------------------------
+ * Import and checksum tasks can run long (a SHA-256 of a large image). At
+ * stop, golden_api_fini raises `stopping` (which interrupts a SHA-256: it is
+ * computed again at the next start) and waits until no golden task runs, as
+ * they use the api that is freed after it. */
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int running;
+  int stopping;
+} golden_tasks = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+static int golden_task_enter(struct err *e) {
+  pthread_mutex_lock(&golden_tasks.mu);
+  int stopping = golden_tasks.stopping;
+  if (!stopping) golden_tasks.running++;
+  pthread_mutex_unlock(&golden_tasks.mu);
+  if (stopping) err_set(e, 503, "SHUTTING_DOWN", "streamerd is stopping");
+  return stopping ? -1 : 0;
+}
+
+static void golden_task_leave(void) {
+  pthread_mutex_lock(&golden_tasks.mu);
+  golden_tasks.running--;
+  pthread_cond_broadcast(&golden_tasks.cv);
+  pthread_mutex_unlock(&golden_tasks.mu);
+}
 
 /* ---- the import log ------------------------------------------------------------ */
 struct logbuf {
@@ -162,8 +195,9 @@ struct upload {
   struct api *api;
   struct MHD_PostProcessor *pp;
   char id[37]; /* the new golden image's id */
-  char *path;  /* VOLUMES/uploads/<id>.part */
+  char *path;  /* VOLUMES/uploads/<id>.part (qcow2, vmdk, vhdx) */
   int fd;
+  struct image_stream *stream; /* raw and HPE zip: imported while they arrive */
   char *buf;
   size_t buf_len;
   uint64_t received;   /* bytes of the file part */
@@ -216,11 +250,13 @@ static void upload_fail_err(struct upload *u, struct err *e) {
   err_clear(e);
 }
 
-/* Close and remove the partial file. */
+/* Close and remove the partial file, or abandon the streamed import. */
 static void drop_file(struct upload *u) {
   if (u->fd >= 0) close(u->fd);
   u->fd = -1;
   if (u->path) unlink(u->path);
+  image_stream_close(u->stream); /* removes its temp file */
+  u->stream = NULL;
 }
 
 static int is_zero(const char *p, size_t n) {
@@ -229,10 +265,9 @@ static int is_zero(const char *p, size_t n) {
   return 1;
 }
 
-static int flush_buf(struct upload *u) {
-  if (u->failed || u->fd < 0 || u->buf_len == 0) return u->failed ? -1 : 0;
+/* Uploads without a Content-Length reserve quota as they go. */
+static int reserve_received(struct upload *u) {
   struct api *a = u->api;
-  /* Uploads without a Content-Length reserve quota as they go. */
   if (u->received > u->reserved) {
     uint64_t more = u->received - u->reserved;
     if (a->cfg.storage_quota && quota_used(a) + more > a->cfg.storage_quota) {
@@ -246,6 +281,12 @@ static int flush_buf(struct upload *u) {
     reserve(a, more);
     u->reserved += more;
   }
+  return 0;
+}
+
+static int flush_buf(struct upload *u) {
+  if (u->failed || u->fd < 0 || u->buf_len == 0) return u->failed ? -1 : 0;
+  if (reserve_received(u) < 0) return -1;
   /* Blocks of zeros are left as holes (most of a disk image is zeros): the
    * file is written at the offsets of the data and its length set at the
    * end (upload_end). */
@@ -286,10 +327,17 @@ static int flush_buf(struct upload *u) {
   return 0;
 }
 
+/* Percent of the task when the body has arrived: a streamed import is then
+ * done but for its checks and commit; a file import has not started. */
+#define PCT_RECEIVED_STREAM 80
+#define PCT_RECEIVED_FILE 50
+#define PCT_USABLE 90 /* streamed: the document exists, the SHA-256 follows */
+
 static void progress_receive(struct upload *u) {
   if (!u->task || !u->body_total) return;
-  int pct = (int)(u->body_seen * 50 / u->body_total);
-  if (pct > 49) pct = 49; /* 50 = received and queued for import */
+  int top = u->stream ? PCT_RECEIVED_STREAM : PCT_RECEIVED_FILE;
+  int pct = (int)(u->body_seen * (uint64_t)top / u->body_total);
+  if (pct > top - 1) pct = top - 1; /* top = received and queued for import */
   int64_t now = util_mono_ms();
   if (pct == u->last_pct || (now - u->last_ms < PROGRESS_MS && pct < u->last_pct + 5)) return;
   u->last_pct = pct;
@@ -346,22 +394,29 @@ static void file_part_start(struct upload *u, const char *raw_filename) {
     return;
   }
   u->fmt = (enum image_format)fmt;
-  u->fd = open(u->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (u->fd < 0) {
-    upload_fail(u, 500, "IO_ERROR", "cannot create %s: %s", u->path, strerror(errno));
-    return;
-  }
-  u->buf = malloc(UPLOAD_BUF);
-  if (!u->buf) {
-    upload_fail(u, 500, "OUT_OF_MEMORY", "out of memory");
-    drop_file(u);
-    return;
+  struct err e;
+  err_init(&e);
+  if (u->fmt == IMAGE_RAW || u->fmt == IMAGE_HPE_ZIP) {
+    if (image_stream_open(u->api->cfg.volumes, u->id, u->fmt, &u->stream, &e) < 0) {
+      upload_fail_err(u, &e);
+      return;
+    }
+  } else {
+    u->fd = open(u->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (u->fd < 0) {
+      upload_fail(u, 500, "IO_ERROR", "cannot create %s: %s", u->path, strerror(errno));
+      return;
+    }
+    u->buf = malloc(UPLOAD_BUF);
+    if (!u->buf) {
+      upload_fail(u, 500, "OUT_OF_MEMORY", "out of memory");
+      drop_file(u);
+      return;
+    }
   }
   char *name = final_name(u);
   json_t *assoc = assoc_of(u->id, name ? name : "");
   free(name);
-  struct err e;
-  err_init(&e);
   u->task = task_create(u->api->tasks, "Upload", u->owner, assoc, &e);
   json_decref(assoc);
   if (!u->task) {
@@ -371,8 +426,9 @@ static void file_part_start(struct upload *u, const char *raw_filename) {
   }
   u->last_ms = util_mono_ms();
   task_progress(u->task, 0, "Receiving \"%s\"", u->filename);
-  log_line(&u->log, "upload of \"%s\" started (format by extension: %s)", u->filename,
-           format_label(u->fmt));
+  log_line(&u->log, "upload of \"%s\" started (format by extension: %s; %s)", u->filename,
+           format_label(u->fmt),
+           u->stream ? "imported while it arrives" : "stored, then converted by qemu-img");
 }
 
 static void field_add(struct field *f, const char *data, size_t size, size_t max) {
@@ -416,7 +472,19 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
     if (u->failed) return MHD_NO;
   }
   u->cur_end = off + size;
-  if (u->in_file) {
+  if (u->in_file && u->stream) {
+    u->received += size;
+    if (reserve_received(u) < 0) return MHD_NO;
+    struct err e;
+    err_init(&e);
+    if (image_stream_write(u->stream, data, size, &e) < 0) {
+      /* The import is lost (its temp file is gone); the body is still read
+       * to its end, where the task reports the error. */
+      log_line(&u->log, "import failed after %llu bytes: %s", (unsigned long long)u->received,
+               e.message);
+      err_clear(&e);
+    }
+  } else if (u->in_file) {
     const char *p = data;
     size_t left = size;
     while (left > 0) {
@@ -603,12 +671,15 @@ void upload_data(struct request *r, const char *data, size_t size) {
 struct import {
   struct api *api;
   char id[37];
-  char *path;
+  char *path;                  /* the upload file (qcow2, vmdk, vhdx) */
+  struct image_stream *stream; /* or the streamed import (raw, HPE zip) */
   char *name, *description, *filename;
   enum image_format fmt;
   uint64_t received, reserved;
+  int64_t t0; /* when the upload started (util_mono_ms) */
   struct logbuf log;
   struct task *task;
+  int pct_lo, pct_hi; /* import_progress maps done/total into [lo, hi) */
   int last_pct;
   int64_t last_ms;
 };
@@ -616,7 +687,12 @@ struct import {
 static void import_free(void *p) {
   struct import *im = p;
   if (im->path) unlink(im->path);
-  if (im->reserved) unreserve(im->api, im->reserved);
+  image_stream_close(im->stream); /* an uncommitted import's temp file goes */
+  /* After the stop the api is gone (a task that never ran is freed by the engine's stop). */
+  pthread_mutex_lock(&golden_tasks.mu);
+  int stopping = golden_tasks.stopping;
+  pthread_mutex_unlock(&golden_tasks.mu);
+  if (im->reserved && !stopping) unreserve(im->api, im->reserved);
   free(im->path);
   free(im->name);
   free(im->description);
@@ -628,7 +704,7 @@ static void import_free(void *p) {
 static void import_progress(void *arg, uint64_t done, uint64_t total) {
   struct import *im = arg;
   if (!total) return;
-  int pct = 50 + (int)(done * 49 / total);
+  int pct = im->pct_lo + (int)(done * (uint64_t)(im->pct_hi - im->pct_lo) / total);
   if (pct > 99) pct = 99;
   int64_t now = util_mono_ms();
   if (pct == im->last_pct || (now - im->last_ms < PROGRESS_MS && pct < im->last_pct + 5)) return;
@@ -637,70 +713,232 @@ static void import_progress(void *arg, uint64_t done, uint64_t total) {
   task_percent(im->task, pct);
 }
 
-static int import_run(struct task *t, void *arg, struct err *e) {
-  struct import *im = arg;
+/* The image's space is known only now (zero blocks take none, a qcow2 may
+ * expand): past the quota, the volume goes. */
+static int import_check_quota(struct import *im, const struct image_info *info, struct err *e) {
   struct api *a = im->api;
-  im->task = t;
-  im->last_ms = util_mono_ms();
-  int64_t t0 = util_mono_ms();
-  task_progress(t, 50, "Importing the %s image", format_label(im->fmt));
+  uint64_t quota = a->cfg.storage_quota;
+  if (!quota || golden_allocated_total(a->store) + info->allocated <= quota) return 0;
+  struct err ve;
+  err_init(&ve);
+  if (vol_golden_delete(a->cfg.volumes, im->id, &ve) < 0)
+    log_error("golden", "cannot remove golden volume %s: %s", im->id, ve.message);
+  err_clear(&ve);
+  err_set(e, 413, "QUOTA_EXCEEDED",
+          "the imported image takes %llu bytes, which would exceed the storage quota of %llu "
+          "bytes",
+          (unsigned long long)info->allocated, (unsigned long long)quota);
+  err_action(e, "Delete golden images that are no longer needed, or raise --storage-quota.");
+  return -1;
+}
+
+/* The document; the volume goes if it cannot be made. */
+static int import_document(struct import *im, const struct image_info *info, struct err *e) {
+  struct api *a = im->api;
+  struct golden_new g = {
+      .id = im->id,
+      .name = im->name,
+      .description = im->description,
+      .format = format_label(info->format),
+      .size = info->size,
+      .allocated = info->allocated,
+      .sha256 = info->sha256,
+      .crc32 = info->crc32,
+      .member = info->member[0] ? info->member : im->id,
+      .log = im->log.text,
+  };
+  if (golden_create(a->store, &g, NULL, e) == 0) return 0;
+  struct err ve;
+  err_init(&ve);
+  if (vol_golden_delete(a->cfg.volumes, im->id, &ve) < 0)
+    log_error("golden", "cannot remove golden volume %s: %s", im->id, ve.message);
+  err_clear(&ve);
+  return -1;
+}
+
+static void import_log_info(struct import *im, const struct image_info *info) {
+  log_line(&im->log, "format: %s", format_label(info->format));
+  if (info->member[0]) log_line(&im->log, "zip member: %s", info->member);
+  log_line(&im->log, "size: %llu bytes", (unsigned long long)info->size);
+  log_line(&im->log, "allocated: %llu bytes", (unsigned long long)info->allocated);
+  log_line(&im->log, "crc32: %08x", info->crc32);
+}
+
+/* A raw image or HPE zip imported while it arrived: check and commit it, make
+ * the document (usable from here on), then record the SHA-256. */
+static int import_streamed(struct task *t, struct import *im, struct err *e) {
+  struct api *a = im->api;
+  int64_t t_end = util_mono_ms();
+  im->pct_lo = PCT_RECEIVED_STREAM;
+  im->pct_hi = PCT_USABLE;
+  task_progress(t, PCT_RECEIVED_STREAM, "Checking and committing the %s image",
+                format_label(im->fmt));
   struct image_info info;
   memset(&info, 0, sizeof info);
-  if (image_import(a->cfg.volumes, im->id, im->path, im->fmt, import_progress, im, &info, e) < 0) {
+  if (image_stream_commit(im->stream, import_progress, im, &info, e) < 0) {
+    log_warn("golden", "import of \"%s\" (%s) failed: %s (%s)", im->name, im->filename, e->message,
+             e->code);
+    return -1;
+  }
+  if (import_check_quota(im, &info, e) < 0) return -1;
+  import_log_info(im, &info);
+  int64_t usable = util_mono_ms();
+  log_line(&im->log, "committed %.1f s after the end of the upload, %.1f s after its start",
+           (double)(usable - t_end) / 1000.0, (double)(usable - im->t0) / 1000.0);
+  if (info.sha256[0]) log_line(&im->log, "sha256: %s", info.sha256);
+  log_line(&im->log, "golden image \"%s\" created", im->name);
+  if (import_document(im, &info, e) < 0) return -1;
+  log_info("golden", "golden image \"%s\" (%s) usable: %llu bytes, %llu allocated, format %s",
+           im->name, im->id, (unsigned long long)info.size, (unsigned long long)info.allocated,
+           format_label(info.format));
+  char sha[65];
+  if (info.sha256[0]) {
+    memcpy(sha, info.sha256, sizeof sha);
+  } else {
+    task_progress(t, PCT_USABLE, "Golden image \"%s\" is usable; computing its SHA-256", im->name);
+    im->pct_lo = PCT_USABLE;
+    im->pct_hi = 99;
+    if (image_stream_sha256(im->stream, &golden_tasks.stopping, import_progress, im, sha, e) < 0) {
+      log_warn("golden", "golden image \"%s\" (%s): SHA-256 not computed: %s", im->name, im->id,
+               e->message);
+      if (!strcmp(e->code, "CHECKSUM_INTERRUPTED"))
+        err_set(e, 503, "CHECKSUM_INTERRUPTED",
+                "golden image \"%s\" is usable, but streamerd stopped before its SHA-256 was "
+                "computed; it is computed again at the next start",
+                im->name);
+      return -1;
+    }
+    char line[200], ts[32];
+    util_iso8601(util_now_ms(), ts);
+    snprintf(line, sizeof line, "%s sha256: %s (%.1f s after the image became usable)", ts, sha,
+             (double)(util_mono_ms() - usable) / 1000.0);
+    if (golden_set_checksum(a->store, im->id, sha, line, e) < 0) {
+      if (e->status == 404) { /* deleted meanwhile */
+        err_clear(e);
+        task_progress(t, 100, "Golden image \"%s\" was deleted before its SHA-256 was recorded",
+                      im->name);
+        return 0;
+      }
+      return -1;
+    }
+  }
+  task_progress(t, 100, "Imported golden image \"%s\": %llu bytes, sha256 %s", im->name,
+                (unsigned long long)info.size, sha);
+  return 0;
+}
+
+/* qcow2, vmdk, vhdx: the upload file converted by qemu-img. */
+static int import_file(struct task *t, struct import *im, struct err *e) {
+  int64_t t0 = util_mono_ms();
+  im->pct_lo = PCT_RECEIVED_FILE;
+  im->pct_hi = 99;
+  task_progress(t, PCT_RECEIVED_FILE, "Importing the %s image", format_label(im->fmt));
+  struct image_info info;
+  memset(&info, 0, sizeof info);
+  if (image_import(im->api->cfg.volumes, im->id, im->path, im->fmt, import_progress, im, &info, e) <
+      0) {
     log_warn("golden", "import of \"%s\" (%s) failed: %s (%s)", im->name, im->filename, e->message,
              e->code);
     return -1;
   }
   unlink(im->path); /* not needed any more: free the space now */
-  log_line(&im->log, "format: %s", format_label(info.format));
-  if (info.member[0]) log_line(&im->log, "zip member: %s", info.member);
-  log_line(&im->log, "size: %llu bytes", (unsigned long long)info.size);
-  log_line(&im->log, "allocated: %llu bytes", (unsigned long long)info.allocated);
+  import_log_info(im, &info);
   log_line(&im->log, "sha256: %s", info.sha256);
-  log_line(&im->log, "crc32: %08x", info.crc32);
   log_line(&im->log, "imported in %.1f s", (double)(util_mono_ms() - t0) / 1000.0);
-  /* The import's own space is known only now (a qcow2 may expand). */
-  uint64_t quota = a->cfg.storage_quota;
-  if (quota && golden_allocated_total(a->store) + info.allocated > quota) {
-    struct err ve;
-    err_init(&ve);
-    if (vol_golden_delete(a->cfg.volumes, im->id, &ve) < 0)
-      log_error("golden", "cannot remove golden volume %s: %s", im->id, ve.message);
-    err_clear(&ve);
-    err_set(e, 413, "QUOTA_EXCEEDED",
-            "the imported image takes %llu bytes, which would exceed the storage quota of %llu "
-            "bytes",
-            (unsigned long long)info.allocated, (unsigned long long)quota);
-    err_action(e, "Delete golden images that are no longer needed, or raise --storage-quota.");
-    return -1;
-  }
+  if (import_check_quota(im, &info, e) < 0) return -1;
   log_line(&im->log, "golden image \"%s\" created", im->name);
-  struct golden_new g = {
-      .id = im->id,
-      .name = im->name,
-      .description = im->description,
-      .format = format_label(info.format),
-      .size = info.size,
-      .allocated = info.allocated,
-      .sha256 = info.sha256,
-      .crc32 = info.crc32,
-      .member = info.member[0] ? info.member : im->id,
-      .log = im->log.text,
-  };
-  if (golden_create(a->store, &g, NULL, e) < 0) {
-    struct err ve;
-    err_init(&ve);
-    if (vol_golden_delete(a->cfg.volumes, im->id, &ve) < 0)
-      log_error("golden", "cannot remove golden volume %s: %s", im->id, ve.message);
-    err_clear(&ve);
-    return -1;
-  }
+  if (import_document(im, &info, e) < 0) return -1;
   task_progress(t, 100, "Imported golden image \"%s\": %llu bytes, sha256 %s", im->name,
                 (unsigned long long)info.size, info.sha256);
   log_info("golden", "golden image \"%s\" (%s) imported: %llu bytes, %llu allocated, format %s",
            im->name, im->id, (unsigned long long)info.size, (unsigned long long)info.allocated,
            format_label(info.format));
   return 0;
+}
+
+static int import_run(struct task *t, void *arg, struct err *e) {
+  struct import *im = arg;
+  if (golden_task_enter(e) < 0) return -1;
+  im->task = t;
+  im->last_ms = util_mono_ms();
+  int rc = im->stream ? import_streamed(t, im, e) : import_file(t, im, e);
+  golden_task_leave();
+  return rc;
+}
+
+/* ---- a checksum that a stop left pending ------------------------------------------------- */
+struct checksum {
+  struct api *api;
+  char id[37 + 64];
+  char name[300];
+  struct task *task;
+  int last_pct;
+  int64_t last_ms;
+};
+
+static void checksum_progress(void *arg, uint64_t done, uint64_t total) {
+  struct checksum *c = arg;
+  if (!total) return;
+  int pct = (int)(done * 99 / total);
+  int64_t now = util_mono_ms();
+  if (pct == c->last_pct || (now - c->last_ms < PROGRESS_MS && pct < c->last_pct + 5)) return;
+  c->last_pct = pct;
+  c->last_ms = now;
+  task_percent(c->task, pct);
+}
+
+static int checksum_run(struct task *t, void *arg, struct err *e) {
+  struct checksum *c = arg;
+  if (golden_task_enter(e) < 0) return -1;
+  c->task = t;
+  c->last_ms = util_mono_ms();
+  int64_t t0 = util_mono_ms();
+  task_progress(t, 0, "Computing the SHA-256 of golden image \"%s\"", c->name);
+  char sha[65];
+  int rc = image_sha256(c->api->cfg.volumes, c->id, &golden_tasks.stopping, checksum_progress, c,
+                        sha, e);
+  if (rc == 0) {
+    char line[200], ts[32];
+    util_iso8601(util_now_ms(), ts);
+    snprintf(line, sizeof line,
+             "%s sha256: %s (computed at start in %.1f s: streamerd had stopped before)", ts, sha,
+             (double)(util_mono_ms() - t0) / 1000.0);
+    rc = golden_set_checksum(c->api->store, c->id, sha, line, e);
+  }
+  if (rc == 0) task_progress(t, 100, "Golden image \"%s\": sha256 %s", c->name, sha);
+  golden_task_leave();
+  return rc;
+}
+
+/* Golden images whose SHA-256 a stop interrupted: computed again, by a task each. */
+static void resume_checksums(struct api *a) {
+  struct store_entry **v;
+  size_t n;
+  if (store_list(a->store, GOLDEN_COLL, &v, &n) < 0) return;
+  for (size_t i = 0; i < n; i++) {
+    if (!golden_checksum_pending(v[i]->doc) || golden_is_deleting(v[i]->doc)) continue;
+    struct checksum *c = calloc(1, sizeof *c);
+    if (!c) break;
+    c->api = a;
+    c->last_pct = -1;
+    snprintf(c->id, sizeof c->id, "%s", v[i]->id);
+    snprintf(c->name, sizeof c->name, "%s", v[i]->name ? v[i]->name : v[i]->id);
+    json_t *assoc = assoc_of(v[i]->id, c->name);
+    struct err e;
+    err_init(&e);
+    json_t *doc =
+        task_submit(a->tasks, "Compute checksum", "streamerd", assoc, checksum_run, c, free, &e);
+    json_decref(assoc);
+    if (!doc)
+      log_error("golden", "golden image %s: cannot compute its pending SHA-256: %s", v[i]->id,
+                e.message);
+    else
+      log_warn("golden", "golden image %s: computing the SHA-256 that a stop interrupted",
+               v[i]->id);
+    json_decref(doc);
+    err_clear(&e);
+  }
+  store_entries_release(v, n);
 }
 
 void upload_end(struct request *r) {
@@ -762,8 +1000,14 @@ void upload_end(struct request *r) {
   }
   im->api = r->api;
   memcpy(im->id, u->id, sizeof im->id);
-  im->path = u->path;
-  u->path = NULL; /* the import owns the file now */
+  if (u->stream) {
+    im->stream = u->stream; /* the import owns it now */
+    u->stream = NULL;
+  } else {
+    im->path = u->path;
+    u->path = NULL; /* the import owns the file now */
+  }
+  im->t0 = u->t0;
   im->name = name;
   im->description = strdup(desc);
   im->filename = u->filename;
@@ -780,7 +1024,8 @@ void upload_end(struct request *r) {
   char uri[80];
   snprintf(uri, sizeof uri, "/rest/%s/%s", GOLDEN_COLL, im->id);
   task_set_resource(t, uri, im->name);
-  task_progress(t, 50, "Received %llu bytes", (unsigned long long)im->received);
+  task_progress(t, im->stream ? PCT_RECEIVED_STREAM : PCT_RECEIVED_FILE, "Received %llu bytes",
+                (unsigned long long)im->received);
   json_t *doc = NULL;
   if (task_start(t, import_run, im, import_free, &doc, &e) < 0) return reply_error(r, &e);
   snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(doc, "uri")));
@@ -1140,13 +1385,24 @@ int golden_api_init(struct api *a, struct err *e) {
     err_set(e, 500, "IO_ERROR", "cannot create %s: %s", a->uploads_dir, strerror(errno));
     return -1;
   }
+  pthread_mutex_lock(&golden_tasks.mu);
+  __atomic_store_n(&golden_tasks.stopping, 0, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&golden_tasks.mu);
   clean_uploads(a->uploads_dir);
   recover_deleting(a);
   clean_orphans(a);
+  resume_checksums(a);
   return 0;
 }
 
 void golden_api_fini(struct api *a) {
+  /* Interrupt SHA-256s (resumed at the next start) and wait for the golden
+   * tasks that run: they use `a`. */
+  pthread_mutex_lock(&golden_tasks.mu);
+  __atomic_store_n(&golden_tasks.stopping, 1, __ATOMIC_RELAXED);
+  while (golden_tasks.running > 0)
+    pthread_cond_wait(&golden_tasks.cv, &golden_tasks.mu);
+  pthread_mutex_unlock(&golden_tasks.mu);
   free(a->uploads_dir);
   a->uploads_dir = NULL;
 }

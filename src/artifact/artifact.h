@@ -57,7 +57,7 @@ struct golden_new {
   const char *format;      /* "hpe-zip", "raw", "qcow2", ... */
   uint64_t size;           /* bytes of the raw image */
   uint64_t allocated;      /* bytes stored */
-  const char *sha256;      /* hex of the raw image */
+  const char *sha256;      /* hex of the raw image; "" or NULL: still being computed */
   uint32_t crc32;          /* of the raw image */
   const char *member;      /* zip member name of its export */
   const char *log;         /* the import log (GET /rest/golden-images/archive/{id}) */
@@ -70,6 +70,12 @@ int golden_check_new_name(struct store *s, const char *name, struct err *e);
 int golden_check_description(const char *description, struct err *e);
 int golden_create(struct store *s, const struct golden_new *g, struct store_entry **out,
                   struct err *e);
+/* A pending checksum computed: checkSum set, checkSumState "OK", log_line
+ * appended to the import log. 404 if the image is gone. */
+int golden_set_checksum(struct store *s, const char *id, const char *sha256, const char *log_line,
+                        struct err *e);
+/* Is the image's SHA-256 still being computed (checkSumState "Pending")? */
+int golden_checksum_pending(json_t *doc);
 /* PUT: name and description may change; other fields must be absent, null
  * or equal to the current value (400 GOLDEN_IMAGE_FIELD_READ_ONLY). */
 int golden_update(struct store *s, const char *id, json_t *body, const char *if_match,

@@ -1,7 +1,9 @@
 /* golden.c — golden image documents: HPE's GoldenImage shape, names,
  * rename/describe (PUT), the delete protocol (Deleting state while the
- * volume goes), dependentArtifacts (the deployment plans that use one). The
- * image bytes are the API layer's business (src/vol through src/api). */
+ * volume goes), dependentArtifacts (the deployment plans that use one), the
+ * checksum state (an image is usable before its SHA-256 is known:
+ * checkSumState "Pending", then "OK" with checkSum set). The image bytes are
+ * the API layer's business (src/vol through src/api). */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -18,12 +20,18 @@ static char *render_golden(json_t *doc) {
   json_t *c = json_copy(doc);
   for (const char *const *h = HIDDEN; *h; h++)
     json_object_del(c, *h);
+  if (!json_object_get(c, "checkSumState")) /* documents from before the field */
+    json_object_set_new(c, "checkSumState", json_string("OK"));
   char *s = json_dumps(c, JSON_COMPACT);
   json_decref(c);
   return s;
 }
 
 void golden_register(struct store *s) { store_set_render(s, GOLDEN_COLL, render_golden); }
+
+int golden_checksum_pending(json_t *doc) {
+  return util_strcaseeq(json_string_value(json_object_get(doc, "checkSumState")), "Pending");
+}
 
 int golden_is_deleting(json_t *doc) {
   return util_strcaseeq(json_string_value(json_object_get(doc, "state")), "Deleting");
@@ -75,19 +83,20 @@ int golden_create(struct store *s, const struct golden_new *g, struct store_entr
     return -1;
   }
   char *uri = util_strdup_printf("/rest/%s/%s", GOLDEN_COLL, g->id);
+  int pending = !g->sha256 || !g->sha256[0];
   json_t *doc = json_pack(
       "{s:s, s:s, s:s, s:o, s:s, s:s, s:s, s:s,"
       " s:s, s:n, s:n, s:s, s:n, s:n, s:s, s:n, s:n,"
-      " s:s, s:[], s:b, s:b, s:b, s:I, s:I, s:s, s:I, s:s, s:s}",
+      " s:s, s:s, s:[], s:b, s:b, s:b, s:I, s:I, s:s, s:I, s:s, s:s}",
       "type", "GoldenImage", "id", g->id, "uri", uri, "name", name, "description",
       g->description ? g->description : "", "category", GOLDEN_COLL, "state", "OK", "status", "OK",
       "artifactBundleCategory", "artifact-bundles", "bundleName", "bundleURI", "buildPlanCategory",
       "build-plans", "buildPlanName", "buildPlanUri", "osVolumeCategory", "os-volumes",
-      "osVolumeName", "osVolumeURI", "checkSum", g->sha256 ? g->sha256 : "", "dependentArtifacts",
-      "imageCapture", 0, "importedFromBundle", 0, "readOnly", 0, "size", (json_int_t)g->size,
-      "allocatedBytes", (json_int_t)g->allocated, "format", g->format ? g->format : "", "crc32",
-      (json_int_t)g->crc32, "member", g->member ? g->member : g->id, "importLog",
-      g->log ? g->log : "");
+      "osVolumeName", "osVolumeURI", "checkSum", pending ? "" : g->sha256, "checkSumState",
+      pending ? "Pending" : "OK", "dependentArtifacts", "imageCapture", 0, "importedFromBundle", 0,
+      "readOnly", 0, "size", (json_int_t)g->size, "allocatedBytes", (json_int_t)g->allocated,
+      "format", g->format ? g->format : "", "crc32", (json_int_t)g->crc32, "member",
+      g->member ? g->member : g->id, "importLog", g->log ? g->log : "");
   free(uri);
   if (!doc) {
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
@@ -118,6 +127,38 @@ int golden_create(struct store *s, const struct golden_new *g, struct store_entr
   if (store_commit(t, e) < 0) return -1;
   if (out) *out = store_get(s, GOLDEN_COLL, g->id);
   return 0;
+}
+
+int golden_set_checksum(struct store *s, const char *id, const char *sha256, const char *log_line,
+                        struct err *e) {
+  struct store_txn *t = store_begin(s);
+  if (!t) {
+    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
+    return -1;
+  }
+  struct store_entry *old = store_txn_get(t, GOLDEN_COLL, id);
+  if (!old) {
+    store_rollback(t);
+    err_set(e, 404, "RESOURCE_NOT_FOUND", "golden image \"%.100s\" does not exist", id);
+    return -1;
+  }
+  json_t *doc = json_deep_copy(old->doc);
+  json_object_set_new(doc, "checkSum", json_string(sha256));
+  json_object_set_new(doc, "checkSumState", json_string("OK"));
+  if (log_line) {
+    const char *log = json_string_value(json_object_get(doc, "importLog"));
+    char *both = util_strdup_printf("%s%s\n", log ? log : "", log_line);
+    if (both) json_object_set_new(doc, "importLog", json_string(both));
+    free(both);
+  }
+  int rc = store_put(t, GOLDEN_COLL, id, old->name, doc, e);
+  json_decref(doc);
+  store_entry_release(old);
+  if (rc < 0) {
+    store_rollback(t);
+    return -1;
+  }
+  return store_commit(t, e);
 }
 
 /* ---- dependentArtifacts ---------------------------------------------------- */
@@ -203,6 +244,7 @@ static const char *const IGNORED[] = {"eTag",
                                       "state",
                                       "status",
                                       "dependentArtifacts",
+                                      "checkSumState",
                                       "scopesUri",
                                       "initialScopeUris",
                                       NULL};
@@ -261,6 +303,8 @@ static int check_update_body(json_t *body, json_t *cur, const char *id, struct e
     }
     if (in_list(FIXED, key)) {
       if (json_is_null(v) || same_value(json_object_get(cur, key), v)) continue;
+      /* What a GET returned while the SHA-256 was still being computed. */
+      if (!strcmp(key, "checkSum") && json_is_string(v) && !json_string_value(v)[0]) continue;
       err_set(e, 400, "GOLDEN_IMAGE_FIELD_READ_ONLY",
               "golden image: \"%s\" cannot be changed; only \"name\" and \"description\" can", key);
       err_action(e, "Send the current value of the field, or leave it out.");

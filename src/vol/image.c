@@ -676,6 +676,10 @@ int hasher_wait(struct hasher *h, const int *stop, struct progress *prog, char h
       ts.tv_nsec -= 1000000000L;
     }
     pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+    if (stop && __atomic_load_n(stop, __ATOMIC_RELAXED) && !h->stop) {
+      __atomic_store_n(&h->stop, 1, __ATOMIC_RELAXED); /* also when it waits for the writer */
+      pthread_cond_broadcast(&h->cv);
+    }
     if (prog && !h->done) {
       pthread_mutex_unlock(&h->mu);
       progress_at(prog, prog->total ? __atomic_load_n(&h->hashed, __ATOMIC_RELAXED) : 0);

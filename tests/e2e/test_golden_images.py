@@ -1,7 +1,9 @@
 """test_golden_images.py — /rest/golden-images end to end: streamed multipart
-uploads (HPE zip, raw, qcow2) imported by a task, downloads as the HPE zip,
-the import log, PUT, DELETE, hostile uploads that must leave nothing behind,
-roles checked before the body is read, the storage quota, and the CLI.
+uploads (HPE zip and raw imported while they arrive, qcow2 by a task),
+downloads as the HPE zip, the import log, PUT, DELETE, hostile uploads that
+must leave nothing behind, roles checked before the body is read, the storage
+quota, the CLI, and an image usable before its SHA-256 is known (pending
+across a restart).
 
 Multipart bodies are built by hand and streamed with http.client (standard
 library only), in the shapes the HPE SDKs send them.
@@ -159,6 +161,11 @@ def raw_of_zip(data):
 def dir_files(srv, sub):
     d = os.path.join(srv.data_dir, "volumes", sub)
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def importing(srv):
+    """The temp files of imports in progress (DATA/volumes/golden/.<id>.tmp)."""
+    return [f for f in dir_files(srv, "golden") if f.endswith(".tmp")]
 
 
 def golden_ids(srv):
@@ -373,12 +380,13 @@ def test_hostile_uploads(srv):
                    "Content-Length: %d\r\n\r\n" % (srv.token, b.content_type(), b.length)).encode())
         s.sendall(b.head + b.data[:2 << 20])
         deadline = time.time() + 10
-        while time.time() < deadline and not dir_files(srv, "uploads"):
+        while time.time() < deadline and not importing(srv):  # a raw image streams into its temp file
             time.sleep(0.01)
+        assert importing(srv) and dir_files(srv, "uploads") == []
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
         deadline = time.time() + 10
-        while time.time() < deadline and dir_files(srv, "uploads"):
+        while time.time() < deadline and importing(srv):
             time.sleep(0.01)
         tasks = srv.request("GET", "/rest/tasks?filter=name='Upload'&sort=created:desc").json()["members"]
         deadline = time.time() + 10
@@ -707,3 +715,95 @@ def test_restart_cleans_leftovers():
         status, _, data = download(srv, gi)
         assert status == 200 and raw_of_zip(data)[1] == img
         assert "no golden image uses it" in srv.read_log()
+
+
+# -- 12: usable before the SHA-256; a pending checksum survives a stop -----------------------------
+def test_checksum_pending_then_resumed():
+    """With the SHA-256 held back (STREAMER_IMAGE_HASH=hold, a test setting), an
+    upload becomes usable with checkSumState Pending while its task runs: it
+    downloads, renames with the whole document sent back, clones into an OS
+    volume. A stop interrupts the SHA-256; the next start computes it in a
+    "Compute checksum" task. Zips with a data descriptor, stored or zip64
+    members stream too."""
+    srv = harness.Server(env={"STREAMER_IMAGE_HASH": "hold"})
+    srv.start()
+    try:
+        srv.login()
+        img = pattern(8)
+        zbuf = io.BytesIO()
+        with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("held.raw", img)
+        r = upload(srv, Body("held.zip", data=zbuf.getvalue()), "?name=Held")
+        assert r.status == 202, r
+        task_uri = r.json()["uri"]
+        gi_uri = r.json()["associatedResource"]["resourceUri"]
+        deadline = time.time() + 30
+        while time.time() < deadline and srv.request("GET", gi_uri).status != 200:
+            time.sleep(0.02)
+        gi = srv.request("GET", gi_uri).json()
+        assert gi["checkSumState"] == "Pending" and gi["checkSum"] == "", gi
+        assert gi["status"] == "OK" and gi["state"] == "OK" and gi["size"] == len(img), gi
+        t = srv.request("GET", task_uri).json()
+        assert t["taskState"] == "Running" and 90 <= t["percentComplete"] < 100, t
+        assert any("usable" in u["statusUpdate"] for u in t["progressUpdates"]), t
+        status, _, data = download(srv, gi)
+        assert status == 200 and raw_of_zip(data) == ("held.raw", img)
+        gi["name"] = "Held again"
+        r = srv.request("PUT", gi_uri, gi)
+        assert r.status == 200 and r.json()["name"] == "Held again", r
+        r = srv.request("POST", "/rest/os-volumes", {"name": "held-clone", "goldenImageUri": gi_uri,
+                                                     "initiatorNames": ["*"], "allowAnyInitiator": True})
+        if r.status != 404:  # OS volumes are served by this build
+            assert r.status == 202, r
+            t = srv.wait_task(r.headers["location"], timeout=60)
+            assert t["taskState"] == "Completed", t
+            vol = t["associatedResource"]["resourceUri"]
+            t = srv.wait_task(srv.request("DELETE", vol).headers["location"], timeout=60)
+            assert t["taskState"] == "Completed", t
+        srv.stop()
+        assert "SHA-256 not computed" in srv.read_log()
+        srv.env = None
+        srv.start()
+        srv.login()
+        want = hashlib.sha256(img).hexdigest()
+        deadline = time.time() + 60
+        while time.time() < deadline and srv.request("GET", gi_uri).json()["checkSumState"] != "OK":
+            time.sleep(0.05)
+        gi = srv.request("GET", gi_uri).json()
+        assert gi["checkSum"] == want and gi["checkSumState"] == "OK", gi
+        tasks = srv.request("GET", "/rest/tasks").json()["members"]
+        up = [t for t in tasks if t["uri"] == task_uri][0]
+        assert up["taskState"] == "Error", up  # interrupted by the stop
+        cs = [t for t in tasks if t["name"] == "Compute checksum"]
+        assert len(cs) == 1 and cs[0]["associatedResource"]["resourceUri"] == gi_uri, cs
+        assert srv.wait_task(cs[0]["uri"])["taskState"] == "Completed"
+        log = srv.request("GET", "/rest/golden-images/archive/" + gi["id"]).body
+        assert "sha256: " + want in log, log
+        # other zip shapes stream as well: data descriptor (an unseekable writer), stored, zip64 sizes
+        class Unseekable(io.RawIOBase):
+            def __init__(self):
+                self.buf = bytearray()
+
+            def writable(self):
+                return True
+
+            def write(self, b):
+                self.buf += b
+                return len(b)
+        u = Unseekable()
+        with zipfile.ZipFile(u, "w", zipfile.ZIP_DEFLATED) as z:
+            with z.open("dd.raw", "w") as m:
+                m.write(img)
+        stored = zip_bytes([("stored.raw", img)])
+        z64 = io.BytesIO()
+        with zipfile.ZipFile(z64, "w", zipfile.ZIP_DEFLATED) as z:
+            with z.open("z64.raw", "w", force_zip64=True) as m:
+                m.write(img)
+        for name, data in (("dd.zip", bytes(u.buf)), ("stored.zip", stored), ("z64.zip", z64.getvalue())):
+            g = upload_ok(srv, Body(name, data=data))
+            assert g["checkSum"] == want and g["checkSumState"] == "OK", (name, g)
+        assert dir_files(srv, "uploads") == [] and importing(srv) == []
+    finally:
+        srv.stop()
+        srv.cleanup()
+
