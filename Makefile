@@ -14,15 +14,16 @@
 BUILD    ?= build
 SAN      ?=
 CC       ?= cc
-PKGS     := libmicrohttpd jansson sqlite3 libcurl libcrypt gnutls libpcre2-8 zlib
+PKGS     := libmicrohttpd jansson sqlite3 libcurl libcrypt gnutls libpcre2-8 zlib ext2fs com_err
 # Debian packages: build, run, test.
 DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
-             libcurl4-gnutls-dev libcrypt-dev libgnutls28-dev libpcre2-dev zlib1g-dev
+             libcurl4-gnutls-dev libcrypt-dev libgnutls28-dev libpcre2-dev zlib1g-dev \
+             libext2fs-dev
 # iSCSI tests: libiscsi's tools and conformance suite, qemu's iscsi driver, qemu + its
 # iPXE ROM for the boot tests, and what tests/iscsi/mkbootdisk.py builds the boot disk from.
 DEB_ISCSI_TEST := libiscsi-bin qemu-block-extra qemu-system-x86 ipxe-qemu syslinux \
              syslinux-common mtools dosfstools busybox-static linux-image-amd64
-DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3 qemu-utils clang libclang-rt-14-dev \
+DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3 qemu-utils clang libclang-rt-14-dev e2fsprogs \
              $(DEB_ISCSI_TEST)
 # make bench only: tgtd (the iSCSI peer), fio, libiscsi-dev (bench/iscsi_load.c).
 DEB_BENCH := $(DEB_BUILD) $(DEB_ISCSI_TEST) tgt fio libiscsi-dev
