@@ -19,11 +19,13 @@ PKGS     := libmicrohttpd jansson sqlite3 libcurl libcrypt gnutls libpcre2-8 zli
 DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
              libcurl4-gnutls-dev libcrypt-dev libgnutls28-dev libpcre2-dev zlib1g-dev \
              libext2fs-dev
+# Run time: the plan-script host shell's sandbox (bubblewrap) and the tools scripts call there.
+DEB_RUN   := bubblewrap dos2unix libxml2-utils gawk python3
 # iSCSI tests: libiscsi's tools and conformance suite, qemu's iscsi driver, qemu + its
 # iPXE ROM for the boot tests, and what tests/iscsi/mkbootdisk.py builds the boot disk from.
 DEB_ISCSI_TEST := libiscsi-bin qemu-block-extra qemu-system-x86 ipxe-qemu syslinux \
              syslinux-common mtools dosfstools busybox-static linux-image-amd64
-DEB_TEST  := $(DEB_BUILD) libcmocka-dev python3 qemu-utils clang libclang-rt-14-dev e2fsprogs \
+DEB_TEST  := $(DEB_BUILD) $(DEB_RUN) libcmocka-dev qemu-utils clang libclang-rt-14-dev e2fsprogs \
              $(DEB_ISCSI_TEST)
 # make bench only: tgtd (the iSCSI peer), fio, libiscsi-dev (bench/iscsi_load.c).
 DEB_BENCH := $(DEB_BUILD) $(DEB_ISCSI_TEST) tgt fio libiscsi-dev
@@ -88,7 +90,7 @@ define apt_install
 endef
 
 deps:
-	$(call apt_install,$(DEB_BUILD))
+	$(call apt_install,$(DEB_BUILD) $(DEB_RUN))
 
 test-deps:
 	$(call apt_install,$(DEB_TEST))
