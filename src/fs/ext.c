@@ -212,7 +212,6 @@ struct ext {
   struct vol *vol;
   pthread_mutex_t lock; /* libext2fs is not thread-safe: one call at a time */
   int bitmaps;          /* block and inode bitmaps loaded (first write) */
-  int changed;          /* written since the last sync */
   uint64_t overhead;    /* metadata blocks, as the kernel's statfs counts them */
 };
 
@@ -601,7 +600,6 @@ static int ext_writable(struct ext *x, const char *op, const char *path, struct 
     if (rc) return ext_fail(x, e, rc, op, path);
     x->bitmaps = 1;
   }
-  x->changed = 1;
   return 0;
 }
 
@@ -875,6 +873,46 @@ static errcode_t ext_write_data(struct ext *x, ext2_ino_t ino, const void *buf, 
   return rc ? rc : rc2;
 }
 
+/* Turn an inline-data file into an ordinary one before changing it:
+ * libext2fs 1.47.0 overruns its buffer when ext2fs_file_write grows inline
+ * data past the inode. The bytes move to a block; the system.data
+ * attribute goes. */
+static errcode_t ext_uninline(struct ext *x, ext2_ino_t ino) {
+  ext2_filsys fs = x->fs;
+  inode_t in;
+  errcode_t rc = ext_iget(x, ino, &in);
+  if (rc || !(in.i_flags & EXT4_INLINE_DATA_FL)) return rc;
+  size_t size = 0;
+  if ((rc = ext2fs_inline_data_size(fs, ino, &size))) return rc;
+  if (size > fs->blocksize) return EXT2_ET_INODE_CORRUPTED;
+  char *buf = calloc(1, size + EXT4_MIN_INLINE_DATA_SIZE);
+  if (!buf) return EXT2_ET_NO_MEMORY;
+  rc = ext2fs_inline_data_get(fs, ino, EXT2_INODE(&in), buf, &size);
+  struct ext2_xattr_handle *h = NULL;
+  if (!rc) rc = ext2fs_xattrs_open(fs, ino, &h);
+  if (!rc) rc = ext2fs_xattrs_read(h);
+  if (!rc) rc = ext2fs_xattr_remove(h, "system.data");
+  if (!rc) rc = ext2fs_xattrs_write(h);
+  if (h) ext2fs_xattrs_close(&h);
+  if (!rc) rc = ext_iget(x, ino, &in);
+  if (!rc) {
+    uint64_t len = EXT2_I_SIZE(&in) < size ? EXT2_I_SIZE(&in) : size;
+    in.i_flags &= ~EXT4_INLINE_DATA_FL;
+    memset(in.i_block, 0, sizeof in.i_block);
+    in.i_size = in.i_size_high = 0;
+    if (ext2fs_has_feature_extents(fs->super)) {
+      ext2_extent_handle_t eh;
+      in.i_flags |= EXT4_EXTENTS_FL;
+      rc = ext2fs_extent_open2(fs, ino, EXT2_INODE(&in), &eh);
+      if (!rc) ext2fs_extent_free(eh);
+    }
+    if (!rc) rc = ext_iput(x, ino, &in);
+    if (!rc && len) rc = ext_write_data(x, ino, buf, len, 0);
+  }
+  free(buf);
+  return rc;
+}
+
 static errcode_t ext_set_size(struct ext *x, ext2_ino_t ino, uint64_t size) {
   ext2_file_t file;
   errcode_t rc = ext2fs_file_open2(x->fs, ino, NULL, EXT2_FILE_WRITE, &file);
@@ -923,6 +961,9 @@ static int ext_write(struct fs *f, const char *path, const void *buf, size_t len
                                           : "immutable or append-only");
     EXT_RETURN(-1);
   }
+  if ((in.i_flags & EXT4_INLINE_DATA_FL) &&
+      ((rc = ext_uninline(x, ino)) || (rc = ext_iget(x, ino, &in))))
+    EXT_RETURN(ext_fail(x, e, rc, op, path));
   uint64_t size = ext_isize(x, &in);
   if ((flags & FS_O_TRUNC) && size > 0) {
     if ((rc = ext_set_size(x, ino, 0))) EXT_RETURN(ext_fail(x, e, rc, op, path));
@@ -949,7 +990,8 @@ static int ext_truncate(struct fs *f, const char *path, uint64_t size, struct er
   if (in.i_flags & (EXT4_ENCRYPT_FL | EXT4_VERITY_FL | EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
     EXT_RETURN(ext_errno(e, EPERM, op, path));
   if (size > ext_max_size(x, &in)) EXT_RETURN(ext_errno(e, EFBIG, op, path));
-  errcode_t rc = ext_set_size(x, w.ino, size);
+  errcode_t rc = ext_uninline(x, w.ino);
+  if (!rc) rc = ext_set_size(x, w.ino, size);
   if (!rc) rc = ext_touch(x, w.ino, T_M | T_C, 0);
   if (rc) EXT_RETURN(ext_fail(x, e, rc, op, path));
   EXT_RETURN(0);
@@ -1354,19 +1396,16 @@ static int ext_statvfs(struct fs *f, struct fs_statvfs *out, struct err *e) {
   EXT_RETURN(0);
 }
 
+/* Bitmaps and superblocks (with their descriptor copies) only when something
+ * changed them: a session that only read writes nothing, not even s_wtime. */
 static int ext_sync_locked(struct ext *x, struct err *e) {
   if (x->base.read_only) return 0;
   errcode_t rc = 0;
-  if (x->changed || (x->fs->flags & EXT2_FLAG_DIRTY)) {
-    rc = ext2fs_write_bitmaps(x->fs);
-    if (!rc) {
-      x->fs->flags |= EXT2_FLAG_DIRTY;
-      rc = ext2fs_flush2(x->fs, 0); /* superblocks, descriptors; then vol_flush */
-    }
-    if (!rc) x->changed = 0;
-  } else {
+  if (x->fs->flags & (EXT2_FLAG_IB_DIRTY | EXT2_FLAG_BB_DIRTY)) rc = ext2fs_write_bitmaps(x->fs);
+  if (!rc && (x->fs->flags & EXT2_FLAG_DIRTY))
+    rc = ext2fs_flush2(x->fs, 0); /* then vol_flush */
+  else if (!rc)
     rc = io_channel_flush(x->fs->io);
-  }
   if (rc) return ext_fail(x, e, rc, "sync", "/");
   return 0;
 }

@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -541,11 +542,597 @@ static void htree(void **state) {
   }
 }
 
+/* ---- errors ------------------------------------------------------------------- */
+
+static void errors(void **state) {
+  struct err e;
+  char src[128];
+  snprintf(src, sizeof src, "%s/src", dir);
+  make_tree(src);
+  char args[256];
+  snprintf(args, sizeof args, "-t ext4 -d '%s'", src);
+  char *p = mkfs("err.img", 64, args);
+  struct h h = xopen(p, 0);
+  struct fs *f = h.f;
+  struct fs_stat st;
+  struct fs_dirent *d;
+  size_t n, got;
+  char buf[16], *t;
+  char longname[300];
+  memset(longname, 'n', sizeof longname);
+  longname[0] = '/';
+  longname[sizeof longname - 1] = 0;
+
+  FAILS(f->ops->stat(f, "etc/hostname", &st, &e), 400, FS_EINVAL);
+  FAILS(f->ops->stat(f, "/nope", &st, &e), 404, FS_ENOENT);
+  FAILS(f->ops->stat(f, "/nope/deeper", &st, &e), 404, FS_ENOENT);
+  FAILS(f->ops->stat(f, "/etc/hostname/x", &st, &e), 400, FS_ENOTDIR);
+  FAILS(f->ops->stat(f, "/etc/hostname/", &st, &e), 400, FS_ENOTDIR);
+  FAILS(f->ops->stat(f, longname, &st, &e), 400, FS_EINVAL);
+  has(e.message, "File name too long");
+  FAILS(f->ops->readdir(f, "/etc/hostname", &d, &n, &e), 400, FS_ENOTDIR);
+  FAILS(f->ops->read(f, "/etc", buf, sizeof buf, 0, &got, &e), 400, FS_EISDIR);
+  FAILS(f->ops->write(f, "/etc", "x", 1, 0, FS_O_CREAT, 0644, &e), 400, FS_EISDIR);
+  FAILS(f->ops->write(f, "/nope/x", "x", 1, 0, FS_O_CREAT, 0644, &e), 404, FS_ENOENT);
+  FAILS(f->ops->write(f, "/x", "x", 1, 0, 0, 0644, &e), 404, FS_ENOENT);
+  FAILS(f->ops->write(f, "/x/", "x", 1, 0, FS_O_CREAT, 0644, &e), 400, FS_EISDIR);
+  FAILS(f->ops->write(f, "/etc/hostname", "x", 1, 0, FS_O_CREAT | FS_O_EXCL, 0644, &e), 400,
+        FS_EEXIST);
+  FAILS(f->ops->write(f, "/etc/fast", "x", 1, 0, FS_O_CREAT | FS_O_EXCL, 0644, &e), 400, FS_EEXIST);
+  FAILS(f->ops->truncate(f, "/etc", 0, &e), 400, FS_EISDIR);
+  FAILS(f->ops->mkdir(f, "/etc", 0755, &e), 400, FS_EEXIST);
+  FAILS(f->ops->mkdir(f, "/", 0755, &e), 400, FS_EEXIST);
+  FAILS(f->ops->mkdir(f, "/etc/fast", 0755, &e), 400, FS_EEXIST);
+  FAILS(f->ops->mkdir(f, "/nope/a", 0755, &e), 404, FS_ENOENT);
+  FAILS(f->ops->rmdir(f, "/etc", &e), 409, FS_ENOTEMPTY);
+  FAILS(f->ops->rmdir(f, "/etc/hostname", &e), 400, FS_ENOTDIR);
+  FAILS(f->ops->rmdir(f, "/", &e), 409, FS_EINVAL);
+  FAILS(f->ops->rmdir(f, "/empty/.", &e), 400, FS_EINVAL);
+  FAILS(f->ops->rmdir(f, "/nope", &e), 404, FS_ENOENT);
+  FAILS(f->ops->unlink(f, "/etc", &e), 400, FS_EISDIR);
+  FAILS(f->ops->unlink(f, "/nope", &e), 404, FS_ENOENT);
+  FAILS(f->ops->rename(f, "/nope", "/x", &e), 404, FS_ENOENT);
+  FAILS(f->ops->rename(f, "/d", "/d/e/inside", &e), 400, FS_EINVAL);
+  OK(f->ops->rename(f, "/d", "/d", &e));                 /* the same: nothing happens */
+  OK(f->ops->rename(f, "/etc/hostname", "/d/hard", &e)); /* two names of one inode */
+  OK(f->ops->stat(f, "/etc/hostname", &st, &e));
+  assert_int_equal(st.nlink, 2);
+  FAILS(f->ops->rename(f, "/big", "/empty", &e), 400, FS_EISDIR);
+  FAILS(f->ops->rename(f, "/empty", "/big", &e), 400, FS_ENOTDIR);
+  FAILS(f->ops->rename(f, "/empty", "/etc", &e), 409, FS_ENOTEMPTY);
+  FAILS(f->ops->rename(f, "/", "/x", &e), 409, FS_EINVAL);
+  FAILS(f->ops->rename(f, "/big", "/", &e), 409, FS_EINVAL);
+  FAILS(f->ops->rename(f, "/big", "/nope/x", &e), 404, FS_ENOENT);
+  FAILS(f->ops->symlink(f, "", "/x", &e), 404, FS_ENOENT);
+  FAILS(f->ops->symlink(f, "t", "/etc", &e), 400, FS_EEXIST);
+  char longt[5000];
+  memset(longt, 'a', sizeof longt - 1);
+  longt[sizeof longt - 1] = 0;
+  FAILS(f->ops->symlink(f, longt, "/x", &e), 400, FS_EINVAL);
+  FAILS(f->ops->readlink(f, "/etc/hostname", &t, &e), 400, FS_EINVAL);
+  FAILS(f->ops->readlink(f, "/nope", &t, &e), 404, FS_ENOENT);
+  FAILS(f->ops->link(f, "/etc", "/x", &e), 400, FS_EINVAL);
+  FAILS(f->ops->link(f, "/big", "/etc/hostname", &e), 400, FS_EEXIST);
+  FAILS(f->ops->link(f, "/nope", "/x", &e), 404, FS_ENOENT);
+  FAILS(f->ops->chmod(f, "/nope", 0644, &e), 404, FS_ENOENT);
+  FAILS(f->ops->chown(f, "/nope", 0, 0, &e), 404, FS_ENOENT);
+  FAILS(f->ops->utimens(f, "/nope", 0, 0, 0, 0, &e), 404, FS_ENOENT);
+  /* symlinks: loops, escapes above "/", dangling with O_CREAT */
+  OK(f->ops->symlink(f, "/loop2", "/loop1", &e));
+  OK(f->ops->symlink(f, "loop1", "/loop2", &e));
+  FAILS(f->ops->stat(f, "/loop1", &st, &e), 400, FS_ELOOP);
+  FAILS(f->ops->write(f, "/loop1", "x", 1, 0, FS_O_CREAT, 0644, &e), 400, FS_ELOOP);
+  OK(f->ops->lstat(f, "/loop1", &st, &e));
+  OK(f->ops->symlink(f, "../../../../../etc/./hostname", "/etc/sysconfig/esc", &e));
+  OK(f->ops->stat(f, "/etc/sysconfig/esc", &st, &e));
+  struct fs_stat host;
+  OK(f->ops->stat(f, "/../../etc/hostname", &host, &e));
+  assert_int_equal(st.ino, host.ino);
+  OK(f->ops->symlink(f, "/etc/sysconfig", "/cfg", &e));
+  OK(f->ops->write(f, "/cfg/network", "NETWORKING=yes\n", 15, 0, FS_O_CREAT, 0644, &e));
+  OK(f->ops->symlink(f, "made-by-write", "/dangling", &e));
+  OK(f->ops->write(f, "/dangling", "via link", 8, 0, FS_O_CREAT, 0600, &e));
+  OK(f->ops->lstat(f, "/made-by-write", &st, &e));
+  assert_int_equal(st.mode, S_IFREG | 0600);
+  /* omitted and "now" times, chown -1 -1 */
+  OK(f->ops->utimens(f, "/big", 5, 6, 7, 8, &e));
+  OK(f->ops->utimens(f, "/big", 0, (1l << 30) - 2, 0, (1l << 30) - 1, &e));
+  OK(f->ops->stat(f, "/big", &st, &e));
+  assert_int_equal(st.atime, 5);
+  assert_int_equal(st.atime_ns, 6);
+  assert_true(st.mtime > 1600000000);
+  OK(f->ops->chown(f, "/etc/hostname", (uint32_t)-1, (uint32_t)-1, &e));
+  OK(f->ops->stat(f, "/etc/hostname", &st, &e));
+  assert_int_equal(st.uid, 1000);
+  assert_int_equal(st.gid, 1001);
+  xclose(&h);
+  fsck_clean(p);
+  char *s = dcat(p, "/etc/sysconfig/network");
+  assert_string_equal(s, "NETWORKING=yes\n");
+  free(s);
+  s = dcat(p, "/made-by-write");
+  assert_string_equal(s, "via link");
+  free(s);
+
+  /* a file larger than the block map reaches (ext2 with 1 KiB blocks: 16 GiB), a full disk */
+  char *p2 = mkfs("err2.img", 16, "-t ext2 -b 1024");
+  h = xopen(p2, 0);
+  f = h.f;
+  FAILS(f->ops->write(f, "/huge", "x", 1, 17ull << 30, FS_O_CREAT, 0644, &e), 422, FS_ENOTSUP);
+  OK(f->ops->write(f, "/huge", "x", 1, 15ull << 30, FS_O_CREAT, 0644, &e));
+  OK(f->ops->stat(f, "/huge", &st, &e));
+  assert_int_equal(st.size, (15ull << 30) + 1);
+  /* the device fills up */
+  static char chunk[1 << 20];
+  memset(chunk, 'z', sizeof chunk);
+  int full = 0;
+  for (int i = 0; i < 32 && !full; i++) {
+    err_init(&e);
+    if (f->ops->write(f, "/fill", chunk, sizeof chunk, (uint64_t)i << 20, FS_O_CREAT, 0644, &e) <
+        0) {
+      assert_int_equal(e.status, 507);
+      assert_string_equal(e.code, FS_ENOSPC);
+      full = 1;
+    }
+  }
+  assert_true(full);
+  FAILS(f->ops->mkdir(f, "/lots", 0755, &e) == 0
+            ? f->ops->write(f, "/lots/x", chunk, sizeof chunk, 0, FS_O_CREAT, 0644, &e)
+            : -1,
+        507, FS_ENOSPC);
+  OK(f->ops->unlink(f, "/fill", &e));
+  OK(f->ops->write(f, "/after", chunk, 1000, 0, FS_O_CREAT, 0644, &e));
+  xclose(&h);
+  fsck_clean(p2);
+}
+
+/* ---- journal, damage, foreign data ------------------------------------------- */
+
+static void journal_recovery(void **state) {
+  struct err e;
+  char *p = mkfs("j.img", 64, "-t ext4");
+  struct h h = xopen(p, 0);
+  xwrite(h.f, "/before", "x", FS_O_CREAT);
+  xclose(&h);
+  assert_int_equal(sh("debugfs -w -R 'feature needs_recovery' '%s' >/dev/null 2>&1", p), 0);
+  struct vol *v;
+  struct fs *f;
+  err_init(&e);
+  assert_int_equal(vol_file_open(p, 0, &v, &e), 0);
+  FAILS(fs_ext_open(v, 0, &f, &e), 422, FS_ENOTSUP);
+  has(e.message, "needs journal recovery");
+  /* read-only works, and reads what is in place */
+  OK(fs_ext_open(v, 1, &f, &e));
+  struct fs_stat st;
+  OK(f->ops->stat(f, "/before", &st, &e));
+  FAILS(f->ops->unlink(f, "/before", &e), 400, FS_EROFS);
+  fs_close(f);
+  vol_close(v);
+  char *s = sh_out("dumpe2fs -h '%s' 2>/dev/null | grep features", p);
+  has(s, "needs_recovery"); /* untouched */
+  free(s);
+}
+
+/* open must fail cleanly (status, code) */
+static void refused(const char *path, int ro, int status, const char *code, const char *msg) {
+  struct err e;
+  struct vol *v;
+  struct fs *f = NULL;
+  err_init(&e);
+  assert_int_equal(vol_file_open(path, ro, &v, &e), 0);
+  FAILS(fs_ext_open(v, ro, &f, &e), status, code);
+  assert_null(f);
+  if (msg) has(e.message, msg);
+  vol_close(v);
+}
+
+/* overwrite len bytes at byte offset off of path with 0xa5 */
+static void scribble(const char *path, uint64_t off, unsigned len) {
+  assert_int_equal(sh("head -c %u /dev/zero | tr '\\0' '\\245' | dd of='%s' bs=1 seek=%llu "
+                      "conv=notrunc status=none",
+                      len, path, (unsigned long long)off),
+                   0);
+}
+
+static uint64_t imap(const char *image, const char *inode, unsigned inode_size, unsigned bs) {
+  char *s = sh_out("debugfs -R 'imap %s' '%s' 2>/dev/null", inode, image);
+  unsigned long long blk = 0;
+  unsigned off = 0;
+  char *at = strstr(s, "located at block ");
+  assert_non_null(at);
+  assert_int_equal(sscanf(at, "located at block %llu, offset 0x%x", &blk, &off), 2);
+  free(s);
+  (void)inode_size;
+  return blk * bs + off;
+}
+
+static uint64_t first_block(const char *image, const char *path, unsigned bs) {
+  char *s = sh_out("debugfs -R 'blocks %s' '%s' 2>/dev/null", path, image);
+  unsigned long long blk = strtoull(s, NULL, 10);
+  free(s);
+  assert_true(blk > 0);
+  return blk * bs;
+}
+
+static void damaged(void **state) {
+  struct err e;
+  char src[128];
+  snprintf(src, sizeof src, "%s/src", dir);
+  make_tree(src);
+  char args[256];
+  struct fs_stat st;
+  struct fs_dirent *d;
+  size_t n, got;
+  char buf[64];
+
+  /* not ext at all */
+  char *p = img("zero.img");
+  assert_int_equal(sh("truncate -s 8M '%s'", p), 0);
+  refused(p, 1, 422, FS_ENOTSUP, "not an ext2/3/4 filesystem");
+  p = img("tiny.img");
+  assert_int_equal(sh("truncate -s 1500 '%s'", p), 0);
+  refused(p, 1, 422, FS_ENOTSUP, "not an ext2/3/4 filesystem");
+  p = img("vfat.img");
+  assert_int_equal(sh("truncate -s 8M '%s' && mkfs.vfat '%s' >/dev/null", p, p), 0);
+  refused(p, 1, 422, FS_ENOTSUP, NULL);
+
+  /* truncated: the filesystem is larger than its device */
+  p = mkfs("trunc.img", 64, "-t ext4");
+  assert_int_equal(sh("truncate -s 40M '%s'", p), 0);
+  refused(p, 1, 500, FS_ECORRUPT, "larger than its device");
+
+  /* superblock checksum */
+  p = mkfs("sbcsum.img", 64, "-t ext4 -b 4096");
+  scribble(p, 1024 + 120, 4); /* s_volume_name */
+  refused(p, 1, 500, FS_ECORRUPT, NULL);
+
+  /* an incompat feature libext2fs does not know (ext2: no checksum to fix) */
+  p = mkfs("unknown.img", 16, "-t ext2");
+  assert_int_equal(
+      sh("printf '\\004' | dd of='%s' bs=1 seek=%d conv=notrunc status=none", p, 1024 + 0x60 + 2),
+      0); /* s_feature_incompat |= 0x40000 */
+  refused(p, 1, 422, FS_ENOTSUP, "0x40000");
+  refused(p, 0, 422, FS_ENOTSUP, "0x40000");
+
+  /* group descriptors wiped */
+  p = mkfs("gdt.img", 64, "-t ext4 -b 4096");
+  assert_int_equal(sh("dd if=/dev/zero of='%s' bs=4096 seek=1 count=1 conv=notrunc status=none", p),
+                   0);
+  refused(p, 1, 500, FS_ECORRUPT, NULL);
+  p = mkfs("gdt2.img", 64, "-t ext2 -b 4096");
+  scribble(p, 4096, 4096);
+  refused(p, 1, 500, FS_ECORRUPT, NULL);
+
+  /* the root inode: checksummed, and not */
+  snprintf(args, sizeof args, "-t ext4 -d '%s'", src);
+  p = mkfs("root.img", 64, args);
+  scribble(p, imap(p, "<2>", 256, 1024), 256);
+  refused(p, 1, 500, FS_ECORRUPT, NULL);
+  snprintf(args, sizeof args, "-t ext2 -d '%s'", src);
+  p = mkfs("root2.img", 64, args);
+  assert_int_equal(sh("dd if=/dev/zero of='%s' bs=1 seek=%llu count=128 conv=notrunc status=none",
+                      p, (unsigned long long)imap(p, "<2>", 256, 1024)),
+                   0);
+  refused(p, 1, 500, FS_ECORRUPT, NULL);
+
+  /* damage further in: what is damaged fails, the rest works, nothing crashes */
+  for (int csum = 0; csum < 2; csum++) {
+    snprintf(args, sizeof args, "-t ext4 %s -d '%s'", csum ? "" : "-O ^metadata_csum", src);
+    p = mkfs(csum ? "deep1.img" : "deep0.img", 64, args);
+    scribble(p, first_block(p, "/d", 1024), 1024);               /* a directory block */
+    scribble(p, imap(p, "/big", 256, 1024) + 40, 60);            /* an extent root (i_block) */
+    scribble(p, first_block(p, "/etc/sysconfig", 1024) + 24, 8); /* entry ".." */
+    for (int ro = 1; ro >= 0; ro--) {
+      struct h h = xopen(p, ro);
+      struct fs *f = h.f;
+      FAILS(f->ops->readdir(f, "/d", &d, &n, &e), 500, FS_ECORRUPT);
+      FAILS(f->ops->read(f, "/big", buf, sizeof buf, 0, &got, &e), 500, FS_ECORRUPT);
+      FAILS(f->ops->stat(f, "/d/hard", &st, &e), 500, FS_ECORRUPT);
+      err_init(&e);
+      f->ops->stat(f, "/d/e/deep", &st, &e);
+      err_init(&e);
+      f->ops->stat(f, "/etc/sysconfig/../hostname", &st, &e);
+      err_init(&e);
+      if (!ro) {
+        f->ops->write(f, "/big", "x", 1, 100, 0, 0, &e);
+        err_init(&e);
+        f->ops->write(f, "/d/newfile", "x", 1, 0, FS_O_CREAT, 0644, &e);
+        err_init(&e);
+        f->ops->unlink(f, "/big", &e);
+        err_init(&e);
+        f->ops->rename(f, "/etc/sysconfig", "/moved", &e);
+      }
+      OK(f->ops->stat(f, "/etc/hostname", &st, &e));
+      char *s = xread(f, "/etc/hostname", NULL);
+      assert_string_equal(s, "server42\n");
+      free(s);
+      xclose(&h);
+    }
+  }
+}
+
+/* ---- statvfs, checked against dumpe2fs ----------------------------------------- */
+
+static uint64_t dumpe2fs_field(const char *text, const char *field) {
+  const char *at = strstr(text, field);
+  if (!at) fail_msg("no \"%s\" in dumpe2fs output", field);
+  return strtoull(at + strlen(field), NULL, 10);
+}
+
+static void statvfs_like_kernel(void **state) {
+  struct err e;
+  const char *kinds[] = {"-t ext2",
+                         "-t ext3",
+                         "-t ext4",
+                         "-t ext4 -b 4096",
+                         "-t ext4 -O meta_bg,^resize_inode",
+                         "-t ext4 -b 4096 -m 1 -N 5000"};
+  for (int k = 0; k < 6; k++) {
+    char name[32];
+    snprintf(name, sizeof name, "sv%d.img", k);
+    char *p = mkfs(name, 200, kinds[k]);
+    for (int pass = 0; pass < 2; pass++) {
+      struct h h = xopen(p, pass == 0);
+      struct fs *f = h.f;
+      if (pass == 1) { /* change the counts first */
+        static char chunk[300000];
+        OK(f->ops->mkdir(f, "/a", 0755, &e));
+        OK(f->ops->write(f, "/a/b", chunk, sizeof chunk, 0, FS_O_CREAT, 0644, &e));
+        OK(f->ops->symlink(f, "b", "/a/c", &e));
+        OK(f->ops->sync(f, &e));
+      }
+      struct fs_statvfs sv;
+      OK(f->ops->statvfs(f, &sv, &e));
+      char *s = sh_out("dumpe2fs -h '%s' 2>/dev/null", p);
+      uint64_t bs = dumpe2fs_field(s, "Block size:");
+      uint64_t blocks = dumpe2fs_field(s, "Block count:");
+      uint64_t overhead = dumpe2fs_field(s, "Overhead clusters:");
+      uint64_t bfree = dumpe2fs_field(s, "Free blocks:");
+      uint64_t rsv = dumpe2fs_field(s, "Reserved block count:");
+      uint64_t resv = strstr(s, " extent") ? (blocks / 50 < 4096 ? blocks / 50 : 4096) : 0;
+      assert_int_equal(sv.bsize, bs);
+      assert_int_equal(sv.frsize, bs);
+      assert_int_equal(sv.blocks, blocks - overhead);
+      assert_int_equal(sv.bfree, bfree);
+      assert_int_equal(sv.bavail, bfree - rsv - resv);
+      assert_int_equal(sv.files, dumpe2fs_field(s, "Inode count:"));
+      assert_int_equal(sv.ffree, dumpe2fs_field(s, "Free inodes:"));
+      assert_int_equal(sv.favail, sv.ffree);
+      assert_int_equal(sv.namemax, 255);
+      assert_int_equal(sv.flag, pass == 0 ? 4097 : 4096);
+      free(s);
+      /* fsid: the two little-endian halves of the UUID xor'ed, as the kernel does */
+      s = sh_out("dumpe2fs -h '%s' 2>/dev/null | sed -n 's/^Filesystem UUID: *//p' | tr -d '-'", p);
+      unsigned char u[16];
+      for (int i = 0; i < 16; i++)
+        assert_int_equal(sscanf(s + 2 * i, "%2hhx", &u[i]), 1);
+      uint64_t lo = 0, hi = 0;
+      for (int i = 7; i >= 0; i--)
+        lo = lo << 8 | u[i], hi = hi << 8 | u[8 + i];
+      assert_int_equal(sv.fsid, lo ^ hi);
+      free(s);
+      xclose(&h);
+    }
+    fsck_clean(p);
+  }
+}
+
+/* ---- opening read-write and only reading changes nothing ------------------------ */
+
+static void rw_open_changes_nothing(void **state) {
+  struct err e;
+  char src[128];
+  snprintf(src, sizeof src, "%s/src", dir);
+  make_tree(src);
+  char args[256];
+  snprintf(args, sizeof args, "-t ext4 -d '%s'", src);
+  char *p = mkfs("rw.img", 64, args);
+  char *before = sh_out("md5sum < '%s'", p);
+  struct h h = xopen(p, 0);
+  struct fs_stat st;
+  OK(h.f->ops->stat(h.f, "/etc/hostname", &st, &e));
+  char *s = xread(h.f, "/big", NULL);
+  free(s);
+  OK(h.f->ops->sync(h.f, &e));
+  /* a refused write changes nothing either */
+  FAILS(h.f->ops->mkdir(h.f, "/etc", 0755, &e), 400, FS_EEXIST);
+  xclose(&h);
+  char *after = sh_out("md5sum < '%s'", p);
+  assert_string_equal(before, after);
+  free(before);
+  free(after);
+}
+
+/* ---- inline data ---------------------------------------------------------------- */
+
+static void inline_data(void **state) {
+  struct err e;
+  char src[128];
+  snprintf(src, sizeof src, "%s/isrc", dir);
+  assert_int_equal(sh("set -e; rm -rf '%1$s'; mkdir -p '%1$s/small/dir' '%1$s/other'; "
+                      "printf 'tiny' > '%1$s/small/a'; "
+                      "head -c 100 /dev/zero | tr '\\0' 'b' > '%1$s/small/b'; "
+                      "printf 'x' > '%1$s/small/dir/c'",
+                      src),
+                   0);
+  char args[256];
+  snprintf(args, sizeof args, "-t ext4 -O inline_data -d '%s'", src);
+  char *p = mkfs("inline.img", 64, args);
+  char *s = dstat(p, "/small/b");
+  has(s, "Size of inline data: ");
+  free(s);
+  s = dstat(p, "/small/dir");
+  has(s, "Size of inline data: ");
+  free(s);
+  struct h h = xopen(p, 0);
+  struct fs *f = h.f;
+  s = xread(f, "/small/a", NULL);
+  assert_string_equal(s, "tiny");
+  free(s);
+  size_t n;
+  s = xread(f, "/small/b", &n);
+  assert_int_equal(n, 100);
+  assert_int_equal(s[99], 'b');
+  free(s);
+  assert_int_equal(count_names(f, "/small"), 3);
+  /* grow an inline file past the inode, an inline directory past its space */
+  static char kb[10000];
+  memset(kb, 'k', sizeof kb);
+  OK(f->ops->write(f, "/small/a", kb, sizeof kb, 4, 0, 0, &e));
+  OK(f->ops->write(f, "/small/b", "B", 1, 100, 0, 0, &e));
+  char path[64];
+  for (int i = 0; i < 40; i++) {
+    snprintf(path, sizeof path, "/small/dir/entry-%02d", i);
+    OK(f->ops->write(f, path, path, strlen(path), 0, FS_O_CREAT, 0644, &e));
+  }
+  OK(f->ops->mkdir(f, "/other/newdir", 0755, &e));
+  OK(f->ops->rename(f, "/small/dir", "/other/newdir/moved", &e));
+  OK(f->ops->rename(f, "/other/newdir", "/renamed", &e));
+  OK(f->ops->symlink(f, "/a/target/that/is/longer/than/sixty/bytes/so/not/fast/at/all/x", "/sl",
+                     &e));
+  OK(f->ops->unlink(f, "/renamed/moved/c", &e));
+  OK(f->ops->mkdir(f, "/gone", 0755, &e));
+  OK(f->ops->rmdir(f, "/gone", &e));
+  xclose(&h);
+  fsck_clean(p);
+  s = dcat(p, "/small/a");
+  assert_int_equal(strlen(s), 10004);
+  assert_memory_equal(s, "tiny", 4);
+  assert_int_equal(s[10003], 'k');
+  free(s);
+  s = dcat(p, "/renamed/moved/entry-39");
+  assert_string_equal(s, "/small/dir/entry-39");
+  free(s);
+  s = sh_out("debugfs -R 'ls -p /renamed/moved' '%s' 2>/dev/null | grep -c entry-", p);
+  assert_int_equal(atoi(s), 40);
+  free(s);
+  s = sh_out("debugfs -R 'ls -p /renamed/moved' '%s' 2>/dev/null | grep '/\\.\\./'", p);
+  char *want =
+      sh_out("debugfs -R 'ls -p /renamed' '%s' 2>/dev/null | grep '/\\./' | cut -d/ -f2", p);
+  want[strcspn(want, "\n")] = 0;
+  char needle[32];
+  snprintf(needle, sizeof needle, "/%s/", want);
+  has(s, needle); /* ".." of the moved directory is its new parent */
+  free(s);
+  free(want);
+}
+
+/* ---- big files and threads ------------------------------------------------------ */
+
+static void big_files(void **state) {
+  struct err e;
+  const char *kinds[] = {"-t ext4", "-t ext3 -b 4096"};
+  for (int k = 0; k < 2; k++) {
+    char name[32];
+    snprintf(name, sizeof name, "bigf%d.img", k);
+    char *p = mkfs(name, 256, kinds[k]);
+    struct h h = xopen(p, 0);
+    struct fs *f = h.f;
+    size_t len = 40 << 20;
+    char *data = malloc(len);
+    assert_non_null(data);
+    for (size_t i = 0; i < len; i++)
+      data[i] = (char)(i * 2654435761u >> 13);
+    OK(f->ops->write(f, "/big", data, len, 0, FS_O_CREAT, 0644, &e));
+    OK(f->ops->write(f, "/far", "tail", 4, 5ull << 30, FS_O_CREAT, 0644, &e));
+    char *back = malloc(len);
+    size_t got;
+    OK(f->ops->read(f, "/big", back, len, 0, &got, &e));
+    assert_int_equal(got, len);
+    assert_memory_equal(back, data, len);
+    struct fs_stat st;
+    OK(f->ops->stat(f, "/far", &st, &e));
+    assert_int_equal(st.size, (5ull << 30) + 4);
+    assert_true(st.blocks < 1000);
+    OK(f->ops->read(f, "/far", back, 8, (5ull << 30) - 4, &got, &e));
+    assert_int_equal(got, 8);
+    assert_memory_equal(back, "\0\0\0\0tail", 8);
+    xclose(&h);
+    fsck_clean(p);
+    char out[160];
+    snprintf(out, sizeof out, "%s/out", dir);
+    assert_int_equal(sh("debugfs -R 'dump /big %s' '%s' >/dev/null 2>&1", out, p), 0);
+    size_t n;
+    char *s = host_file(out, &n);
+    assert_int_equal(n, len);
+    assert_memory_equal(s, data, len);
+    free(s);
+    s = dstat(p, "/far");
+    has(s, "Size: 5368709124");
+    free(s);
+    /* and away again: every block comes back */
+    h = xopen(p, 0);
+    struct fs_statvfs before, after;
+    OK(h.f->ops->statvfs(h.f, &before, &e));
+    OK(h.f->ops->truncate(h.f, "/big", 0, &e));
+    OK(h.f->ops->unlink(h.f, "/far", &e));
+    OK(h.f->ops->statvfs(h.f, &after, &e));
+    assert_true(after.bfree >= before.bfree + len / after.bsize);
+    xclose(&h);
+    fsck_clean(p);
+    free(data);
+    free(back);
+  }
+}
+
+struct worker {
+  struct fs *f;
+  int id;
+};
+
+static void *worker_run(void *arg) {
+  struct worker *w = arg;
+  struct err e;
+  char path[64], data[3000];
+  memset(data, 'a' + w->id, sizeof data);
+  snprintf(path, sizeof path, "/t%d", w->id);
+  if (w->f->ops->mkdir(w->f, path, 0755, &e) < 0) return "mkdir";
+  for (int i = 0; i < 100; i++) {
+    snprintf(path, sizeof path, "/t%d/f%d", w->id, i);
+    err_init(&e);
+    if (w->f->ops->write(w->f, path, data, sizeof data, 0, FS_O_CREAT, 0644, &e) < 0)
+      return "write";
+    struct fs_stat st;
+    if (w->f->ops->stat(w->f, path, &st, &e) < 0 || st.size != sizeof data) return "stat";
+    if (i % 10 == 0 && w->f->ops->unlink(w->f, path, &e) < 0) return "unlink";
+  }
+  return NULL;
+}
+
+static void threads(void **state) {
+  char *p = mkfs("thr.img", 64, "-t ext4");
+  struct h h = xopen(p, 0);
+  pthread_t t[4];
+  struct worker w[4];
+  for (int i = 0; i < 4; i++) {
+    w[i] = (struct worker){h.f, i};
+    assert_int_equal(pthread_create(&t[i], NULL, worker_run, &w[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    pthread_join(t[i], &r);
+    if (r) fail_msg("worker %d: %s failed", i, (char *)r);
+  }
+  xclose(&h);
+  fsck_clean(p);
+  char *s = sh_out("debugfs -R 'ls -p /t3' '%s' 2>/dev/null | grep -c /f", p);
+  assert_int_equal(atoi(s), 90);
+  free(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(read_tree, setup, teardown),
       cmocka_unit_test_setup_teardown(write_ops, setup, teardown),
       cmocka_unit_test_setup_teardown(htree, setup, teardown),
+      cmocka_unit_test_setup_teardown(errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(journal_recovery, setup, teardown),
+      cmocka_unit_test_setup_teardown(damaged, setup, teardown),
+      cmocka_unit_test_setup_teardown(statvfs_like_kernel, setup, teardown),
+      cmocka_unit_test_setup_teardown(rw_open_changes_nothing, setup, teardown),
+      cmocka_unit_test_setup_teardown(inline_data, setup, teardown),
+      cmocka_unit_test_setup_teardown(big_files, setup, teardown),
+      cmocka_unit_test_setup_teardown(threads, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
