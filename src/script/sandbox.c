@@ -221,12 +221,18 @@ int sandbox_new(const char *workdir, const struct sandbox_limits *lim, struct sa
   }
   static const char *const forbidden[] = {"/usr",    "/bin", "/sbin", "/lib", "/lib32", "/lib64",
                                           "/libx32", "/etc", "/proc", "/dev", "/sys",   NULL};
+  /* "/" and "/tmp" would hide the system or be hidden by the private /tmp; ':' and control
+   * characters cannot go in the generated /etc/passwd (HOME) */
   bool bad = strcmp(sb->workdir, "/") == 0 || strcmp(sb->workdir, "/tmp") == 0;
+  for (const char *c = sb->workdir; *c && !bad; c++)
+    bad = *c == ':' || (unsigned char)*c < 0x20;
   for (const char *const *f = forbidden; *f && !bad; f++)
     bad = sandbox_path_under(sb->workdir, *f);
   if (bad) {
     err_set(e, 500, "SANDBOX_UNAVAILABLE",
-            "work directory %s is a system directory the sandbox shows read-only", sb->workdir);
+            "work directory %s cannot be a sandbox's: it is or is under a system directory, or "
+            "its name holds ':' or a control character",
+            sb->workdir);
     goto fail;
   }
   sb->tmpdir = util_strdup_printf("%s.tmp", sb->workdir);

@@ -457,14 +457,14 @@ static void limit_cpu(void **state) {
 
 static void limit_wall(void **state) {
   struct fx *f = *state;
-  f->lim.command_wall_ms = 1500; /* room for bwrap and bash to start on a loaded machine */
+  f->lim.command_wall_ms = 1000; /* room for bwrap and bash to start on a loaded machine */
   struct res r = {0};
   unsigned uid = sandbox_uid(f);
   int64_t t0 = util_mono_ms();
   limited(f, "sleep 60 & trap '' TERM; echo started; sleep 30", "SANDBOX_TIMEOUT", &r);
   assert_true(util_mono_ms() - t0 < 8000);
   assert_string_equal(r.out, "started\n"); /* what was captured until the stop */
-  assert_non_null(strstr(r.e.message, "1500 ms"));
+  assert_non_null(strstr(r.e.message, "1000 ms"));
   assert_int_equal(procs_of_uid(uid), 0); /* nothing survives, background jobs included */
   res_free(&r);
 }
@@ -558,10 +558,10 @@ static void limit_disk(void **state) {
 
 static void limit_session(void **state) {
   struct fx *f = *state;
-  f->lim.session_wall_ms = 1500;
+  f->lim.session_wall_ms = 1000;
   f->lim.command_wall_ms = 10000;
   struct res r = {0};
-  ok(f, "sleep 0.3", &r);
+  ok(f, "sleep 0.2", &r);
   limited(f, "sleep 5", "SANDBOX_SESSION_TIMEOUT", &r);
   /* used up: the next one does not even start */
   int64_t t0 = util_mono_ms();
@@ -598,7 +598,7 @@ static void corpus_tools(void **state) {
          &r),
       "hello\nword\n3 sub\n");
   assert_string_equal(ok(f, "echo 'a:b:c' | awk -F: '{print $2}'", &r), "b\n");
-  assert_string_equal(ok(f, "awk --version | head -1 | cut -d, -f1", &r), "GNU Awk 5.2.1\n");
+  assert_string_equal(ok(f, "awk --version | head -1 | cut -d' ' -f1,2", &r), "GNU Awk\n");
   assert_string_equal(ok(f, "echo hello | sed 's/h/H/'; echo xyz | sed -E 's/(y)/[\\1]/'", &r),
                       "Hello\nx[y]z\n");
   assert_string_equal(ok(f, "printf 'a\\nb\\n' | grep -c -E '^(a|b)$'", &r), "2\n");
@@ -700,6 +700,24 @@ static void local_paths(void **state) {
   res_free(&r);
 }
 
+static void new_refusals(void **state) {
+  struct fx *f = *state;
+  char colon[160];
+  snprintf(colon, sizeof colon, "%s/a:b", f->base);
+  assert_int_equal(mkdir(colon, 0700), 0);
+  const char *const bad[] = {"/",    "/usr/share",       "/etc", "/proc",
+                             "/tmp", "/nonexistent/dir", colon,  NULL};
+  for (const char *const *p = bad; *p; p++) {
+    struct sandbox *sb = (struct sandbox *)1;
+    struct err e;
+    err_init(&e);
+    if (sandbox_new(*p, NULL, &sb, &e) == 0) fail_msg("sandbox_new(%s) succeeded", *p);
+    assert_null(sb);
+    assert_string_equal(e.code, "SANDBOX_UNAVAILABLE");
+    err_clear(&e);
+  }
+}
+
 static void available(void **state) {
   (void)state;
   char why[512] = "";
@@ -737,6 +755,7 @@ int main(void) {
       T(command_too_long),
       T(corpus_tools),
       T(local_paths),
+      T(new_refusals),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
