@@ -583,11 +583,13 @@ int srv_session_bind(struct conn *c, const char *initiator, const uint8_t isid[6
     struct session *o = victims[i];
     log_msg(LOG_INFO, "iscsi", "event=session_reinstated initiator=%s old_tsih=%u new_tsih=%u",
             initiator, o->tsih, s->tsih);
-    while (o->conns) {
-      struct conn *oc = o->conns;
-      conn_close(oc, "session reinstated");
-      if (o->conns == oc) break; /* defensive */
-    }
+    /* the last close frees o: take the list first */
+    struct conn *olds[ISCSI_MAX_CONNS + 1];
+    int no = 0;
+    for (struct conn *oc = o->conns; oc && no < ISCSI_MAX_CONNS + 1; oc = oc->snext)
+      olds[no++] = oc;
+    for (int k = 0; k < no; k++)
+      conn_close(olds[k], "session reinstated");
   }
   if (x) scsi_lu_nexus_add(x->lu, &s->nexus);
   *tsih_out = s->tsih;
