@@ -408,15 +408,12 @@ static void argv_addf(struct argv *a, const char *fmt, ...) {
   argv_add(a, buf);
 }
 
-/* Add each argument up to a NULL. */
-static void argv_addv(struct argv *a, ...) {
-  va_list ap;
-  va_start(ap, a);
-  const char *s;
-  while ((s = va_arg(ap, const char *)))
-    argv_add(a, s);
-  va_end(ap);
+/* Add each argument of a NULL-terminated list; argv_addv(a, "x", "y") spells it. */
+static void argv_add_list(struct argv *a, const char *const *list) {
+  for (; *list; list++)
+    argv_add(a, *list);
 }
+#define argv_addv(a, ...) argv_add_list((a), (const char *const[]){__VA_ARGS__, NULL})
 
 static void argv_free(struct argv *a) {
   for (size_t i = 0; i < a->n; i++)
@@ -769,20 +766,19 @@ static int run_prepare(struct run *r, const char *script, bool capture_out, stru
   argv_add(a, sb->bwrap);
   add_system_binds(a);
   for (int i = 0; i < 4; i++) {
-    argv_addv(a, "--perms", "0644", "--ro-bind-data", NULL);
+    argv_addv(a, "--perms", "0644", "--ro-bind-data");
     argv_addf(a, "%d", FD_ETC + i);
     argv_add(a, etc_generated[i]);
   }
-  argv_addv(a, "--proc", "/proc", "--dev", "/dev", NULL);
-  argv_addv(a, "--bind", sb->tmpdir, "/tmp", NULL);
-  argv_addv(a, "--bind", sb->workdir, sb->workdir, "--chdir", sb->workdir, NULL);
+  argv_addv(a, "--proc", "/proc", "--dev", "/dev");
+  argv_addv(a, "--bind", sb->tmpdir, "/tmp");
+  argv_addv(a, "--bind", sb->workdir, sb->workdir, "--chdir", sb->workdir);
   argv_addv(a, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try", "--hostname", "sandbox", "--die-with-parent", "--new-session",
-            NULL);
+            "--unshare-cgroup-try", "--hostname", "sandbox", "--die-with-parent", "--new-session");
   /* bwrap keeps only what setpriv needs to switch uid (and to reach the work dir, which belongs
    * to the sandbox's uid, for --chdir); setpriv drops them all */
   argv_addv(a, "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-            "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_DAC_READ_SEARCH", NULL);
+            "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_DAC_READ_SEARCH");
   argv_add(a, "--info-fd");
   argv_addf(a, "%d", FD_INFO);
   if (r->nfds > FD_SECCOMP) {
@@ -794,7 +790,7 @@ static int run_prepare(struct run *r, const char *script, bool capture_out, stru
   argv_addf(a, "--reuid=%u", sb->uid);
   argv_addf(a, "--regid=%u", sb->uid);
   argv_addv(a, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-            "/bin/bash", "-c", NULL);
+            "/bin/bash", "-c");
   argv_add(a, script);
 
   argv_add(&r->env, "PATH=/usr/local/bin:/usr/bin:/bin");

@@ -211,12 +211,13 @@ int sandbox_tree_remove(const char *path, struct err *e) {
     return -1;
   }
   struct walk w = {.op = WALK_REMOVE, .top_fd = top};
-  int rc;
+  int rc = 0;
   do {
     w.moved = 0;
     rc = walk_tree(top, &w);
   } while (rc == 0 && w.moved > 0);
   close(top);
+  free(w.links); /* only WALK_USAGE fills it; for the analyzer */
   if (rc == 0 && rmdir(path) < 0 && errno != ENOENT) {
     w.errnum = errno;
     rc = -1;
@@ -230,7 +231,9 @@ int sandbox_tree_remove(const char *path, struct err *e) {
 
 int sandbox_tree_chown(int root, unsigned uid) {
   struct walk w = {.op = WALK_CHOWN, .uid = uid};
-  if (walk_tree(root, &w) < 0 || fchownat(root, "", uid, uid, AT_EMPTY_PATH) < 0) {
+  int rc = walk_tree(root, &w);
+  free(w.links); /* only WALK_USAGE fills it; for the analyzer */
+  if (rc < 0 || fchownat(root, "", uid, uid, AT_EMPTY_PATH) < 0) {
     if (w.errnum) errno = w.errnum;
     return -1;
   }
