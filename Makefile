@@ -126,7 +126,7 @@ e2e: $(BUILD)/bin/streamerd $(BUILD)/bin/streamer
 # (new inputs go to build/fuzz/corpus/<name>, the repo's corpus is read-only).
 # tests/fuzz/make_corpus.py rewrites the seeds.
 FUZZ_SECONDS ?= 45
-FUZZ_TARGETS := fuzz_pdu fuzz_login_kv fuzz_script_parse fuzz_fs_vfat
+FUZZ_TARGETS := fuzz_pdu fuzz_login_kv fuzz_script_parse fuzz_fs_vfat fuzz_fs_ext
 FUZZ_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 # The targets need only util, vol, iscsi, script and fs: those are built with clang here.
 FUZZ_SRCS := $(wildcard src/util/*.c src/vol/*.c src/iscsi/*.c src/script/*.c src/fs/*.c)

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,8 +216,22 @@ struct ext {
   uint64_t overhead;    /* metadata blocks, as the kernel's statfs counts them */
 };
 
+/* libext2fs reports a few oddities of damaged filesystems through com_err
+ * (to stderr by default): into the log instead. */
+static void ext_com_err(const char *whoami, errcode_t code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void ext_com_err(const char *whoami, errcode_t code, const char *fmt, va_list ap) {
+  char msg[512];
+  vsnprintf(msg, sizeof msg, fmt ? fmt : "", ap);
+  log_warn("fs", "libext2fs: %s: %s%s%s", whoami ? whoami : "?", code ? error_message(code) : "",
+           code && *msg ? ": " : "", msg);
+}
+
 static pthread_once_t ext_once = PTHREAD_ONCE_INIT;
-static void ext_init_once(void) { initialize_ext2_error_table(); }
+static void ext_init_once(void) {
+  initialize_ext2_error_table();
+  set_com_err_hook(ext_com_err);
+}
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -1535,7 +1550,9 @@ int fs_ext_open(struct vol *dev, int read_only, struct fs **out, struct err *e) 
     return -1;
   }
   char names[256];
-  uint32_t unknown = sb.s_feature_incompat & ~EXT2_LIB_FEATURE_INCOMPAT_SUPP;
+  /* (mmp is left to ext2fs_open2: the header counts it only with CONFIG_MMP) */
+  uint32_t unknown =
+      sb.s_feature_incompat & ~(EXT2_LIB_FEATURE_INCOMPAT_SUPP | EXT4_FEATURE_INCOMPAT_MMP);
   if (unknown) {
     ext_feature_names(names, sizeof names, unknown, 0);
     err_set(e, 422, FS_ENOTSUP,
@@ -1567,6 +1584,15 @@ int fs_ext_open(struct vol *dev, int read_only, struct fs **out, struct err *e) 
       return ext_refuse(e, 422, FS_ENOTSUP,
                         "ext: extended attributes in inodes (ea_inode) are not supported "
                         "read-write");
+    if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_QUOTA)
+      return ext_refuse(e, 422, FS_ENOTSUP,
+                        "ext: quota usage is kept in the filesystem (quota feature) and "
+                        "Streamer cannot update it: not supported read-write");
+    if (sb.s_feature_ro_compat &
+        (EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS | EXT4_FEATURE_RO_COMPAT_READONLY))
+      return ext_refuse(e, 422, FS_ENOTSUP,
+                        "ext: the filesystem is read-only by design (shared_blocks or read-only "
+                        "feature)");
     if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_BIGALLOC)
       return ext_refuse(e, 422, FS_ENOTSUP,
                         "ext: clustered allocation (bigalloc) is not supported read-write");

@@ -688,6 +688,8 @@ static void errors(void **state) {
 
 /* ---- journal, damage, foreign data ------------------------------------------- */
 
+static void refused(const char *path, int ro, int status, const char *code, const char *msg);
+
 static void journal_recovery(void **state) {
   struct err e;
   char *p = mkfs("j.img", 64, "-t ext4");
@@ -711,6 +713,20 @@ static void journal_recovery(void **state) {
   char *s = sh_out("dumpe2fs -h '%s' 2>/dev/null | grep features", p);
   has(s, "needs_recovery"); /* untouched */
   free(s);
+  /* features whose bookkeeping Streamer cannot keep: read-only only */
+  const char *ro_only[][2] = {{"-O quota", "quota"},
+                              {"-O mmp", "multi-mount"},
+                              {"-O bigalloc -C 16384", "bigalloc"},
+                              {"-O ea_inode", "ea_inode"}};
+  for (int i = 0; i < 4; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "ro%d.img", i);
+    p = mkfs(name, 64, ro_only[i][0]);
+    refused(p, 0, 422, FS_ENOTSUP, ro_only[i][1]);
+    struct h ro = xopen(p, 1);
+    OK(ro.f->ops->stat(ro.f, "/lost+found", &st, &e));
+    xclose(&ro);
+  }
 }
 
 /* open must fail cleanly (status, code) */
