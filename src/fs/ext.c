@@ -221,8 +221,8 @@ struct ext {
 static void ext_com_err(const char *whoami, errcode_t code, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 static void ext_com_err(const char *whoami, errcode_t code, const char *fmt, va_list ap) {
-  char msg[512];
-  vsnprintf(msg, sizeof msg, fmt ? fmt : "", ap);
+  char msg[512] = "";
+  if (fmt) vsnprintf(msg, sizeof msg, fmt, ap);
   log_warn("fs", "libext2fs: %s: %s%s%s", whoami ? whoami : "?", code ? error_message(code) : "",
            code && *msg ? ": " : "", msg);
 }
