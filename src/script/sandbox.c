@@ -5,7 +5,7 @@
  *   streamerd thread ── fork ── child: new process group, PDEATHSIG, rlimits, clean fds/env
  *                                 └ exec bwrap (as root, privileged mode: new mount, pid, net,
  *                                   ipc, uts, cgroup namespaces; keeps only SETUID, SETGID,
- *                                   SETPCAP; loads our seccomp filter)
+ *                                   SETPCAP, DAC_READ_SEARCH; loads our seccomp filter)
  *                                     └ exec setpriv: uid/gid = the sandbox's own, no groups,
  *                                       no capabilities (bounding set empty), no_new_privs
  *                                         └ exec /bin/bash -c SCRIPT, cwd = the work dir
@@ -57,8 +57,8 @@
 #define SANDBOX_UID_BASE 0x1F0000u
 #define SANDBOX_UID_SLOTS 65536u
 
-#define SANDBOX_MAX_SCRIPT                                                                         \
-  100000 /* bytes of a command line (the kernel's argument limit is 128 KiB) */
+/* bytes of a command line (the kernel's limit for one argument is 128 KiB) */
+#define SANDBOX_MAX_SCRIPT 100000
 #define SANDBOX_KILL_GRACE_MS 500  /* SIGTERM → SIGKILL */
 #define SANDBOX_DRAIN_MS 2000      /* after exit, wait this long at most for the pipes' EOF */
 #define SANDBOX_DISK_CHECK_MS 1000 /* work-dir size check period while a command runs */
@@ -339,7 +339,7 @@ static size_t seccomp_program(struct sock_filter *p, size_t cap) {
     if (n < cap) p[n] = (ins);                                                                     \
     n++;                                                                                           \
   } while (0)
-  /* foreign ABI → EPERM... for everything (the tools are native binaries) */
+  /* a foreign ABI gets ENOSYS for everything (the tools are native binaries) */
   EMIT(BPF_STMT_(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
   EMIT(BPF_JUMP_(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_AUDIT_ARCH, 1, 0));
   EMIT(BPF_STMT_(BPF_RET | BPF_K, SC_ERRNO(ENOSYS)));
@@ -772,6 +772,16 @@ static int run_prepare(struct run *r, const char *script, bool capture_out, stru
   }
   argv_addv(a, "--proc", "/proc", "--dev", "/dev");
   argv_addv(a, "--bind", sb->tmpdir, "/tmp");
+  /* the work dir's ancestors, traversable (bwrap would make them 0700, root's, so that the work
+   * dir could be reached by a relative path only) */
+  for (char *p = strchr(sb->workdir + 1, '/'); p; p = strchr(p + 1, '/')) {
+    *p = '\0';
+    if (strcmp(sb->workdir, "/tmp") != 0) {
+      argv_addv(a, "--perms", "0755", "--dir");
+      argv_add(a, sb->workdir);
+    }
+    *p = '/';
+  }
   argv_addv(a, "--bind", sb->workdir, sb->workdir, "--chdir", sb->workdir);
   argv_addv(a, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--hostname", "sandbox", "--die-with-parent", "--new-session");

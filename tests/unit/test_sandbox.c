@@ -245,6 +245,10 @@ static void workdir_persists(void **state) {
   char want[256];
   snprintf(want, sizeof want, "one\ntwo\n%s\n", f->work);
   assert_string_equal(ok(f, "cat f d/e/g; echo $HOME", &r), want);
+  /* by absolute path too (python3 opens its script that way) */
+  assert_string_equal(ok(f, "cat \"$PWD/f\" $HOME/d/e/g", &r), "one\ntwo\n");
+  ok(f, "echo 'print(\"py\")' > p.py", &r);
+  assert_string_equal(ok(f, "python3 ./p.py", &r), "py\n");
   char path[256];
   snprintf(path, sizeof path, "%s/where", f->work);
   struct err e;
@@ -636,6 +640,114 @@ static void corpus_tools(void **state) {
   res_free(&r);
 }
 
+/* ---- corpus flows: HPE's own helper scripts, as the interpreter hands them over ------------ */
+
+/* The corpus: $STREAMER_RESEARCH/planscripts (the Makefile sets it), else ../shared/research. */
+static const char *corpus_file(const char *rel) {
+  static char buf[4096];
+  const char *r = getenv("STREAMER_RESEARCH");
+  snprintf(buf, sizeof buf, "%s/planscripts/%s", r && *r ? r : "../shared/research", rel);
+  return buf;
+}
+
+/* The body of the here-document `upload -<<MARKER guest_path` of a corpus script, written to
+ * `local` in the work dir the way the interpreter's download would (as root, through
+ * sandbox_open_local). */
+static void put_heredoc(struct fx *f, const char *script, const char *guest_path,
+                        const char *local) {
+  struct err e;
+  err_init(&e);
+  size_t len = 0;
+  char *text = util_read_file(corpus_file(script), &len, &e);
+  if (!text) fail_msg("corpus script %s: %s", script, e.message);
+  char *line = text, *body = NULL, marker[64] = "";
+  while (line && *line) {
+    char *nl = strchr(line, '\n');
+    size_t n = nl ? (size_t)(nl - line) : strlen(line);
+    if (!body && !strncmp(line, "upload -<<", 10)) {
+      const char *sp = memchr(line + 10, ' ', n - 10); /* after the marker */
+      size_t mlen = sp ? (size_t)(sp - (line + 10)) : 0;
+      if (sp && mlen < sizeof marker && !strncmp(sp + 1, guest_path, strlen(guest_path))) {
+        memcpy(marker, line + 10, mlen);
+        marker[mlen] = '\0';
+        body = nl + 1;
+      }
+    } else if (body && n == strlen(marker) && !strncmp(line, marker, n)) {
+      int fd = sandbox_open_local(f->work, local, O_WRONLY | O_CREAT | O_TRUNC, 0644, &e);
+      assert_true(fd >= 0);
+      size_t blen = (size_t)(line - body);
+      assert_int_equal(write(fd, body, blen), (ssize_t)blen);
+      close(fd);
+      free(text);
+      return;
+    }
+    line = nl ? nl + 1 : NULL;
+  }
+  fail_msg("%s: no here-document for %s", script, guest_path);
+}
+
+static void corpus_esxi_state(void **state) {
+  struct fx *f = *state;
+  struct res r = {0};
+  static const char esxi[] = "esxi/HPE_-_ESXi_6.7_-_unpack_state_-_2018-08-02__80e75252.txt";
+  put_heredoc(f, esxi, "/ImageStreamer/esxi_unpack", "./esxi_unpack");
+  put_heredoc(f, esxi, "/ImageStreamer/esxi_repack", "./esxi_repack");
+  /* state.tgz holding local.tgz holding etc/rc.local.d/local.sh, made by root on the host as
+   * `download /state.tgz state.tgz` would leave it */
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "set -e; t=%s/mk; mkdir -p $t/l/etc/rc.local.d $t/s; "
+           "printf '#!/bin/sh\\nexit 0\\n' > $t/l/etc/rc.local.d/local.sh; "
+           "tar czf $t/s/local.tgz -C $t/l etc; tar czf %s/state.tgz -C $t/s local.tgz",
+           f->base, f->work);
+  assert_int_equal(system(cmd), 0);
+  ok(f, "source ./esxi_unpack", &r);
+  assert_non_null(strstr(r.out, "Unpacking ESXi host state complete."));
+  ok(f, "echo 'esxcli system hostname set --host=srv42' >> ./local.sh", &r);
+  ok(f, "source ./esxi_repack", &r);
+  assert_non_null(strstr(r.out, "Repacking ESXi host state complete."));
+  /* checked on the host, independently */
+  snprintf(cmd, sizeof cmd,
+           "tar xzOf %s/state.tgz local.tgz | tar xzO etc/rc.local.d/local.sh | grep -q srv42 && "
+           "tar tvzf %s/state.tgz | grep -q ' root/root '",
+           f->work, f->work);
+  assert_int_equal(system(cmd), 0);
+  res_free(&r);
+}
+
+static void corpus_windows_unattend(void **state) {
+  struct fx *f = *state;
+  struct res r = {0};
+  static const char win[] = "windows/HPE_-_Windows_-_Unattend_-_Save_-_2019-07-16.txt";
+  put_heredoc(f, win, "/ISdeploy/Temp/CreateUnattend.sh", "CreateUnattend.sh");
+  put_heredoc(f, win, "/ISdeploy/Temp/ReorderUnattend.py", "ReorderUnattend.py");
+  /* the Unattend tree `copy-out /ISdeploy/Unattend .` leaves (as root) */
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "set -e; u=%s/Unattend; c=$u/oobeSystem/Microsoft-Windows-Shell-Setup; "
+           "mkdir -p $u/specialize/Microsoft-Windows-Shell-Setup $c/FirstLogonCommands; "
+           "echo '<ComputerName>srv42</ComputerName>' > "
+           "$u/specialize/Microsoft-Windows-Shell-Setup/ComputerName; "
+           "for n in a b; do echo \"<SynchronousCommand wcm:action=\\\"add\\\"><Order>1</Order>"
+           "<CommandLine>$n</CommandLine></SynchronousCommand>\" > $c/FirstLogonCommands/$n; done",
+           f->work);
+  assert_int_equal(system(cmd), 0);
+  ok(f, "source ./CreateUnattend.sh", &r);
+  ok(f, "python3 ./ReorderUnattend.py", &r);
+  assert_non_null(strstr(r.out, "= ordernew 2"));
+  char path[256];
+  snprintf(path, sizeof path, "%s/Unattend.xml", f->work);
+  struct err e;
+  err_init(&e);
+  size_t len = 0;
+  char *xml = util_read_file(path, &len, &e);
+  assert_non_null(xml);
+  assert_non_null(strstr(xml, "<ComputerName>srv42</ComputerName>"));
+  assert_non_null(strstr(xml, "<Order>2</Order>"));
+  free(xml);
+  res_free(&r);
+}
+
 /* ---- local paths -------------------------------------------------------------------- */
 
 static void local_paths(void **state) {
@@ -754,6 +866,8 @@ int main(void) {
       T(limit_session),
       T(command_too_long),
       T(corpus_tools),
+      T(corpus_esxi_state),
+      T(corpus_windows_unattend),
       T(local_paths),
       T(new_refusals),
   };
