@@ -63,7 +63,9 @@ void sandbox_free(struct sandbox *sb);
  *   SANDBOX_COMMAND_TOO_LONG   the command line is over 100,000 bytes
  * The message says which limit and its value. On every return *out and
  * *errout are NULL or malloc'd (what was captured until the stop) and the
- * caller frees them; *status is the status, or -1 when there was none. */
+ * caller frees them; *status is the status, or -1 when there was none.
+ * One command at a time per sandbox; different sandboxes run in parallel from
+ * any threads. When it returns, every process the command started is gone. */
 int sandbox_run(struct sandbox *sb, const char *script, const void *stdin_data, size_t stdin_len,
                 char **out, size_t *out_len, char **errout, size_t *errout_len, int *status,
                 struct err *e);

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -640,6 +641,76 @@ static void corpus_tools(void **state) {
   res_free(&r);
 }
 
+/* ---- sessions in parallel ------------------------------------------------------------- */
+
+struct par {
+  char work[160];
+  int idx;
+  int failures;
+  unsigned uid;
+};
+
+static void *par_thread(void *arg) {
+  struct par *p = arg;
+  struct sandbox *sb = NULL;
+  struct err e;
+  err_init(&e);
+  if (sandbox_new(p->work, NULL, &sb, &e) < 0) {
+    p->failures++;
+    return NULL;
+  }
+  char in[64], want[128];
+  snprintf(in, sizeof in, "input-%d\n", p->idx);
+  for (int i = 0; i < 5; i++) {
+    char *out = NULL, *er = NULL;
+    int st = -1;
+    char script[128];
+    snprintf(script, sizeof script, "echo %d-%d $(id -u); cat; echo %d >> log", p->idx, i, i);
+    if (sandbox_run(sb, script, in, strlen(in), &out, NULL, &er, NULL, &st, &e) < 0 || st != 0)
+      p->failures++;
+    unsigned uid = 0;
+    int a = -1, b = -1;
+    if (!out || sscanf(out, "%d-%d %u", &a, &b, &uid) != 3 || a != p->idx || b != i) p->failures++;
+    snprintf(want, sizeof want, "%d-%d %u\n%s", p->idx, i, uid, in);
+    if (!out || strcmp(out, want) != 0) p->failures++;
+    p->uid = uid;
+    free(out);
+    free(er);
+  }
+  sandbox_free(sb);
+  return NULL;
+}
+
+static void parallel_sessions(void **state) {
+  struct fx *f = *state;
+  enum { N = 4 };
+  struct par p[N];
+  pthread_t t[N];
+  for (int i = 0; i < N; i++) {
+    memset(&p[i], 0, sizeof p[i]);
+    p[i].idx = i;
+    snprintf(p[i].work, sizeof p[i].work, "%s/par%d", f->base, i);
+    assert_int_equal(mkdir(p[i].work, 0700), 0);
+    assert_int_equal(pthread_create(&t[i], NULL, par_thread, &p[i]), 0);
+  }
+  for (int i = 0; i < N; i++)
+    assert_int_equal(pthread_join(t[i], NULL), 0);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(p[i].failures, 0);
+    for (int j = 0; j < i; j++)
+      assert_true(p[i].uid != p[j].uid); /* a uid per session */
+    char path[200];
+    snprintf(path, sizeof path, "%s/log", p[i].work);
+    struct err e;
+    err_init(&e);
+    size_t len = 0;
+    char *log = util_read_file(path, &len, &e);
+    assert_non_null(log);
+    assert_string_equal(log, "0\n1\n2\n3\n4\n");
+    free(log);
+  }
+}
+
 /* ---- corpus flows: HPE's own helper scripts, as the interpreter hands them over ------------ */
 
 /* The corpus: $STREAMER_RESEARCH/planscripts (the Makefile sets it), else ../shared/research. */
@@ -866,6 +937,7 @@ int main(void) {
       T(limit_session),
       T(command_too_long),
       T(corpus_tools),
+      T(parallel_sessions),
       T(corpus_esxi_state),
       T(corpus_windows_unattend),
       T(local_paths),
