@@ -220,6 +220,8 @@ static const struct variant variants[] = {
     {"ext4-64k", "-t ext4 -b 65536", "ext4", 1},
     {"ext4-nocsum", "-t ext4 -O ^metadata_csum,^64bit,^flex_bg", "ext4", 1},
     {"ext4-metabg", "-t ext4 -O meta_bg,^resize_inode", "ext4", 1},
+    /* as RHEL 7 made them: gdt_csum (uninit_bg), no 64bit, no metadata_csum */
+    {"ext4-rhel7", "-t ext4 -b 4096 -O ^metadata_csum,^64bit,uninit_bg", "ext4", 1},
 };
 
 static void read_tree(void **state) {
