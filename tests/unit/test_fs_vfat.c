@@ -318,10 +318,27 @@ static uint32_t ent_clus(const uint8_t *p, const struct geo *g) {
 
 /* ---- tests ------------------------------------------------------------------ */
 
+/* 12, 16, 32: small clusters (many of them, chains cross sectors of the
+ * FAT); 1604, 3208: FAT16 with 2 KiB and FAT32 with 4 KiB clusters, like
+ * default-formatted ESPs. */
 static const char *fmt_args(int bits) {
-  return bits == 12 ? "-F 12" : bits == 16 ? "-F 16 -s 1" : "-F 32 -s 1";
+  switch (bits) {
+  case 12: return "-F 12";
+  case 16: return "-F 16 -s 1";
+  case 1604: return "-F 16 -s 4";
+  case 3208: return "-F 32 -s 8";
+  default: return "-F 32 -s 1";
+  }
 }
-static const char *fmt_size(int bits) { return bits == 12 ? "2M" : bits == 16 ? "8M" : "40M"; }
+static const char *fmt_size(int bits) {
+  switch (bits) {
+  case 12: return "2M";
+  case 16: return "8M";
+  case 1604: return "64M";
+  case 3208: return "300M";
+  default: return "40M";
+  }
+}
 
 /* The ESP round trip: directories, small and multi-cluster files written by
  * us, read by mtools; the tree read back after a reopen; fsck clean. */
@@ -836,7 +853,16 @@ struct fvol {
   struct vol base;
   struct vol *inner;
   int writes, fail_at; /* the fail_at-th write (from 1) and later fail; 0: none */
+  int log;             /* record writes and flushes in recs */
 };
+struct rec {
+  char kind; /* 'W' write, 'F' flush */
+  uint64_t off;
+  size_t len;
+  uint8_t *data;
+};
+static struct rec recs[1024];
+static int nrec;
 static int fv_pread(struct vol *v, void *buf, size_t len, uint64_t off, struct err *e) {
   return vol_pread(((struct fvol *)v)->inner, buf, len, off, e);
 }
@@ -846,10 +872,16 @@ static int fv_pwrite(struct vol *v, const void *buf, size_t len, uint64_t off, s
     err_set(e, 500, "VOL_IO_ERROR", "injected write error");
     return -1;
   }
+  if (fv->log && nrec < 1024) {
+    recs[nrec] = (struct rec){'W', off, len, malloc(len)};
+    memcpy(recs[nrec++].data, buf, len);
+  }
   return vol_pwrite(fv->inner, buf, len, off, e);
 }
 static int fv_flush(struct vol *v, struct err *e) {
-  return vol_flush(((struct fvol *)v)->inner, e);
+  struct fvol *fv = (struct fvol *)v;
+  if (fv->log && nrec < 1024) recs[nrec++] = (struct rec){'F', 0, 0, NULL};
+  return vol_flush(fv->inner, e);
 }
 static int fv_discard(struct vol *v, uint64_t off, uint64_t len, struct err *e) {
   struct fvol *fv = (struct fvol *)v;
@@ -886,7 +918,7 @@ static void test_io_errors(void **state) {
       struct err e0;
       err_init(&e0);
       assert_int_equal(vol_file_open(img, 0, &inner, &e0), 0);
-      struct fvol fv = {{&fv_ops, inner->size, 0}, inner, 0, 0};
+      struct fvol fv = {{&fv_ops, inner->size, 0}, inner, 0, 0, 0};
       assert_int_equal(fs_vfat_open(&fv.base, 0, &f, &e0), 0);
       fv.fail_at = k;
       struct err e;
@@ -929,7 +961,7 @@ static void test_sync_error(void **state) {
   struct err e0;
   err_init(&e0);
   assert_int_equal(vol_file_open(img, 0, &inner, &e0), 0);
-  struct fvol fv = {{&fv_ops, inner->size, 0}, inner, 0, 0};
+  struct fvol fv = {{&fv_ops, inner->size, 0}, inner, 0, 0, 0};
   struct fs *f;
   assert_int_equal(fs_vfat_open(&fv.base, 0, &f, &e0), 0);
   OK(f->ops->mkdir(f, "/dir", 0755, e));
@@ -943,6 +975,63 @@ static void test_sync_error(void **state) {
   vol_close(inner);
   fsck_clean();
   check_mread("/dir/file", "data", 4);
+}
+
+/* Sync's order: the FAT (freed clusters still marked in use), flush, the
+ * directories, flush, the FAT with them free, flush. A crash between any
+ * two steps leaves at worst lost clusters. */
+static void test_sync_order(void **state) {
+  mkimg("8M", "-F 16 -s 1");
+  static char old[5000];
+  fill_random(old, sizeof old);
+  mput("/old", old, sizeof old);
+  size_t len;
+  uint8_t *d = img_load(&len);
+  struct geo g = geo_of(d);
+  uint32_t oc = ent_clus(d + find_sfn(d, len, "OLD        "), &g);
+  free(d);
+  struct vol *inner;
+  struct err e0;
+  err_init(&e0);
+  assert_int_equal(vol_file_open(img, 0, &inner, &e0), 0);
+  struct fvol fv = {{&fv_ops, inner->size, 0}, inner, 0, 0, 0};
+  struct fs *f;
+  assert_int_equal(fs_vfat_open(&fv.base, 0, &f, &e0), 0);
+  OK(f->ops->unlink(f, "/old", e));
+  put(f, "/new", old, 3000);
+  nrec = 0;
+  fv.log = 1;
+  OK(f->ops->sync(f, e));
+  fv.log = 0;
+  char pattern[1100];
+  int np = 0;
+  for (int i = 0; i < nrec; i++) {
+    char k = recs[i].kind == 'F'        ? 'F'
+             : recs[i].off < g.root_off ? 'A' /* the FAT copies */
+             : recs[i].off < g.data_off ? 'D' /* the root directory */
+                                        : '?';
+    if (!np || pattern[np - 1] != k) pattern[np++] = k;
+  }
+  pattern[np] = 0;
+  assert_string_equal(pattern, "AFDFAF");
+  /* phase 1 wrote old's clusters as in use, phase 3 as free */
+  const struct rec *first = NULL, *last = NULL;
+  for (int i = 0; i < nrec; i++)
+    if (recs[i].kind == 'W' && recs[i].off == g.fat_off) {
+      if (!first) first = &recs[i];
+      last = &recs[i];
+    }
+  assert_non_null(first);
+  assert_true(first != last);
+  for (uint32_t c = oc; c < oc + 10; c++) {
+    assert_int_not_equal(rd16(first->data + 2 * c), 0);
+    assert_int_equal(rd16(last->data + 2 * c), 0);
+  }
+  for (int i = 0; i < nrec; i++)
+    free(recs[i].data);
+  fs_close(f);
+  vol_close(inner);
+  fsck_clean();
 }
 
 /* ---- damaged images ------------------------------------------------------ */
@@ -1291,7 +1380,7 @@ static void test_statvfs(void **state) {
   char *out = sh_out("mdir -i '%s' ::/ | grep 'bytes free' | tr -d ' '", img);
   assert_int_equal(strtoull(out, NULL, 10), sv.bfree * sv.bsize);
   free(out);
-  if (bits == 32) { /* FSInfo holds the free count and a valid next-free hint */
+  if (bits == 32 || bits == 3208) { /* FSInfo holds the free count and a valid next-free hint */
     size_t len;
     uint8_t *d = img_load(&len);
     uint32_t sec = rd16(d + 48), bps = rd16(d + 11);
@@ -1456,33 +1545,36 @@ static int teardown(void **state) {
   return system(cmd);
 }
 
-static int b12 = 12, b16 = 16, b32 = 32;
+static int b12 = 12, b16 = 16, b32 = 32, b16k = 1604, b32k = 3208;
 #define ALL3(fn)                                                                                   \
   cmocka_unit_test_prestate(fn, &b12), cmocka_unit_test_prestate(fn, &b16),                        \
       cmocka_unit_test_prestate(fn, &b32)
+#define ALL5(fn)                                                                                   \
+  ALL3(fn), cmocka_unit_test_prestate(fn, &b16k), cmocka_unit_test_prestate(fn, &b32k)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      ALL3(test_roundtrip),
-      ALL3(test_read_mtools_tree),
+      ALL5(test_roundtrip),
+      ALL5(test_read_mtools_tree),
       cmocka_unit_test(test_names),
       cmocka_unit_test(test_many_files),
       cmocka_unit_test_prestate(test_fragmented, &b16),
       cmocka_unit_test_prestate(test_fragmented, &b32),
-      ALL3(test_sparse_truncate),
-      ALL3(test_rename),
+      ALL5(test_sparse_truncate),
+      ALL5(test_rename),
       cmocka_unit_test(test_unlink_rmdir),
       ALL3(test_full_disk),
       ALL3(test_io_errors),
       cmocka_unit_test(test_sync_error),
+      cmocka_unit_test(test_sync_order),
       cmocka_unit_test(test_bad_bpb),
       cmocka_unit_test(test_damaged),
       cmocka_unit_test(test_damaged_links),
       cmocka_unit_test(test_read_only),
       cmocka_unit_test(test_unsupported),
       cmocka_unit_test(test_times),
-      ALL3(test_statvfs),
-      ALL3(test_random),
+      ALL5(test_statvfs),
+      ALL5(test_random),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
