@@ -25,8 +25,10 @@ DEB_RUN   := bubblewrap dos2unix libxml2-utils gawk python3
 # iPXE ROM for the boot tests, and what tests/iscsi/mkbootdisk.py builds the boot disk from.
 DEB_ISCSI_TEST := libiscsi-bin qemu-block-extra qemu-system-x86 ipxe-qemu syslinux \
              syslinux-common mtools dosfstools busybox-static linux-image-amd64
+# Disk-layer tests (test_fs_disk): images made by sfdisk, lvm2 and each filesystem's mkfs.
+DEB_FS_TEST := fdisk lvm2 xfsprogs btrfs-progs squashfs-tools genisoimage ntfs-3g
 DEB_TEST  := $(DEB_BUILD) $(DEB_RUN) libcmocka-dev qemu-utils clang libclang-rt-14-dev e2fsprogs \
-             $(DEB_ISCSI_TEST)
+             $(DEB_ISCSI_TEST) $(DEB_FS_TEST)
 # make bench only: tgtd (the iSCSI peer), fio, libiscsi-dev (bench/iscsi_load.c).
 DEB_BENCH := $(DEB_BUILD) $(DEB_ISCSI_TEST) tgt fio libiscsi-dev
 DEB_LINT  := clang-format clang-tidy cppcheck
@@ -126,7 +128,7 @@ e2e: $(BUILD)/bin/streamerd $(BUILD)/bin/streamer
 # (new inputs go to build/fuzz/corpus/<name>, the repo's corpus is read-only).
 # tests/fuzz/make_corpus.py rewrites the seeds.
 FUZZ_SECONDS ?= 45
-FUZZ_TARGETS := fuzz_pdu fuzz_login_kv fuzz_script_parse fuzz_fs_vfat fuzz_fs_ext
+FUZZ_TARGETS := fuzz_pdu fuzz_login_kv fuzz_script_parse fuzz_fs_vfat fuzz_fs_ext fuzz_fs_disk
 FUZZ_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 # The targets need only util, vol, iscsi, script and fs: those are built with clang here.
 FUZZ_SRCS := $(wildcard src/util/*.c src/vol/*.c src/iscsi/*.c src/script/*.c src/fs/*.c)
