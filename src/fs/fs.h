@@ -58,11 +58,15 @@ const char *const *fs_disk_warnings(struct fs_disk *d);
  * guestfish sorts them. */
 char **fs_list_devices(struct fs_disk *d);
 char **fs_list_partitions(struct fs_disk *d);
-/* LVs as "/dev/VG/LV" (lvs), VG names (vgs), sorted. */
+/* LVs as "/dev/VG/LV" (lvs: the LVs that exist, i.e. of complete VGs), VG
+ * names (vgs: incomplete VGs included), sorted. NULL when out of memory. */
 char **fs_lvs(struct fs_disk *d);
 char **fs_vgs(struct fs_disk *d);
 /* Rename a volume group: rewrites the LVM2 text metadata on every PV of the
- * VG (new seqno, both metadata areas, checksums) so lvm2 accepts it. */
+ * VG (new seqno, both metadata areas, checksums) so lvm2 accepts it. 404 no
+ * such VG, 400 FS_INVALID bad name / FS_EXISTS taken / FS_READ_ONLY, 409 VG
+ * incomplete, 422 FS_NO_SPACE metadata area too small; nothing is written
+ * then. LV volumes stay valid under their new names. */
 int fs_vgrename(struct fs_disk *d, const char *from, const char *to, struct err *e);
 
 /* A block device by any name guestfish accepts ("/dev/sda", "/dev/sda2",
@@ -73,16 +77,19 @@ struct vol *fs_device(struct fs_disk *d, const char *name, struct err *e);
  * NULL (e set) if there is no such device. */
 char *fs_device_canonical(struct fs_disk *d, const char *name, struct err *e);
 
-/* What is on a device: "vfat", "ext2", "ext3", "ext4", "xfs", "btrfs",
+/* What is on a device: "vfat", "ext2", "ext3", "ext4", "jbd", "xfs", "btrfs",
  * "ntfs", "swap", "LVM2_member", "iso9660", "squashfs" or "unknown" (the
  * strings blkid uses, which list-filesystems prints). Never fails: an
  * unreadable device is "unknown". Static string. */
 const char *fs_probe(struct vol *dev);
-/* guestfish list-filesystems: every partition and LV that is not a PV or
- * an extended partition, with its type ("unknown" included, like
- * guestfish). n pairs; devices[i] / types[i] malloc'd (fs_strv_free). */
+/* guestfish list-filesystems: the disk if it has no partitions, every
+ * partition and LV that is not a PV, an extended partition or a GPT
+ * Microsoft-reserved/LDM/snapshot partition, with its type ("unknown"
+ * included, like guestfish). n pairs (NULL-terminated arrays); devices[i] /
+ * types[i] malloc'd (fs_strv_free); -1 when out of memory. */
 int fs_list_filesystems(struct fs_disk *d, char ***devices, char ***types);
-/* Filesystem label and UUID (blkid's LABEL= / UUID=), "" if none. */
+/* Filesystem label and UUID (blkid's LABEL= / UUID=) of vfat, ext2/3/4, xfs,
+ * btrfs and swap, "" if none; malloc'd. -1 only when out of memory. */
 int fs_label_uuid(struct vol *dev, char **label, char **uuid);
 
 void fs_strv_free(char **v);
