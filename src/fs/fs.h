@@ -105,7 +105,7 @@ struct fs_stat {
   uint32_t nlink;
   uint64_t ino;
   uint64_t size;
-  uint64_t blocks; /* 512-byte blocks allocated */
+  uint64_t blocks;             /* 512-byte blocks allocated */
   int64_t atime, mtime, ctime; /* seconds since the epoch */
   int64_t atime_ns, mtime_ns, ctime_ns;
 };
