@@ -147,7 +147,8 @@ static int mbr_logicals(struct scan *s, uint64_t first, uint64_t size) {
                 num, ent[i].count, (unsigned long long)lba);
         continue;
       }
-      struct fs_part p = {.num = num++, .mbr_type = ent[i].type};
+      struct fs_part p = {.num = num, .mbr_type = ent[i].type};
+      num++;
       if (add_sectors(s, &p, lba, ent[i].count) < 0) {
         rc = -1;
         goto out;
