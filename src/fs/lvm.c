@@ -612,6 +612,7 @@ static int read_mda(struct fs_lvm *l, struct pv *pv, struct mda *m, char **text)
     fs_warn(l->w, "%s: LVM2 metadata area at %llu: metadata location %llu+%llu is invalid", name,
             (unsigned long long)m->off, (unsigned long long)m->text_off,
             (unsigned long long)m->text_size);
+    m->text_off = m->text_size = 0; /* no current copy: a rename writes a fresh one */
     return 0;
   }
   char *t = malloc(m->text_size + 1);
@@ -901,6 +902,7 @@ static int build_vg(struct fs_lvm *l, struct copy *c) {
       complete = 0;
     }
   }
+  if (vg->npvs == 0) fs_warn(l->w, "LVM2: VG %s has no physical volumes: not activated", name);
   vg->complete = complete;
   if (complete) {
     struct node *lvs = find(sec, "logical_volumes");

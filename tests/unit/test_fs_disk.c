@@ -987,6 +987,25 @@ static void test_lvm_damaged(void **state) {
   assert_string_equal(s, "/dev/sda1: vfat\n/dev/sda5: ext4\n/dev/sda6: swap\n/dev/sda8: unknown\n");
   free(s);
   close_disk(&k);
+  /* a nonsense metadata location (header CRC right): that copy is ignored, and
+   * a rename writes a fresh copy there that lvm2 accepts */
+  f = work_copy("mbr.img", "lvm3.img");
+  int64_t seq = lvm2_seqno(f, ranges);
+  uint8_t hd[512];
+  peek(f, p3 + 4096, hd, 512);
+  fs_put_le64(hd + 40, UINT64_C(0xfffffffffffff000));
+  fs_put_le32(hd, fs_crc32(0xf597a6cf, hd + 4, 508));
+  poke(f, p3 + 4096, hd, 512);
+  open_disk(&k, f, 0);
+  assert_true(has_warning(k.d, "metadata location"));
+  assert_int_equal(nwarnings(k.d), 1);
+  err_init(&e);
+  assert_int_equal(fs_vgrename(k.d, "vg0", "vg_fresh", &e), 0);
+  close_disk(&k);
+  assert_lvm2_accepts(f, ranges, "vg_fresh", seq + 1, 4);
+  open_disk(&k, f, 1);
+  assert_int_equal(nwarnings(k.d), 0);
+  close_disk(&k);
   /* a PV label broken: the VG is incomplete, listed but not activated */
   f = work_copy("mbr.img", "lvm2.img");
   poke(f, p3 + 512 + 200, "x", 1);
