@@ -309,6 +309,7 @@ static uint64_t writeback_every(void) {
 static int sink_data_run(struct sink *s, const unsigned char *p, size_t n, uint64_t off,
                          struct err *e) {
   s->crc = crc32(s->crc, p, (uInt)n);
+  if (s->follow && hasher_mark(s->follow, off, n) < 0) return image_oom(e);
   if (s->fd < 0) return 0;
   if (write_exact(s->fd, p, n, off) < 0) {
     if (errno == ENOSPC || errno == EDQUOT) return space_error(s, e);
@@ -520,37 +521,57 @@ static int hasher_stopped(struct hasher *h) {
          (ext && __atomic_load_n(ext, __ATOMIC_RELAXED));
 }
 
+/* Where data is, from off on (below to): [*data, *data_end); *data == to if
+ * none. From the data map, or from SEEK_DATA/SEEK_HOLE. */
+static void next_data(struct hasher *h, uint64_t off, uint64_t to, int *seek_ok, uint64_t *data,
+                      uint64_t *data_end) {
+  *data = off;
+  *data_end = to;
+  if (h->use_map) {
+    uint64_t g = off / HASH_GRANULE, last = (to - 1) / HASH_GRANULE;
+    pthread_mutex_lock(&h->mu);
+    while (g <= last && !(g / 64 < h->map_words && (h->map[g / 64] >> (g % 64) & 1)))
+      g++;
+    uint64_t start = g;
+    while (g <= last && g - start < CHUNK / HASH_GRANULE && g / 64 < h->map_words &&
+           (h->map[g / 64] >> (g % 64) & 1))
+      g++;
+    pthread_mutex_unlock(&h->mu);
+    *data = start * HASH_GRANULE > off ? start * HASH_GRANULE : off;
+    if (*data > to) *data = to;
+    *data_end = g * HASH_GRANULE < to ? g * HASH_GRANULE : to;
+    return;
+  }
+  if (!*seek_ok) return;
+  off_t d = lseek(h->fd, (off_t)off, SEEK_DATA);
+  if (d < 0 && errno == ENXIO) {
+    *data = to;
+  } else if (d < 0 || (uint64_t)d < off) {
+    *seek_ok = 0;
+  } else {
+    *data = (uint64_t)d < to ? (uint64_t)d : to;
+    off_t hole = lseek(h->fd, d, SEEK_HOLE);
+    if (hole > d && (uint64_t)hole < to) *data_end = (uint64_t)hole;
+  }
+}
+
 /* Hash [from, to) of the file into sha; 1 if stopped, -1 with e on error. */
 static int hash_range(struct hasher *h, gnutls_hash_hd_t sha, uint64_t from, uint64_t to,
                       unsigned char *buf, int *seek_ok, struct err *e) {
-  int fd = h->fd;
-  const char *path = h->path;
-  uint64_t *hashed = &h->hashed;
   uint64_t off = from;
   while (off < to) {
     if (hasher_stopped(h)) return 1;
-    uint64_t data = off, data_end = to;
-    if (*seek_ok) {
-      off_t d = lseek(fd, (off_t)off, SEEK_DATA);
-      if (d < 0 && errno == ENXIO) {
-        data = to;
-      } else if (d < 0 || (uint64_t)d < off) {
-        *seek_ok = 0;
-      } else {
-        data = (uint64_t)d < to ? (uint64_t)d : to;
-        off_t hole = lseek(fd, d, SEEK_HOLE);
-        if (hole > d && (uint64_t)hole < to) data_end = (uint64_t)hole;
-      }
-    }
+    uint64_t data, data_end;
+    next_data(h, off, to, seek_ok, &data, &data_end);
     if (data > off) { /* a hole: zeros */
       uint64_t n = data - off < CHUNK ? data - off : CHUNK;
       gnutls_hash(sha, zero_chunk, (size_t)n);
       off += n;
     } else {
       size_t n = data_end - off < CHUNK ? (size_t)(data_end - off) : CHUNK;
-      ssize_t r = pread(fd, buf, n, (off_t)off);
+      ssize_t r = pread(h->fd, buf, n, (off_t)off);
       if (r < 0 && errno == EINTR) continue;
-      if (r < 0) return image_io_error(e, errno, "read", path);
+      if (r < 0) return image_io_error(e, errno, "read", h->path);
       if (r == 0) { /* past the end of a file that grows: zeros */
         memset(buf, 0, n);
         r = (ssize_t)n;
@@ -558,7 +579,7 @@ static int hash_range(struct hasher *h, gnutls_hash_hd_t sha, uint64_t from, uin
       gnutls_hash(sha, buf, (size_t)r);
       off += (uint64_t)r;
     }
-    __atomic_store_n(hashed, off, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hashed, off, __ATOMIC_RELAXED);
   }
   return 0;
 }
@@ -580,7 +601,7 @@ static void *hasher_main(void *arg) {
     uint64_t pos = 0;
     for (;;) {
       pthread_mutex_lock(&h->mu);
-      while (!h->stop && pos >= h->frontier && !h->final)
+      while (!h->stop && !h->final && (pos >= h->frontier || h->wait_final))
         pthread_cond_wait(&h->cv, &h->mu);
       uint64_t to = h->final ? h->size : h->frontier;
       int stop = h->stop, final = h->final;
@@ -619,13 +640,15 @@ static void *hasher_main(void *arg) {
   return NULL;
 }
 
-int hasher_start(struct hasher *h, int fd, const char *path, const char *what, int idle,
-                 struct err *e) {
+int hasher_start(struct hasher *h, int fd, const char *path, const char *what, int idle, int map,
+                 int wait_final, struct err *e) {
   memset(h, 0, sizeof *h);
   h->fd = fd;
   h->path = path;
   h->what = what;
   h->idle = idle;
+  h->use_map = map;
+  h->wait_final = wait_final;
   err_init(&h->err);
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->cv, NULL);
@@ -637,6 +660,29 @@ int hasher_start(struct hasher *h, int fd, const char *path, const char *what, i
   }
   h->started = 1;
   if (idle) set_idle(h->th, 1);
+  return 0;
+}
+
+int hasher_mark(struct hasher *h, uint64_t off, uint64_t n) {
+  if (n == 0) return 0;
+  uint64_t g = off / HASH_GRANULE, last = (off + n - 1) / HASH_GRANULE;
+  pthread_mutex_lock(&h->mu);
+  if (last / 64 >= h->map_words) {
+    size_t words = h->map_words ? h->map_words : 64;
+    while (words <= last / 64)
+      words *= 2;
+    uint64_t *m = realloc(h->map, words * sizeof *m);
+    if (!m) {
+      pthread_mutex_unlock(&h->mu);
+      return -1;
+    }
+    memset(m + h->map_words, 0, (words - h->map_words) * sizeof *m);
+    h->map = m;
+    h->map_words = words;
+  }
+  for (; g <= last; g++)
+    h->map[g / 64] |= 1ull << (g % 64);
+  pthread_mutex_unlock(&h->mu);
   return 0;
 }
 
@@ -696,6 +742,8 @@ int hasher_wait(struct hasher *h, const int *stop, struct progress *prog, char h
   h->started = 0;
   pthread_cond_destroy(&h->cv);
   pthread_mutex_destroy(&h->mu);
+  free(h->map);
+  h->map = NULL;
   if (!failed && prog) progress_at(prog, prog->total);
   return failed ? -1 : 0;
 }
@@ -710,6 +758,8 @@ void hasher_cancel(struct hasher *h) {
   h->started = 0;
   pthread_cond_destroy(&h->cv);
   pthread_mutex_destroy(&h->mu);
+  free(h->map);
+  h->map = NULL;
 }
 
 /* ---- SHA-256 of a golden volume ------------------------------------------- */
@@ -739,7 +789,7 @@ int image_sha256(struct vol_store *vs, const char *id, const int *stop, image_pr
     return image_io_error(e, saved, "stat", path);
   }
   struct hasher h;
-  if (hasher_start(&h, fd, path, what, 0, e) < 0) {
+  if (hasher_start(&h, fd, path, what, 0, 0, 0, e) < 0) {
     close(fd);
     return -1;
   }

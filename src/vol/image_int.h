@@ -123,9 +123,13 @@ int sink_worker_put(struct sink_worker *w, const unsigned char *p, size_t n, str
 int sink_worker_finish(struct sink_worker *w, struct err *e);
 
 /* ---- the hasher: SHA-256 of a file behind its writer (image.c) ----------- *
- * A thread that hashes [0, frontier) of fd as the sink advances the frontier:
- * holes (SEEK_DATA) as zeros without reading them, data read back from the
- * page cache. */
+ * A thread that hashes [0, frontier) of fd as the sink advances the frontier.
+ * Zeros are hashed from a static buffer without reading them: a stream's
+ * sink marks the 64 KiB granules it wrote data into (the data map), so the
+ * hasher never asks the file system while it is being written (lseek
+ * SEEK_DATA takes the inode lock that writes need); without a map (a finished
+ * file) the holes come from SEEK_DATA. Data is read back from the page cache. */
+#define HASH_GRANULE (64u << 10)
 struct hasher {
   int fd;
   const char *path, *what;
@@ -135,16 +139,24 @@ struct hasher {
   uint64_t frontier;   /* bytes of the file complete */
   uint64_t size;       /* the final size, once final */
   int final;           /* size is known: hash up to it and stop */
+  int wait_final;      /* start hashing only once final */
   int stop;            /* give up */
   const int *ext_stop; /* the waiter's stop flag (hasher_wait) */
   int started, done, failed, idle;
+  uint64_t *map; /* the data map: bit g = granule g holds data (NULL: use SEEK_DATA) */
+  size_t map_words;
+  int use_map;
   uint64_t hashed; /* progress (atomic) */
   struct err err;
   char hex[65];
 };
-/* Start the thread; idle: at SCHED_IDLE priority until hasher_final. */
-int hasher_start(struct hasher *h, int fd, const char *path, const char *what, int idle,
-                 struct err *e);
+/* Start the thread; idle: at SCHED_IDLE priority until hasher_final; map:
+ * the writer marks its data (hasher_mark); wait_final: no hashing before
+ * hasher_final. */
+int hasher_start(struct hasher *h, int fd, const char *path, const char *what, int idle, int map,
+                 int wait_final, struct err *e);
+/* [off, off+n) of the file holds data (before the frontier passes it). */
+int hasher_mark(struct hasher *h, uint64_t off, uint64_t n);
 void hasher_advance(struct hasher *h, uint64_t frontier);
 /* The file is complete at `size` bytes: hash the rest at normal priority. */
 void hasher_final(struct hasher *h, uint64_t size);

@@ -144,8 +144,10 @@ static int pipeline_start(struct image_stream *s, uint64_t size, int known, stru
   if (sink_init(&s->sink, s->im.tmp_fd, s->im.tmp, s->im.what, size, NULL, 0, 0, e) < 0) return -1;
   s->sink_on = 1;
   int mode = hash_mode();
-  if (hasher_start(&s->h, s->im.tmp_fd, s->im.tmp, s->im.what, mode == HASH_IDLE, e) < 0) return -1;
-  s->sink.follow = mode == HASH_AFTER || mode == HASH_HOLD ? NULL : &s->h;
+  if (hasher_start(&s->h, s->im.tmp_fd, s->im.tmp, s->im.what, mode == HASH_IDLE, 1,
+                   mode == HASH_AFTER || mode == HASH_HOLD, e) < 0)
+    return -1;
+  s->sink.follow = &s->h;
   s->hold = mode == HASH_HOLD;
   sink_worker_start(&s->w, &s->sink);
   s->worker_on = 1;

@@ -939,6 +939,43 @@ static void test_stream_good(void **state) {
   assert_int_equal(golden_entries(), 2 * (int)(sizeof cases / sizeof cases[0]));
 }
 
+/* The SHA-256 in each of its modes (following the writes at idle or normal
+ * priority, or after the commit) over a disk whose data and zero blocks
+ * alternate at every granularity (the hasher's data map is per 64 KiB). */
+static void test_stream_hash_modes(void **state) {
+  const size_t n = 24 * MiB;
+  unsigned char *disk = calloc(1, n);
+  assert_non_null(disk);
+  disk[0] = 0xeb; /* a first sector that is not text */
+  size_t off = 4096;
+  while (off < n) {
+    size_t len = (size_t)(1 + rnd() % 40) * 4096, gap = (size_t)(rnd() % 40) * 4096;
+    if (rnd() % 5 == 0) gap += (size_t)(rnd() % 3) * MiB;
+    for (size_t i = off; i < off + len && i < n; i++)
+      disk[i] = (unsigned char)(rnd() | 1);
+    off += len + gap;
+  }
+  unsigned char d[32];
+  char want[65];
+  assert_int_equal(gnutls_hash_fast(GNUTLS_DIG_SHA256, disk, n, d), 0);
+  hex(d, 32, want);
+  static const char *const modes[] = {"idle", "follow", "after"};
+  for (size_t i = 0; i < 3; i++) {
+    setenv("STREAMER_IMAGE_HASH", modes[i], 1);
+    char id[16], sha[65], got[65];
+    snprintf(id, sizeof id, "m%zu", i);
+    struct image_info info;
+    struct err e;
+    int rc = stream_bytes(id, IMAGE_RAW, disk, n, &info, sha, &e);
+    unsetenv("STREAMER_IMAGE_HASH");
+    if (rc < 0) fail_msg("%s: %s", modes[i], e.message);
+    assert_string_equal(sha, want);
+    golden_sha256(id, got);
+    assert_string_equal(got, want);
+  }
+  free(disk);
+}
+
 /* A stored member with its sizes after it (data descriptor), made here. */
 static unsigned char *stored_dd_zip(const unsigned char *data, size_t n, size_t junk,
                                     size_t *out_len) {
@@ -1109,6 +1146,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_zip64_export, setup, teardown),
       cmocka_unit_test_setup_teardown(test_inflate_vs_zlib, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_good, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stream_hash_modes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_stored_descriptor, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_hostile, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_abandon_busy, setup, teardown),
