@@ -788,6 +788,10 @@ static int import_streamed(struct task *t, struct import *im, struct err *e) {
   if (info.sha256[0]) log_line(&im->log, "sha256: %s", info.sha256);
   log_line(&im->log, "golden image \"%s\" created", im->name);
   if (import_document(im, &info, e) < 0) return -1;
+  if (im->reserved) { /* the document's allocatedBytes counts for the quota now */
+    unreserve(a, im->reserved);
+    im->reserved = 0;
+  }
   log_info("golden", "golden image \"%s\" (%s) usable: %llu bytes, %llu allocated, format %s",
            im->name, im->id, (unsigned long long)info.size, (unsigned long long)info.allocated,
            format_label(info.format));

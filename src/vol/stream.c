@@ -37,6 +37,7 @@
  * (46 + 3 × 65535), zip64 end record and locator (76), end record with its
  * comment (22 + 65535). */
 #define TAIL_KEEP (24u + 46u + 3u * 65535u + 76u + 22u + 65535u)
+#define TAIL_CAP (TAIL_KEEP + (2u << 20)) /* moved down once per 2 MiB appended */
 #define HEAD_MAX (30u + 2u * 65535u)
 
 enum { S_HEAD, S_DATA, S_TRAILER };
@@ -79,15 +80,15 @@ struct image_stream {
 static int stream_oom(struct err *e) { return image_oom(e); }
 
 /* ---- the tail ---------------------------------------------------------------
- * A buffer of 2 × TAIL_KEEP: bytes are appended; when it is full the oldest
- * are dropped so that at least TAIL_KEEP remain. A stored member whose size
+ * A buffer of TAIL_KEEP + 2 MiB: bytes are appended; when it is full the
+ * oldest are dropped so that TAIL_KEEP remain. A stored member whose size
  * comes after it is fed from the bytes about to be dropped. */
 
 static int feed(struct image_stream *s, const unsigned char *p, size_t n, struct err *e);
 
 static int tail_append(struct image_stream *s, const unsigned char *p, size_t n, struct err *e) {
   while (n > 0) {
-    if (s->tail_len == 2 * (size_t)TAIL_KEEP) {
+    if (s->tail_len == TAIL_CAP) {
       size_t drop = s->tail_len - TAIL_KEEP;
       /* A stored member of unknown size: what leaves the tail is data. */
       if (!s->failed && s->fmt == IMAGE_HPE_ZIP && s->state == S_DATA && s->lm.method == 0 &&
@@ -102,7 +103,7 @@ static int tail_append(struct image_stream *s, const unsigned char *p, size_t n,
       s->tail_len = TAIL_KEEP;
       s->tail_off += drop;
     }
-    size_t k = 2 * (size_t)TAIL_KEEP - s->tail_len;
+    size_t k = TAIL_CAP - s->tail_len;
     if (k > n) k = n;
     memcpy(s->tail + s->tail_len, p, k);
     s->tail_len += k;
@@ -279,7 +280,7 @@ int image_stream_open(struct vol_store *vs, const char *id, enum image_format fm
   } else if (!(s->chunk[0] = malloc(2 * (size_t)CHUNK))) {
     stream_oom(e);
   } else if (fmt == IMAGE_HPE_ZIP &&
-             (!(s->head = malloc(HEAD_MAX)) || !(s->tail = malloc(2 * (size_t)TAIL_KEEP)))) {
+             (!(s->head = malloc(HEAD_MAX)) || !(s->tail = malloc(TAIL_CAP)))) {
     stream_oom(e);
   } else if (import_open_temp(&s->im, e) == 0) {
     s->chunk[1] = s->chunk[0] + CHUNK;
