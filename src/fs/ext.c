@@ -468,9 +468,15 @@ static errcode_t ext_lookup(struct ext *x, ext2_ino_t dir, const char *name, siz
   return rc;
 }
 
-/* Resolve path. Symlinks are followed everywhere but in the last component
- * unless follow; a trailing slash follows it too. A missing last component
- * is not an error: w->ino = 0 and w->dir/w->name say where it would be. */
+/* How the last component is taken: symlinks are followed everywhere else. */
+enum {
+  W_NOFOLLOW = 0, /* not followed, but a trailing slash follows it (lstat, readlink) */
+  W_FOLLOW = 1,   /* followed (stat, open) */
+  W_ENTRY = 2,    /* the entry itself, slash or not (mkdir, unlink, rename, link...) */
+};
+
+/* Resolve path. A missing last component is not an error: w->ino = 0 and
+ * w->dir/w->name say where it would be. */
 static int ext_walk(struct ext *x, const char *op, const char *path, int follow, struct walk *w,
                     struct err *e) {
   memset(w, 0, sizeof *w);
@@ -481,7 +487,11 @@ static int ext_walk(struct ext *x, const char *op, const char *path, int follow,
   size_t plen = strlen(path);
   if (plen >= EXT_MAX_PATH) return ext_errno(e, ENAMETOOLONG, op, path);
   w->slash = plen > 1 && path[plen - 1] == '/';
-  if (w->slash) follow = 1;
+  int entry = follow == W_ENTRY;
+  if (entry)
+    follow = 0;
+  else if (w->slash)
+    follow = 1;
   char *buf = strdup(path);
   if (!buf) return ext_fail(x, e, EXT2_ET_NO_MEMORY, op, path);
   char *p = buf;
@@ -578,7 +588,7 @@ static int ext_walk(struct ext *x, const char *op, const char *path, int follow,
       w->ino = ino;
       memcpy(w->name, p, n);
       w->name[n] = 0;
-      if (w->slash && !LINUX_S_ISDIR(in.i_mode)) {
+      if (w->slash && !entry && !LINUX_S_ISDIR(in.i_mode)) {
         ext_errno(e, ENOTDIR, op, path);
         break;
       }
@@ -953,7 +963,7 @@ static int ext_write(struct fs *f, const char *path, const void *buf, size_t len
   if (ext_writable(x, op, path, e) < 0) EXT_RETURN(-1);
   struct walk w;
   int excl = (flags & FS_O_EXCL) && (flags & FS_O_CREAT);
-  if (ext_walk(x, op, path, !excl, &w, e) < 0) EXT_RETURN(-1);
+  if (ext_walk(x, op, path, excl ? W_ENTRY : W_FOLLOW, &w, e) < 0) EXT_RETURN(-1);
   if (!w.name[0]) EXT_RETURN(ext_errno(e, EISDIR, op, path));
   errcode_t rc;
   ext2_ino_t ino = w.ino;
@@ -1017,7 +1027,7 @@ static int ext_mkdir(struct fs *f, const char *path, uint32_t mode, struct err *
   const char *op = "mkdir";
   if (ext_writable(x, op, path, e) < 0) EXT_RETURN(-1);
   struct walk w;
-  if (ext_walk(x, op, path, 0, &w, e) < 0) EXT_RETURN(-1);
+  if (ext_walk(x, op, path, W_ENTRY, &w, e) < 0) EXT_RETURN(-1);
   if (w.ino || !w.name[0]) EXT_RETURN(ext_errno(e, EEXIST, op, path));
   if (ext_dir_editable(x, w.dir, op, path, e) < 0) EXT_RETURN(-1);
   inode_t pin;
@@ -1071,7 +1081,7 @@ static int ext_rmdir(struct fs *f, const char *path, struct err *e) {
   if (ext_writable(x, op, path, e) < 0) EXT_RETURN(-1);
   struct walk w;
   inode_t in;
-  if (ext_find(x, op, path, 0, &w, &in, e) < 0) EXT_RETURN(-1);
+  if (ext_find(x, op, path, W_ENTRY, &w, &in, e) < 0) EXT_RETURN(-1);
   if (w.ino == EXT2_ROOT_INO) EXT_RETURN(ext_errno(e, EBUSY, op, path));
   if (!w.name[0]) EXT_RETURN(ext_errno(e, EINVAL, op, path));
   if (!LINUX_S_ISDIR(in.i_mode)) EXT_RETURN(ext_errno(e, ENOTDIR, op, path));
@@ -1093,8 +1103,9 @@ static int ext_unlink(struct fs *f, const char *path, struct err *e) {
   if (ext_writable(x, op, path, e) < 0) EXT_RETURN(-1);
   struct walk w;
   inode_t in;
-  if (ext_find(x, op, path, 0, &w, &in, e) < 0) EXT_RETURN(-1);
+  if (ext_find(x, op, path, W_ENTRY, &w, &in, e) < 0) EXT_RETURN(-1);
   if (!w.name[0] || LINUX_S_ISDIR(in.i_mode)) EXT_RETURN(ext_errno(e, EISDIR, op, path));
+  if (w.slash) EXT_RETURN(ext_errno(e, ENOTDIR, op, path));
   if (ext_dir_editable(x, w.dir, op, path, e) < 0) EXT_RETURN(-1);
   errcode_t rc = ext2fs_unlink(x->fs, w.dir, w.name, w.ino, 0);
   if (!rc) rc = ext_drop_link(x, w.ino);
@@ -1165,20 +1176,22 @@ static int ext_rename(struct fs *f, const char *from, const char *to, struct err
   if (ext_writable(x, op, from, e) < 0) EXT_RETURN(-1);
   struct walk a, b;
   inode_t ain, bin;
-  if (ext_find(x, op, from, 0, &a, &ain, e) < 0) EXT_RETURN(-1);
+  if (ext_find(x, op, from, W_ENTRY, &a, &ain, e) < 0) EXT_RETURN(-1);
   if (a.ino == EXT2_ROOT_INO) EXT_RETURN(ext_errno(e, EBUSY, op, from));
   if (!a.name[0]) EXT_RETURN(ext_errno(e, EINVAL, op, from));
-  if (ext_walk(x, op, to, 0, &b, e) < 0) EXT_RETURN(-1);
+  if (ext_walk(x, op, to, W_ENTRY, &b, e) < 0) EXT_RETURN(-1);
   if (b.ino == EXT2_ROOT_INO) EXT_RETURN(ext_errno(e, EBUSY, op, to));
   if (!b.name[0]) EXT_RETURN(ext_errno(e, EINVAL, op, to));
   if (b.ino == a.ino) EXT_RETURN(0); /* the same file (or hard links of it): nothing to do */
   if (ext_dir_editable(x, a.dir, op, from, e) < 0 || ext_dir_editable(x, b.dir, op, to, e) < 0)
     EXT_RETURN(-1);
   int adir = LINUX_S_ISDIR(ain.i_mode), bdir = 0;
+  if (a.slash && !adir) EXT_RETURN(ext_errno(e, ENOTDIR, op, from));
   errcode_t rc;
   if (b.ino) {
     if ((rc = ext_iget(x, b.ino, &bin))) EXT_RETURN(ext_fail(x, e, rc, op, to));
     bdir = LINUX_S_ISDIR(bin.i_mode);
+    if (b.slash && !bdir) EXT_RETURN(ext_errno(e, ENOTDIR, op, to));
     if (adir && !bdir) EXT_RETURN(ext_errno(e, ENOTDIR, op, to));
     if (!adir && bdir) EXT_RETURN(ext_errno(e, EISDIR, op, to));
     if (bdir) {
@@ -1229,8 +1242,9 @@ static int ext_symlink(struct fs *f, const char *target, const char *path, struc
   if (tl == 0) EXT_RETURN(ext_errno(e, ENOENT, op, path));
   if (tl + 1 > x->fs->blocksize || tl + 1 > 4096) EXT_RETURN(ext_errno(e, ENAMETOOLONG, op, path));
   struct walk w;
-  if (ext_walk(x, op, path, 0, &w, e) < 0) EXT_RETURN(-1);
+  if (ext_walk(x, op, path, W_ENTRY, &w, e) < 0) EXT_RETURN(-1);
   if (w.ino || !w.name[0]) EXT_RETURN(ext_errno(e, EEXIST, op, path));
+  if (w.slash) EXT_RETURN(ext_errno(e, ENOENT, op, path));
   if (ext_dir_editable(x, w.dir, op, path, e) < 0) EXT_RETURN(-1);
   errcode_t rc = ext2fs_symlink(x->fs, w.dir, 0, w.name, target);
   if (rc == EXT2_ET_DIR_NO_SPACE) {
@@ -1265,9 +1279,10 @@ static int ext_link(struct fs *f, const char *existing, const char *path, struct
   if (ext_writable(x, op, path, e) < 0) EXT_RETURN(-1);
   struct walk a, b;
   inode_t in;
-  if (ext_find(x, op, existing, 0, &a, &in, e) < 0) EXT_RETURN(-1);
+  if (ext_find(x, op, existing, W_ENTRY, &a, &in, e) < 0) EXT_RETURN(-1);
   if (LINUX_S_ISDIR(in.i_mode)) EXT_RETURN(ext_errno(e, EPERM, op, existing));
-  if (ext_walk(x, op, path, 0, &b, e) < 0) EXT_RETURN(-1);
+  if (a.slash) EXT_RETURN(ext_errno(e, ENOTDIR, op, existing));
+  if (ext_walk(x, op, path, W_ENTRY, &b, e) < 0) EXT_RETURN(-1);
   if (b.ino || !b.name[0]) EXT_RETURN(ext_errno(e, EEXIST, op, path));
   if (b.slash) EXT_RETURN(ext_errno(e, ENOENT, op, path));
   if (in.i_links_count >= EXT2_LINK_MAX) EXT_RETURN(ext_errno(e, EMLINK, op, existing));
