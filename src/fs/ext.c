@@ -1551,12 +1551,15 @@ int fs_ext_open(struct vol *dev, int read_only, struct fs **out, struct err *e) 
   }
   if (ext2fs_le16_to_cpu(sb.s_magic) != EXT2_SUPER_MAGIC)
     return ext_refuse(e, 422, FS_ENOTSUP, "not an ext2/3/4 filesystem (no superblock magic)");
-  if (sb.s_log_block_size > EXT2_MAX_BLOCK_LOG_SIZE - EXT2_MIN_BLOCK_LOG_SIZE)
+  uint32_t log_bs = ext2fs_le32_to_cpu(sb.s_log_block_size);
+  uint32_t incompat = ext2fs_le32_to_cpu(sb.s_feature_incompat);
+  uint32_t ro_compat = ext2fs_le32_to_cpu(sb.s_feature_ro_compat);
+  if (log_bs > EXT2_MAX_BLOCK_LOG_SIZE - EXT2_MIN_BLOCK_LOG_SIZE)
     return ext_refuse(e, 500, FS_ECORRUPT, "ext: damaged superblock: bad block size");
-  uint64_t bs = (uint64_t)EXT2_MIN_BLOCK_SIZE << sb.s_log_block_size;
-  uint64_t blocks = sb.s_blocks_count;
-  if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_64BIT)
-    blocks |= (uint64_t)sb.s_blocks_count_hi << 32;
+  uint64_t bs = (uint64_t)EXT2_MIN_BLOCK_SIZE << log_bs;
+  uint64_t blocks = ext2fs_le32_to_cpu(sb.s_blocks_count);
+  if (incompat & EXT4_FEATURE_INCOMPAT_64BIT)
+    blocks |= (uint64_t)ext2fs_le32_to_cpu(sb.s_blocks_count_hi) << 32;
   if (blocks == 0 || blocks > vol_size(dev) / bs) {
     err_set(e, 500, FS_ECORRUPT,
             "ext: the filesystem (%llu blocks of %llu bytes) is larger than its device (%llu "
@@ -1566,19 +1569,18 @@ int fs_ext_open(struct vol *dev, int read_only, struct fs **out, struct err *e) 
   }
   char names[256];
   /* (mmp is left to ext2fs_open2: the header counts it only with CONFIG_MMP) */
-  uint32_t unknown =
-      sb.s_feature_incompat & ~(EXT2_LIB_FEATURE_INCOMPAT_SUPP | EXT4_FEATURE_INCOMPAT_MMP);
+  uint32_t unknown = incompat & ~(EXT2_LIB_FEATURE_INCOMPAT_SUPP | EXT4_FEATURE_INCOMPAT_MMP);
   if (unknown) {
     ext_feature_names(names, sizeof names, unknown, 0);
     err_set(e, 422, FS_ENOTSUP,
             "ext: the filesystem uses features this version of libext2fs does not know: %s", names);
     return -1;
   }
-  if (sb.s_feature_incompat & EXT3_FEATURE_INCOMPAT_JOURNAL_DEV)
+  if (incompat & EXT3_FEATURE_INCOMPAT_JOURNAL_DEV)
     return ext_refuse(e, 422, FS_ENOTSUP,
                       "ext: this is an external journal device, not a filesystem");
   if (!read_only) {
-    uint32_t ro_unknown = sb.s_feature_ro_compat & ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
+    uint32_t ro_unknown = ro_compat & ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
     if (ro_unknown) {
       ext_feature_names(names, sizeof names, ro_unknown, 1);
       err_set(e, 422, FS_ENOTSUP,
@@ -1587,28 +1589,27 @@ int fs_ext_open(struct vol *dev, int read_only, struct fs **out, struct err *e) 
               names);
       return -1;
     }
-    if (sb.s_feature_incompat & EXT3_FEATURE_INCOMPAT_RECOVER)
+    if (incompat & EXT3_FEATURE_INCOMPAT_RECOVER)
       return ext_refuse(e, 422, FS_ENOTSUP,
                         "ext: the filesystem needs journal recovery (it was not unmounted "
                         "cleanly): open it read-only, or replay the journal first (e2fsck -E "
                         "journal_only, or mount it once)");
-    if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_MMP)
+    if (incompat & EXT4_FEATURE_INCOMPAT_MMP)
       return ext_refuse(e, 422, FS_ENOTSUP,
                         "ext: multi-mount protection (mmp) is not supported read-write");
-    if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_EA_INODE)
+    if (incompat & EXT4_FEATURE_INCOMPAT_EA_INODE)
       return ext_refuse(e, 422, FS_ENOTSUP,
                         "ext: extended attributes in inodes (ea_inode) are not supported "
                         "read-write");
-    if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_QUOTA)
+    if (ro_compat & EXT4_FEATURE_RO_COMPAT_QUOTA)
       return ext_refuse(e, 422, FS_ENOTSUP,
                         "ext: quota usage is kept in the filesystem (quota feature) and "
                         "Streamer cannot update it: not supported read-write");
-    if (sb.s_feature_ro_compat &
-        (EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS | EXT4_FEATURE_RO_COMPAT_READONLY))
+    if (ro_compat & (EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS | EXT4_FEATURE_RO_COMPAT_READONLY))
       return ext_refuse(e, 422, FS_ENOTSUP,
                         "ext: the filesystem is read-only by design (shared_blocks or read-only "
                         "feature)");
-    if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_BIGALLOC)
+    if (ro_compat & EXT4_FEATURE_RO_COMPAT_BIGALLOC)
       return ext_refuse(e, 422, FS_ENOTSUP,
                         "ext: clustered allocation (bigalloc) is not supported read-write");
   }
