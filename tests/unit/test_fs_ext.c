@@ -1152,6 +1152,56 @@ static void threads(void **state) {
   free(s);
 }
 
+/* ---- through the disk layer: an ext4 partition, fs_open and the conveniences ------ */
+
+static void partition(void **state) {
+  struct err e;
+  char *p = img("disk.img");
+  char *part = img("part.img");
+  /* partition 1 from 1 MiB, 48 MiB long; mkfs.ext4 writes into it at that offset */
+  assert_int_equal(sh("truncate -s 64M '%1$s' && printf 'label: dos\\nstart=2048, size=98304, "
+                      "type=83\\n' | sfdisk -q '%1$s' >/dev/null && mkfs.ext4 -q -F -E "
+                      "offset=1048576 '%1$s' 48M >/dev/null 2>&1",
+                      p),
+                   0);
+  struct vol *v;
+  struct fs_disk *d;
+  OK(vol_file_open(p, 0, &v, &e));
+  OK(fs_disk_open(v, 0, &d, &e));
+  struct vol *dev = fs_device(d, "/dev/sda1", &e);
+  assert_non_null(dev);
+  assert_string_equal(fs_probe(dev), "ext4");
+  struct fs *f;
+  OK(fs_open(dev, 0, &f, &e));
+  assert_string_equal(f->ops->type, "ext4");
+  OK(fs_mkdir_p(f, "/etc/sysconfig/network-scripts", 0755, &e));
+  OK(fs_write_file(f, "/etc/hostname", "deployed\n", 9, 0644, &e));
+  OK(fs_write_file(f, "/etc/hostname", "deployed-again\n", 15, 0644, &e)); /* truncates */
+  char *data;
+  size_t len;
+  OK(fs_read_file(f, "/etc/hostname", 1 << 20, &data, &len, &e));
+  assert_int_equal(len, 15);
+  assert_memory_equal(data, "deployed-again\n", 15);
+  free(data);
+  struct fs_dirent *ents;
+  size_t n;
+  OK(f->ops->readdir(f, "/etc", &ents, &n, &e));
+  assert_int_equal(n, 2);
+  fs_dirents_free(ents, n);
+  fs_close(f);
+  fs_disk_close(d);
+  vol_close(v);
+  /* the partition's bytes, checked on their own */
+  assert_int_equal(sh("dd if='%s' of='%s' bs=1M skip=1 count=48 status=none", p, part), 0);
+  fsck_clean(part);
+  char *s = dcat(part, "/etc/hostname");
+  assert_string_equal(s, "deployed-again\n");
+  free(s);
+  s = dstat(part, "/etc/sysconfig/network-scripts");
+  has(s, "Type: directory");
+  free(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(read_tree, setup, teardown),
@@ -1165,6 +1215,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(inline_data, setup, teardown),
       cmocka_unit_test_setup_teardown(big_files, setup, teardown),
       cmocka_unit_test_setup_teardown(threads, setup, teardown),
+      cmocka_unit_test_setup_teardown(partition, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
