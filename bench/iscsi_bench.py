@@ -505,6 +505,7 @@ def main():
             "machine": api_bench.machine_info(), "tgt": dpkg_version("tgt"), "libiscsi": dpkg_version("libiscsi-bin"),
             "git_commit": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                                          text=True).stdout.strip(),
+            "streamerd": harness.STREAMERD, "streamerd_version": tool_version([harness.STREAMERD, "--version"]),
             "config": {k: v for k, v in vars(a).items() if k not in ("out",)}, "skipped": {}}
     try:
         log("work dir %s; machine: %s" % (work, info["machine"]))
