@@ -14,7 +14,7 @@ Only the Python standard library and Debian tools (libiscsi-bin, qemu-utils,
 qemu-block-extra, qemu-system-x86, ipxe-qemu, tgt) are used.
 """
 import hashlib
-import http.client
+import json
 import os
 import re
 import secrets
@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 
-from tgtd import Tgtd, free_port  # noqa: F401  (re-exported)
+from tgtd import Tgtd
 
 PEER = os.environ.get("STREAMER_ISCSI_PEER", "").strip().lower()  # "" (Streamer) or "tgtd"
 TEST_INITIATOR = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test"
@@ -88,7 +88,6 @@ def upload_golden(srv, path, name, timeout=300):
         assert r.status == 202, "golden image upload: %d %s" % (r.status, body[:500])
     finally:
         c.close()
-    import json
     task = srv.wait_task(json.loads(body)["uri"], timeout=timeout)
     assert task["taskState"] == "Completed", task
     gi = srv.request("GET", task["associatedResource"]["resourceUri"])
