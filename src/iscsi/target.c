@@ -1042,9 +1042,15 @@ static void handle_tmf(struct conn *c, const uint8_t *h) {
   switch (fn) {
   case 1: { /* ABORT TASK */
     struct task *t = task_find(s, rtt);
-    if (!t || t->aborted || t->state == T_DONE || t->state == T_SENDING) {
-      m->response = t ? 0 : 1;
-      if (t && (t->state == T_DONE || t->state == T_SENDING)) m->response = 0;
+    if (!t || t->state == T_DONE || t->state == T_SENDING) {
+      /* unknown, or completed: its response is already on the way, so for
+       * the initiator it no longer exists (libiscsi's AbortTaskSimpleAsync
+       * accepts exactly "WRITE good + task does not exist") */
+      m->response = 1;
+      break;
+    }
+    if (t->aborted) { /* already being aborted (by an earlier TMF) */
+      m->response = 0;
       break;
     }
     if (lun != t->lun) {
