@@ -223,7 +223,7 @@ def lvm_env(devs):
     accept = ", ".join('"a|^%s$|"' % x for x in devs)
     with open(os.path.join(d, "lvm.conf"), "w") as f:
         f.write("""devices { filter = [ %s, "r|.*|" ] global_filter = [ %s, "r|.*|" ]
-  obtain_device_list_from_udev = 0 use_devicesfile = 0 pv_min_size = 512 }
+  obtain_device_list_from_udev = 0 use_devicesfile = 0 pv_min_size = 512 hints = "none" }
 global { activation = 0 }
 activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }
 backup { backup = 0 archive = 0 }
