@@ -43,9 +43,9 @@ static char *substitute_known(const char *text, json_t *values) {
   size_t at = 0;
   int bad = 0;
   for (int i = 0; i < n && !bad; i++) {
-    CLEANUP_FREE char *full =
-        t[i].sub ? util_strdup_printf("%s.%s", t[i].name, t[i].sub) : strdup(t[i].name);
+    char *full = t[i].sub ? util_strdup_printf("%s.%s", t[i].name, t[i].sub) : strdup(t[i].name);
     const char *v = full ? json_string_value(json_object_get(values, full)) : NULL;
+    free(full);
     if (!full) bad = 1;
     if (!v || !*v) continue;
     bad |= sbuf_add(&b, text + at, t[i].offset - at) || sbuf_adds(&b, v);
@@ -138,16 +138,20 @@ static void check_command(struct checker *c, const struct script_stmt *st, const
 int script_check(const char *text, size_t len, const char *name, json_t *values,
                  script_diag_fn diag, void *opaque) {
   struct checker c = {name ? name : "script", diag, opaque, 0};
-  CLEANUP_FREE char *subst = NULL;
+  char *subst = NULL;
   if (values && json_object_size(values)) {
     /* attr_scan needs a C string */
-    CLEANUP_FREE char *copy = strndup(text, len);
-    if (!copy || !(subst = substitute_known(copy, values))) return -1;
+    char *copy = strndup(text, len);
+    subst = copy ? substitute_known(copy, values) : NULL;
+    free(copy);
+    if (!subst) return -1;
     text = subst;
     len = strlen(subst);
   }
   struct script *sc;
-  if (script_parse(text, len, c.name, &sc)) return -1;
+  int pr = script_parse(text, len, c.name, &sc);
+  free(subst);
+  if (pr) return -1;
   for (size_t i = 0; i < sc->n; i++) {
     const struct script_stmt *st = &sc->stmts[i];
     if (st->error) {

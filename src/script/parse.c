@@ -102,12 +102,10 @@ static int parse_dquoted(const char *p, const char **end, struct sbuf *out, char
   return 0;
 }
 
+/* Append a (owned by st on success; the caller frees it on failure). */
 static int push_arg(struct script_stmt *st, char *a) {
   char **nv = realloc(st->argv, (size_t)(st->argc + 2) * sizeof *nv);
-  if (!nv) {
-    free(a);
-    return -1;
-  }
+  if (!nv) return -1;
   st->argv = nv;
   st->argv[st->argc++] = a;
   st->argv[st->argc] = NULL;
@@ -233,23 +231,25 @@ static int next_line(const char *text, size_t tlen, size_t *pos, struct line *l)
   return 1;
 }
 
-/* Does the command take a here-document now? guestfish reads it when the
- * command runs: a known command with a file argument, the right argument
- * count (checked before the file argument is opened) and "-<<" there. */
-static int wants_heredoc(const struct script_stmt *st) {
+/* Does the command take a here-document now (its argument index, else -1)?
+ * guestfish reads it when the command runs: a known command with a file
+ * argument, the right argument count (checked before the file argument is
+ * opened) and "-<<" there. */
+static int heredoc_arg(const struct script_stmt *st) {
   const struct script_cmd *d = st->def;
-  if (st->kind != SCRIPT_COMMAND || st->error || !d || d->filein_arg < 0) return 0;
-  if (st->argc < d->min_args || (d->max_args >= 0 && st->argc > d->max_args)) return 0;
-  if (st->argc <= d->filein_arg) return 0;
-  return strncmp(st->argv[d->filein_arg], "-<<", 3) == 0;
+  if (st->kind != SCRIPT_COMMAND || st->error || !d || !st->argv || d->filein_arg < 0) return -1;
+  if (st->argc < d->min_args || (d->max_args >= 0 && st->argc > d->max_args)) return -1;
+  if (st->argc <= d->filein_arg) return -1;
+  return strncmp(st->argv[d->filein_arg], "-<<", 3) == 0 ? d->filein_arg : -1;
 }
 
 /* Read the here-document of st from the lines after *pos. */
-static int read_heredoc(struct script_stmt *st, const char *text, size_t tlen, size_t *pos,
+static int read_heredoc(struct script_stmt *st, int arg, const char *text, size_t tlen, size_t *pos,
                         int *lineno) {
-  const char *marker = st->argv[st->def->filein_arg] + 3;
+  if (!st->argv || arg >= st->argc) return 0;
+  const char *marker = st->argv[arg] + 3;
   size_t mlen = strlen(marker);
-  st->heredoc_arg = st->def->filein_arg;
+  st->heredoc_arg = arg;
   if (mlen == 0) {
     st->error = strdup("missing end marker in -<< expression");
     return st->error ? 0 : -1;
@@ -302,7 +302,8 @@ int script_parse(const char *text, size_t tlen, const char *name, struct script 
     }
     if (r == 0) continue;
     st.line = st.last_line = lineno;
-    if (wants_heredoc(&st) && read_heredoc(&st, text, tlen, &pos, &lineno) < 0) {
+    int hd = heredoc_arg(&st);
+    if (hd >= 0 && read_heredoc(&st, hd, text, tlen, &pos, &lineno) < 0) {
       script_stmt_clear(&st);
       goto oom;
     }

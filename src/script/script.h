@@ -143,6 +143,11 @@ struct script_opts {
    * guestfish as is. NULL: the disk is served to guestfish over NBD on a
    * private Unix socket for the session's duration. */
   const char *disk_path;
+  /* Tests only: run host commands (!, <!, pipes) with this function instead
+   * of the sandbox; same contract as sandbox_run. NULL in production. */
+  int (*host_run)(void *opaque, const char *script, const void *in, size_t in_len, char **out,
+                  size_t *out_len, char **errout, size_t *errout_len, int *status, struct err *e);
+  void *host_opaque;
 };
 
 struct script_session;
