@@ -983,6 +983,103 @@ static void test_real_sandbox(void **state) {
   free(f);
 }
 
+/* An ext4 root on LVM2, the images made by lvm2 itself
+ * (tests/unit/fs_disk_fixtures.py: loop devices, activation off): vgs, lvs,
+ * mounts by /dev/VG/LV and /dev/mapper/VG-LV, vgrename as the Oracle RA does,
+ * then the LV's bytes checked with debugfs and e2fsck and the PVs with
+ * lvm2's vgs, vgck and pvck. Needs root and loop devices. */
+static void test_lvm_root(void **state) {
+  (void)state;
+  char fx[512], manifest[600], img[600];
+  snprintf(fx, sizeof fx, "%s/fx", dir);
+  snprintf(manifest, sizeof manifest, "%s/manifest.json", fx);
+  snprintf(img, sizeof img, "%s/mbr.img", fx);
+  assert_int_equal(sh("python3 tests/unit/fs_disk_fixtures.py '%s' >/dev/null 2>&1", fx), 0);
+  json_error_t je;
+  json_t *m = json_load_file(manifest, 0, &je);
+  assert_non_null(m);
+  if (!json_is_true(json_object_get(m, "lvm"))) {
+    json_decref(m);
+    print_message("lvm2 images need root and loop devices: test skipped\n");
+    skip();
+  }
+  json_t *mbr = json_object_get(json_object_get(m, "images"), "mbr");
+  json_t *seg = json_array_get(
+      json_object_get(json_object_get(json_object_get(mbr, "lvs"), "/dev/vg0/root"), "segments"),
+      0);
+  long long root_off =
+      (long long)json_integer_value(json_array_get(json_object_get(seg, "disk_offsets"), 0));
+  long long root_len = (long long)json_integer_value(json_object_get(seg, "len"));
+  json_t *parts = json_object_get(mbr, "partitions");
+  long long p3o = json_integer_value(json_object_get(json_object_get(parts, "3"), "start"));
+  long long p3s = json_integer_value(json_object_get(json_object_get(parts, "3"), "size"));
+  long long p7o = json_integer_value(json_object_get(json_object_get(parts, "7"), "start"));
+  long long p7s = json_integer_value(json_object_get(json_object_get(parts, "7"), "size"));
+  json_decref(m);
+  struct env v;
+  env_open(&v, img, 0, SCRIPT_GUESTFISH_NEVER);
+  json_t *values = json_pack("{s:s,s:s}", "OrigHostname", "vg0", "Hostname", "web01");
+  script_session_set_attributes(v.s, values, NULL);
+  json_decref(values);
+  run_ok(&v, "lvm",
+         "vgs | cat > ./vgs\n"
+         "lvs | cat > ./lvs\n"
+         "list-filesystems | grep vg0 > ./fs\n"
+         "-mount /dev/rhel/root /\n"
+         "mount /dev/vg0/root /\n"
+         "mkdir-p /etc/sysconfig\n"
+         "upload -<<END /etc/hostname\n"
+         "@Hostname@\n"
+         "END\n"
+         "umount /\n"
+         "mount-ro /dev/mapper/vg0-root /\n"
+         "cat /etc/hostname | cat > ./h\n"
+         "umount /\n"
+         "vgrename @OrigHostname@ rhel_@Hostname@\n"
+         "vgs | cat > ./vgs2\n"
+         "mount /dev/rhel_web01/root /\n"
+         "write-append /etc/hostname \"again\\n\"\n"
+         "umount /\n");
+  char *f = work_file(&v, "vgs");
+  assert_string_equal(f, "vg0\n");
+  free(f);
+  f = work_file(&v, "lvs");
+  assert_string_equal(f, "/dev/vg0/data\n/dev/vg0/my-lv\n/dev/vg0/root\n/dev/vg0/split\n");
+  free(f);
+  f = work_file(&v, "fs");
+  assert_non_null(strstr(f, "/dev/vg0/root: ext4\n"));
+  free(f);
+  f = work_file(&v, "h");
+  assert_string_equal(f, "web01\n\n");
+  free(f);
+  f = work_file(&v, "vgs2");
+  assert_string_equal(f, "rhel_web01\n");
+  free(f);
+  env_close(&v);
+  assert_int_equal(sh("dd if='%s' of='%s/root.img' bs=1M iflag=skip_bytes,count_bytes skip=%lld "
+                      "count=%lld status=none",
+                      img, dir, root_off, root_len),
+                   0);
+  char *o = sh_out("debugfs -R 'cat /etc/hostname' '%s/root.img' 2>/dev/null", dir);
+  assert_string_equal(o, "web01\nagain\n");
+  free(o);
+  assert_int_equal(sh("e2fsck -fn '%s/root.img' >/dev/null 2>&1", dir), 0);
+  o = sh_out("python3 tests/unit/fs_disk_fixtures.py --lvm-check '%s' %lld:%lld %lld:%lld", img,
+             p3o, p3s, p7o, p7s);
+  json_t *chk = json_loads(o, 0, &je);
+  if (!chk) fail_msg("lvm-check: %s", o);
+  free(o);
+  json_t *vg = json_array_get(json_object_get(chk, "vgs"), 0);
+  assert_string_equal(json_string_value(json_array_get(vg, 0)), "rhel_web01");
+  assert_int_equal(json_integer_value(json_object_get(chk, "vgck")), 0);
+  json_t *pv;
+  size_t k;
+  json_array_foreach(json_object_get(chk, "pvck"), k, pv)
+      assert_int_equal(json_integer_value(pv), 0);
+  assert_string_equal(json_string_value(json_object_get(chk, "stderr")), "");
+  json_decref(chk);
+}
+
 /* What Streamer cannot do natively goes to real guestfish: `sh` runs a
  * program of the guest (busybox here), so the whole session is handed to
  * one guestfish --listen (TCG appliance) driven through its remote
@@ -1386,6 +1483,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rhel_legacy, setup, teardown),
       cmocka_unit_test_setup_teardown(test_esxi_bootbank, setup, teardown),
       cmocka_unit_test_setup_teardown(test_windows_isdeploy, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_lvm_root, setup, teardown),
       cmocka_unit_test_setup_teardown(test_error_rules, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mount_table, setup, teardown),
       cmocka_unit_test_setup_teardown(test_local_paths, setup, teardown),
