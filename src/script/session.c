@@ -545,9 +545,10 @@ static int run_one(struct script_session *s, const struct script_stmt *st, const
   int r = run_command(s, st, &out, e);
   if (!st->pipe) {
     slog_output(s, out.p, out.len);
-  } else if (r == 0 || out.len) {
-    /* guestfish's pipe reader sees whatever the command printed; its exit
-     * status is not looked at */
+  } else {
+    /* guestfish starts the pipe's shell before the command and feeds it
+     * whatever the command printed (nothing when it failed); the shell's
+     * exit status is not looked at */
     CLEANUP_FREE char *o = NULL, *er = NULL;
     size_t ol = 0, el = 0;
     int status = 0;

@@ -758,6 +758,9 @@ static void test_error_rules(void **state) {
   free(f);
   run_fail(&v, "cat /etc/hostname | cat > ./c\n", "SCRIPT_FAILED",
            "you must call 'mount' first to mount the root filesystem");
+  f = work_file(&v, "c"); /* the shell ran all the same, with nothing to read */
+  assert_string_equal(f, "");
+  free(f);
   /* a wrong argument count */
   run_fail(&v, "mount /dev/sda1\n", "SCRIPT_FAILED", "mount: incorrect number of arguments");
   env_close(&v);
