@@ -1446,6 +1446,11 @@ static void test_corpus_bundles(void **state) {
     err_init(&e);
     int rr = script_session_run_plan(v.s, st, n, &e);
     free(st);
+    struct script_stats stats;
+    script_session_stats(v.s, &stats);
+    print_message("%-60.60s %3d statements %4lld ms, of which host commands %4lld ms (%d)\n", name,
+                  stats.statements, (long long)stats.total_ms, (long long)stats.host_ms,
+                  stats.host_commands);
     env_close(&v);
     if (rr) {
       char lp[600];
