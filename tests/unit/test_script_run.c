@@ -1484,6 +1484,102 @@ static void test_corpus_bundles(void **state) {
   assert_int_equal(failures, 0);
 }
 
+/* Differential: the same read-only script natively and through real
+ * guestfish on the same image; every output scripts parse must be
+ * byte-identical (statvfs: the fields that describe the filesystem, not
+ * the kernel's fsid and mount flags). */
+static const char *const DIFF_FILES[] = {"list-devices",
+                                         "list-partitions",
+                                         "list-filesystems",
+                                         "vgs",
+                                         "lvs",
+                                         "inspect-os",
+                                         "distro",
+                                         "cat",
+                                         "cat2",
+                                         "ls",
+                                         "ls2",
+                                         "tests",
+                                         "echo",
+                                         "ls-esp",
+                                         "cat-esp",
+                                         "statvfs-esp",
+                                         "statvfs",
+                                         "mountpoints",
+                                         "vfs",
+                                         NULL};
+static const char DIFF_SCRIPT[] =
+    "list-devices | cat > ./list-devices\n"
+    "list-partitions | cat > ./list-partitions\n"
+    "list-filesystems | cat > ./list-filesystems\n"
+    "vgs | cat > ./vgs\n"
+    "lvs | cat > ./lvs\n"
+    "inspect-os | cat > ./inspect-os\n"
+    "<!awk '{print \"inspect-get-distro\", $1, \"| cat >> ./distro\"; print "
+    "\"inspect-get-major-version\", $1, \"| cat >> ./distro\"; print "
+    "\"inspect-get-osinfo\", $1, \"| cat >> ./distro\"; print \"inspect-get-type\", $1, \"| "
+    "cat >> ./distro\"}' ./inspect-os\n"
+    "!touch ./distro\n"
+    "mount-ro /dev/sda2 /\n"
+    "mountpoints | cat > ./mountpoints\n"
+    "cat /etc/os-release | cat > ./cat\n"
+    "cat /etc/hostname | cat > ./cat2\n"
+    "ls /etc | cat > ./ls\n"
+    "ls /etc/ssh | cat > ./ls2\n"
+    "exists /etc/fstab | cat > ./tests\n"
+    "exists /nope | cat >> ./tests\n"
+    "is-file /bin | cat >> ./tests\n"
+    "is-dir /bin followsymlinks:true | cat >> ./tests\n"
+    "is-dir /etc | cat >> ./tests\n"
+    "statvfs / | grep -E '^(bsize|frsize|blocks|files|namemax):' > ./statvfs\n"
+    "echo a \"b c\" '' d | cat > ./echo\n"
+    "umount /\n"
+    "mount-ro /dev/sda1 /\n"
+    "ls /EFI/BOOT | cat > ./ls-esp\n"
+    "cat /EFI/BOOT/message.txt | cat > ./cat-esp\n"
+    "statvfs / | grep -E '^(bsize|frsize|blocks|namemax):' > ./statvfs-esp\n"
+    "umount /\n"
+    "vfs-type /dev/sda1 | cat > ./vfs\n"
+    "vfs-type /dev/sda2 | cat >> ./vfs\n";
+
+static void test_guestfish_differential(void **state) {
+  (void)state;
+  if (access("/usr/bin/guestfish", X_OK) != 0) {
+    print_message("guestfish (libguestfs-tools) is not installed: test skipped\n");
+    skip();
+  }
+  char img[512];
+  snprintf(img, sizeof img, "%s/gpt.img", dir);
+  make_gpt_image(img);
+  struct env v;
+  env_open(&v, img, 0, SCRIPT_GUESTFISH_NEVER);
+  run_ok(&v, "native", DIFF_SCRIPT);
+  env_close(&v);
+  assert_int_equal(sh("mv '%s/work' '%s/native'", dir, dir), 0);
+  env_open(&v, img, 0, SCRIPT_GUESTFISH_ALWAYS);
+  run_ok(&v, "guestfish", DIFF_SCRIPT);
+  struct script_stats st;
+  script_session_stats(v.s, &st);
+  assert_int_equal(st.delegated, 1);
+  env_close(&v);
+  int diffs = 0;
+  for (int i = 0; DIFF_FILES[i]; i++) {
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/native/%s", dir, DIFF_FILES[i]);
+    snprintf(b, sizeof b, "%s/work/%s", dir, DIFF_FILES[i]);
+    char *x = read_text(a), *y = read_text(b);
+    if (getenv("SHOW_DIFF")) print_message("== %s\n%s", DIFF_FILES[i], y ? y : "(missing)\n");
+    if (!x || !y || strcmp(x, y) != 0) {
+      print_message("%s differs:\n--- native\n%s--- guestfish\n%s", DIFF_FILES[i],
+                    x ? x : "(missing)\n", y ? y : "(missing)\n");
+      diffs++;
+    }
+    free(x);
+    free(y);
+  }
+  assert_int_equal(diffs, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_developer_uefi, setup, teardown),
@@ -1502,6 +1598,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_real_sandbox, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corpus_bundles, setup, teardown),
       cmocka_unit_test_setup_teardown(test_guestfish_delegation, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_guestfish_differential, setup, teardown),
   };
   /* TEST_FILTER=test_name runs one test (cmocka's own pattern syntax) */
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
