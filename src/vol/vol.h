@@ -108,4 +108,16 @@ int vol_os_snapshot(struct vol *os, struct vol **snap, struct err *e);
 
 void vol_strings_free(char **v);
 
+/* ---- throwaway overlays (overlay.c) ----------------------------------------
+ * A writable view of `base` (borrowed: it must outlive the overlay, which
+ * never writes to it): writes and discards are kept in memory per 4 KiB
+ * cluster and read back, everything else reads from the base. At most
+ * `max_bytes` of memory (0 = VOL_OVERLAY_DEFAULT_MAX); a write or discard
+ * that would need more fails whole with 507 VOL_OVERLAY_FULL. vol_close
+ * forgets everything written. For validating build plans. */
+#define VOL_OVERLAY_DEFAULT_MAX (1ull << 30)
+int vol_overlay_open(struct vol *base, uint64_t max_bytes, struct vol **out, struct err *e);
+/* Writes and discards the overlay refused at its limit (0 for other volumes). */
+uint64_t vol_overlay_refused(struct vol *overlay);
+
 #endif
