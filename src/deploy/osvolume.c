@@ -1465,6 +1465,44 @@ json_t *osvol_get(struct osvol_service *svc, const char *id, struct err *e) {
   return doc;
 }
 
+int osvol_snapshot(struct osvol_service *svc, const char *id, struct vol **snap, json_t **doc,
+                   struct err *e) {
+  *snap = NULL;
+  if (doc) *doc = NULL;
+  struct store_entry *en = store_get(svc->s, OSVOL_COLL, id);
+  if (!en) {
+    err_set(e, 404, "RESOURCE_NOT_FOUND", "OS volume \"%.100s\" does not exist", id);
+    return -1;
+  }
+  int rc = busy(en->doc, "read", e);
+  if (rc == 0 && svc->iscsi) {
+    /* the export holds the open volume */
+    rc = iscsi_snapshot(svc->iscsi, target_of(en->doc), snap, e);
+  } else if (rc == 0) {
+    /* not exported (iSCSI disabled): open it for the snapshot's time only;
+     * the snapshot keeps what it needs open */
+    struct vol *v = NULL;
+    rc = vol_os_open(svc->vs, id, &v, e);
+    if (rc == 0) rc = vol_os_snapshot(v, snap, e);
+    vol_close(v);
+  }
+  if (rc < 0 && e->status != 409) {
+    const char *msg = json_string_value(json_object_get(en->doc, "statusMessage"));
+    char why[sizeof e->message];
+    snprintf(why, sizeof why, "%.1000s", msg && *msg ? msg : e->message);
+    err_clear(e);
+    err_set(e, 409, "OS_VOLUME_UNAVAILABLE", "OS volume \"%.200s\" cannot be read: %.700s",
+            en->name, why);
+  }
+  if (rc == 0 && doc && !(*doc = public_doc(en->doc))) {
+    vol_close(*snap);
+    *snap = NULL;
+    rc = oom(e);
+  }
+  store_entry_release(en);
+  return rc;
+}
+
 json_t *osvol_credentials(struct osvol_service *svc, const char *id, struct err *e) {
   struct store_entry *en = store_get(svc->s, OSVOL_COLL, id);
   if (!en) {

@@ -27,6 +27,7 @@
 struct osvol_service;
 struct vol_store;
 struct iscsi_srv;
+struct vol;
 
 /* Register the public rendering (CHAP secrets and the log left out), finish
  * what a stop left "Creating" (undone) or "Deleting" (done), and export every
@@ -91,6 +92,13 @@ int osvol_update(struct osvol_service *svc, const char *id, json_t *body, const 
                  struct store_entry **out, struct err *e);
 /* The public document with the current allocatedBytes (new reference). */
 json_t *osvol_get(struct osvol_service *svc, const char *id, struct err *e);
+/* A read-only point-in-time view of OS volume `id` (a snapshot: the volume
+ * keeps serving its initiators; close it with vol_close). 404, 409
+ * OS_VOLUME_BUSY while it is created or deleted, 409 OS_VOLUME_UNAVAILABLE
+ * when it cannot be served (status Critical). *doc (may be NULL) receives
+ * the public document (a new reference). */
+int osvol_snapshot(struct osvol_service *svc, const char *id, struct vol **snap, json_t **doc,
+                   struct err *e);
 /* {"chapName","chapSecret","mutualChapName"?,"mutualChapSecret"?}; 404, or
  * 409 CHAP_NOT_ENABLED when the volume has no CHAP. */
 json_t *osvol_credentials(struct osvol_service *svc, const char *id, struct err *e);

@@ -327,4 +327,10 @@ void task_set_resource(struct task *t, const char *uri, const char *name) {
   persist_or_log(t);
 }
 
+void task_set_output(struct task *t, json_t *data, const char *line) {
+  if (data) json_object_set_new(t->doc, "data", data);
+  json_t *out = json_object_get(t->doc, "taskOutput");
+  if (line && json_is_array(out)) json_array_append_new(out, json_string(line));
+}
+
 const char *task_uri(struct task *t) { return t->uri; }

@@ -58,6 +58,11 @@ void task_progress(struct task *t, int percent, const char *fmt, ...)
 void task_percent(struct task *t, int percent);
 /* From inside a task: set the associated resource (e.g. once it exists). */
 void task_set_resource(struct task *t, const char *uri, const char *name);
+/* From inside a task: its result. `data` (stolen; an object, or NULL to keep
+ * the current one) becomes the document's "data"; `line` (may be NULL) is
+ * appended to "taskOutput". Recorded with the task's next change (at the
+ * latest when it ends). */
+void task_set_output(struct task *t, json_t *data, const char *line);
 /* The task's uri, e.g. "/rest/tasks/<id>". */
 const char *task_uri(struct task *t);
 

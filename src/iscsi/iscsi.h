@@ -63,6 +63,11 @@ int iscsi_update(struct iscsi_srv *srv, const struct iscsi_export_spec *spec, st
  * 404 ISCSI_TARGET_NOT_FOUND. */
 int iscsi_unexport(struct iscsi_srv *srv, const char *target_name, struct err *e);
 int iscsi_exported(struct iscsi_srv *srv, const char *target_name);
+/* A read-only point-in-time view (vol_os_snapshot) of the OS volume exported
+ * as target_name, which keeps serving; close it with vol_close. 404
+ * ISCSI_TARGET_NOT_FOUND; vol_os_snapshot's errors for other volumes. */
+int iscsi_snapshot(struct iscsi_srv *srv, const char *target_name, struct vol **snap,
+                   struct err *e);
 
 /* Targets with their sessions and counters:
  * [{"targetName","alias","initiatorNames":[...],"chap":bool,"readOnly":bool,

@@ -250,6 +250,17 @@ int iscsi_exported(struct iscsi_srv *srv, const char *name) {
   return r;
 }
 
+int iscsi_snapshot(struct iscsi_srv *srv, const char *name, struct vol **snap, struct err *e) {
+  struct export *x = srv_find_export(srv, name); /* the reference keeps x->vol open */
+  int rc = -1;
+  if (!x || x->removed)
+    err_set(e, 404, "ISCSI_TARGET_NOT_FOUND", "Target %s is not exported.", name);
+  else
+    rc = vol_os_snapshot(x->vol, snap, e);
+  export_put(x);
+  return rc;
+}
+
 static void loop_post(struct loop *l, int type, void *ptr, struct export *x);
 
 int iscsi_unexport(struct iscsi_srv *srv, const char *name, struct err *e) {
