@@ -29,8 +29,10 @@ DEB_ISCSI_TEST := libiscsi-bin qemu-block-extra qemu-system-x86 ipxe-qemu syslin
 DEB_FS_TEST := fdisk lvm2 xfsprogs btrfs-progs squashfs-tools genisoimage ntfs-3g
 DEB_TEST  := $(DEB_BUILD) $(DEB_RUN) libcmocka-dev qemu-utils clang libclang-rt-14-dev e2fsprogs \
              $(DEB_ISCSI_TEST) $(DEB_FS_TEST)
-# make bench only: tgtd (the iSCSI peer), fio, libiscsi-dev (bench/iscsi_load.c).
-DEB_BENCH := $(DEB_BUILD) $(DEB_ISCSI_TEST) tgt fio libiscsi-dev
+# make bench only: tgtd (the iSCSI peer), fio, libiscsi-dev (bench/iscsi_load.c); guestfish
+# (the plan-script peer) and what bench/script_bench.py builds its images with.
+DEB_BENCH := $(DEB_BUILD) $(DEB_ISCSI_TEST) tgt fio libiscsi-dev \
+             $(DEB_RUN) libguestfs-tools lvm2 fdisk e2fsprogs
 DEB_LINT  := clang-format clang-tidy cppcheck
 
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
@@ -164,16 +166,22 @@ $(BUILD)/bench/vol_bench: bench/vol_bench.c $(BUILD)/libstreamer.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libstreamer.a $(LDLIBS)
 
+# bench/script_bench.c: the plan-script benchmark's native side (bench/script_bench.py runs it).
+$(BUILD)/bench/script_bench: bench/script_bench.c $(BUILD)/libstreamer.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libstreamer.a $(LDLIBS)
+
 # bench/iscsi_load.c: libiscsi load generator for bench/iscsi_bench.py. No -Isrc:
 # <iscsi/iscsi.h> must be libiscsi's header, not src/iscsi/iscsi.h.
 $(BUILD)/bench/iscsi_load: bench/iscsi_load.c
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -Isrc,$(CFLAGS_BASE)) $(LDFLAGS) -o $@ $< -liscsi
 
-bench: bench-deps all $(BUILD)/bench/vol_bench $(BUILD)/bench/iscsi_load
+bench: bench-deps all $(BUILD)/bench/vol_bench $(BUILD)/bench/iscsi_load $(BUILD)/bench/script_bench
 	/usr/bin/python3 bench/api_bench.py
 	/usr/bin/python3 bench/vol_bench.py
 	/usr/bin/python3 bench/iscsi_bench.py
+	/usr/bin/python3 bench/script_bench.py
 
 clean:
 	rm -rf build
