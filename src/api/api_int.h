@@ -142,6 +142,10 @@ void upload_free(struct upload *u); /* also when the client went away */
 void route_os_volumes(struct request *r);
 void route_iscsi(struct request *r);
 
+/* ---- build-plan validation, volume browsing (validate.c) ---- */
+void route_validate(struct request *r); /* /rest/build-plans/{id}/validate */
+void route_browse(struct request *r);   /* /rest/{os-volumes,golden-images}/{id}/{devices,files} */
+
 /* ---- resources (routes.c) ---- */
 void route_dispatch(struct request *r);
 /* Serve a collection GET over store entries with start/count/filter/query/sort. */

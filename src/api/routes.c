@@ -413,6 +413,11 @@ void route_dispatch(struct request *r) {
     return route_idle_timeout(r);
   if (is(top, "users")) return route_users(r);
   if (is(top, "roles") && r->nseg == 1) return route_roles(r);
+  if (is(top, "build-plans") && r->nseg >= 3 && is(r->seg[2], "validate")) return route_validate(r);
+  if ((is(top, "os-volumes") || is(top, "golden-images")) && r->nseg >= 3 &&
+      !is(r->seg[1], "archive") && !is(r->seg[1], "download") &&
+      (is(r->seg[2], "devices") || is(r->seg[2], "files")))
+    return route_browse(r);
   if (is(top, "plan-scripts")) return route_artifact(r, ART_PLAN_SCRIPT);
   if (is(top, "build-plans")) return route_artifact(r, ART_BUILD_PLAN);
   if (is(top, "deployment-plans")) return route_artifact(r, ART_DEPLOYMENT_PLAN);
