@@ -183,8 +183,9 @@ int cmd_deployment_plan(struct cli *c, int argc, char **argv);
 int cmd_task(struct cli *c, int argc, char **argv);
 int cmd_user(struct cli *c, int argc, char **argv);
 int cmd_golden_image(struct cli *c, int argc, char **argv);
-int cmd_volume(struct cli *c, int argc, char **argv); /* volume.c: OS volumes */
-int cmd_target(struct cli *c, int argc, char **argv); /* target.c: the iSCSI target */
+int cmd_volume(struct cli *c, int argc, char **argv);   /* volume.c: OS volumes */
+int cmd_target(struct cli *c, int argc, char **argv);   /* target.c: the iSCSI target */
+int cmd_validate(struct cli *c, int argc, char **argv); /* validate.c: build-plan validation */
 
 /* ---- task.c: following a task ----------------------------------------- */
 /* Poll *task (a task document, replaced by each newer version) until it

@@ -19,7 +19,9 @@ static const char MAIN_HELP[] =
     "  build-plan         list | show | create | update | delete\n"
     "  deployment-plan    list | show | create | update | delete\n"
     "  golden-image       list | show | upload | download | update | delete\n"
-    "  volume             list | show | create | update | delete | credentials (OS volumes)\n"
+    "  volume             list | show | create | update | delete | credentials | ls | cat\n"
+    "                     (OS volumes)\n"
+    "  validate           run a build plan on a throwaway copy of a golden image or OS volume\n"
     "  target             list | sessions (the iSCSI target)\n"
     "  task               list | show | wait\n"
     "  user               list | create | delete | passwd\n"
@@ -94,6 +96,7 @@ static const struct command COMMANDS[] = {
     {"volume", "volumes", cmd_volume},
     {"target", "targets", cmd_target},
     {"task", "tasks", cmd_task},
+    {"validate", NULL, cmd_validate},
     {"user", "users", cmd_user},
 };
 

@@ -1,7 +1,9 @@
 /* volume.c — `streamer volume ...`: OS volumes over /rest/os-volumes: list,
  * show, create (waits for the task, then prints how to reach the iSCSI
  * target, and generated CHAP credentials once), update, delete (a task),
- * credentials (GET .../iscsi-credentials, Infrastructure administrator). */
+ * credentials (GET .../iscsi-credentials, Infrastructure administrator), and
+ * read-only browsing of a volume's files: ls (GET .../devices, .../files)
+ * and cat (GET .../files/content). */
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +23,8 @@ static const char VOL_HELP[] =
     "  update REF [--name N] [--description D] [--initiator IQN]... [--chap | --no-chap]\n"
     "  delete REF [--no-wait]             drop its iSCSI sessions and delete it\n"
     "  credentials REF                    print its CHAP name and secret\n"
+    "  ls REF [DEVICE[:PATH] | DEVICE PATH]  list its filesystems, or a directory\n"
+    "  cat REF DEVICE:PATH | DEVICE PATH  write a file's bytes to standard output\n"
     "\n"
     "REF is an id, a uri (/rest/os-volumes/ID) or an exact name.\n";
 static const char LIST_USAGE[] = "usage: streamer volume list [--filter F] [--sort S]\n"
@@ -56,6 +60,23 @@ static const char CRED_USAGE[] =
     "\n"
     "Print the CHAP name and secret an initiator needs to log in to the volume's target\n"
     "(and the mutual CHAP ones). Needs the Infrastructure administrator role.\n";
+
+static const char LS_USAGE[] =
+    "usage: streamer volume ls REF [DEVICE[:PATH] | DEVICE PATH]\n"
+    "\n"
+    "Read the OS volume without changing it (a snapshot; the volume keeps serving).\n"
+    "Without DEVICE: its filesystems (device, type, size, label, UUID). With DEVICE\n"
+    "(/dev/sda1, /dev/VG/LV): the directory PATH of that filesystem (default /), one\n"
+    "entry per line: type, mode, owner, size, modification time, name (-> link target).\n"
+    "Examples: streamer volume ls web01 /dev/sda1:/EFI/BOOT\n"
+    "          streamer volume ls web01 /dev/rhel/root /etc\n";
+static const char CAT_USAGE[] =
+    "usage: streamer volume cat REF DEVICE:PATH | DEVICE PATH\n"
+    "\n"
+    "Write the file PATH of the filesystem on DEVICE to standard output, byte for byte,\n"
+    "read from a snapshot of the OS volume (which keeps serving). Needs the Deployment\n"
+    "or Infrastructure administrator role: deployed files hold secrets.\n"
+    "Example: streamer volume cat web01 /dev/sda1:/EFI/BOOT/message.txt\n";
 
 static void human(json_t *v, char *out, size_t size) {
   if (!json_is_integer(v)) {
@@ -412,6 +433,133 @@ static int vol_credentials(struct cli *c, int argc, char **argv) {
   return CLI_OK;
 }
 
+/* ---- browsing --------------------------------------------------------------------- */
+/* DEVICE and PATH from "DEVICE:PATH", "DEVICE" or "DEVICE" "PATH" (malloc'd;
+ * *path NULL when not given). A usage error when DEVICE is not a /dev/ name. */
+static int device_path(const struct args *a, const char *usage, char **device, char **path) {
+  *device = *path = NULL;
+  const char *w = a->pos[1];
+  if (strncmp(w, "/dev/", 5) != 0)
+    return cli_usage_error(usage,
+                           "\"%s\": name the filesystem's device first, e.g. /dev/sda1:/etc "
+                           "('streamer volume ls REF' lists them)",
+                           w);
+  const char *colon = strchr(w, ':');
+  if (colon && a->npos > 2)
+    return cli_usage_error(usage, "give DEVICE:PATH or DEVICE PATH, not both");
+  *device = util_strdup_printf("%.*s", colon ? (int)(colon - w) : (int)strlen(w), w);
+  if (colon && colon[1])
+    *path = util_strdup_printf("%s", colon + 1);
+  else if (a->npos > 2)
+    *path = util_strdup_printf("%s", a->pos[2]);
+  return CLI_OK;
+}
+
+/* "/rest/os-volumes/ID/<what>?device=D&path=P" (malloc'd). */
+static char *browse_path(json_t *vol, const char *what, const char *device, const char *path) {
+  CLEANUP_FREE char *d = http_escape(device);
+  CLEANUP_FREE char *p = http_escape(path ? path : "/");
+  return util_strdup_printf("%s/%s?device=%s&path=%s", jstr(vol, "uri"), what, d ? d : "",
+                            p ? p : "");
+}
+
+static int ls_devices(struct cli *c, json_t *vol) {
+  CLEANUP_FREE char *path = util_strdup_printf("%s/devices", jstr(vol, "uri"));
+  json_t *res CLEANUP_JSON = NULL;
+  int rc = api_call(c, "GET", path, NULL, NULL, &res);
+  if (rc) return rc;
+  if (c->json) {
+    out_json(res);
+    return CLI_OK;
+  }
+  static const char *const hdr[] = {"DEVICE", "TYPE", "SIZE", "LABEL", "UUID"};
+  struct table *t = table_new(5, hdr);
+  size_t i;
+  json_t *d;
+  json_array_foreach(json_object_get(res, "devices"), i, d) {
+    char size[32];
+    human(json_object_get(d, "size"), size, sizeof size);
+    const char *row[] = {jstr(d, "device"), jstr(d, "type"), size, jstr(d, "label"),
+                         jstr(d, "uuid")};
+    table_add(t, row);
+  }
+  table_print(t, stdout, NULL);
+  table_free(t);
+  json_array_foreach(json_object_get(res, "warnings"), i, d) {
+    fprintf(stderr, "warning: %s\n", json_string_value(d) ?: "");
+  }
+  return CLI_OK;
+}
+
+static int vol_ls(struct cli *c, int argc, char **argv) {
+  struct args a;
+  int rc = args_parse(c, &a, argc, argv, NULL, 1, 3, LS_USAGE);
+  if (rc || a.help) return rc;
+  json_t *vol CLEANUP_JSON = NULL;
+  CLEANUP_FREE char *device = NULL;
+  CLEANUP_FREE char *path = NULL;
+  if (a.npos > 1 && (rc = device_path(&a, LS_USAGE, &device, &path))) return rc;
+  if ((rc = ref_get(c, &COLL_OS_VOLUMES, a.pos[0], &vol))) return rc;
+  if (!device) return ls_devices(c, vol);
+  CLEANUP_FREE char *url = browse_path(vol, "files", device, path);
+  json_t *res CLEANUP_JSON = NULL;
+  if ((rc = api_call(c, "GET", url, NULL, NULL, &res))) return rc;
+  if (c->json) {
+    out_json(res);
+    return CLI_OK;
+  }
+  static const char *const hdr[] = {"TYPE", "MODE", "OWNER", "SIZE", "MODIFIED", "NAME"};
+  struct table *t = table_new(6, hdr);
+  size_t i;
+  json_t *m;
+  json_array_foreach(json_object_get(res, "members"), i, m) {
+    CLEANUP_FREE char *owner =
+        util_strdup_printf("%lld:%lld", (long long)json_integer_value(json_object_get(m, "uid")),
+                           (long long)json_integer_value(json_object_get(m, "gid")));
+    CLEANUP_FREE char *size = out_text(json_object_get(m, "size"));
+    CLEANUP_FREE char *when = out_time(jstr(m, "modified"));
+    CLEANUP_FREE char *name =
+        *jstr(m, "target") ? util_strdup_printf("%s -> %s", jstr(m, "name"), jstr(m, "target"))
+                           : strdup(jstr(m, "name"));
+    const char *row[] = {jstr(m, "type"), jstr(m, "mode"), owner, size, when, name};
+    table_add(t, row);
+  }
+  table_print(t, stdout, NULL);
+  table_free(t);
+  if (json_is_true(json_object_get(res, "truncated")))
+    fprintf(stderr, "note: %lld of %lld entries shown\n",
+            (long long)json_integer_value(json_object_get(res, "count")),
+            (long long)json_integer_value(json_object_get(res, "total")));
+  return CLI_OK;
+}
+
+static int vol_cat(struct cli *c, int argc, char **argv) {
+  struct args a;
+  int rc = args_parse(c, &a, argc, argv, NULL, 2, 3, CAT_USAGE);
+  if (rc || a.help) return rc;
+  CLEANUP_FREE char *device = NULL;
+  CLEANUP_FREE char *path = NULL;
+  if ((rc = device_path(&a, CAT_USAGE, &device, &path))) return rc;
+  if (!path || !*path) return cli_usage_error(CAT_USAGE, "which file? give DEVICE:PATH");
+  json_t *vol CLEANUP_JSON = NULL;
+  if ((rc = ref_get(c, &COLL_OS_VOLUMES, a.pos[0], &vol))) return rc;
+  CLEANUP_FREE char *url = browse_path(vol, "files/content", device, path);
+  struct http_xfer x = {.download = stdout};
+  long status = 0;
+  json_t *err CLEANUP_JSON = NULL;
+  CLEANUP_FREE char *raw = NULL;
+  if ((rc = http_xfer(c, "GET", url, &x, &status, &err, &raw))) return rc;
+  if (fflush(stdout) != 0) {
+    fprintf(stderr, "error: cannot write standard output\n");
+    return CLI_EUSAGE;
+  }
+  if (status < 200 || status > 299) {
+    rc = api_print_error(c, status, err, raw);
+    return status == 401 ? CLI_ECONN : rc;
+  }
+  return CLI_OK;
+}
+
 int cmd_volume(struct cli *c, int argc, char **argv) {
   static const struct subcmd subs[] = {{"list", vol_list, NULL},
                                        {"show", vol_show, NULL},
@@ -419,6 +567,8 @@ int cmd_volume(struct cli *c, int argc, char **argv) {
                                        {"update", vol_update, NULL},
                                        {"delete", vol_delete, NULL},
                                        {"credentials", vol_credentials, NULL},
+                                       {"ls", vol_ls, NULL},
+                                       {"cat", vol_cat, NULL},
                                        {NULL, NULL, NULL}};
   return cli_dispatch(c, "volume", VOL_HELP, subs, argc, argv);
 }

@@ -397,3 +397,89 @@ def test_diff_details(srv):
     assert mode["mode"] == "0644" and mode["uid"] == 0 and mode["size"] == 1, mode
     r = srv.request("GET", gi["uri"] + "/files/content?device=/dev/sda1&path=/etc/link")
     assert r.status == 200 and r.body == "old\n", r
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+def test_cli(srv):
+    gi, plans = import_developer(srv)
+    vol = create_volume(srv, gi)
+    env = {"STREAMER_SERVER": srv.url, "STREAMER_TOKEN": srv.token}
+
+    def run(*args):
+        return srv.cli(*args, env=env, input="")
+
+    r = run("validate", "--build-plan", DEPLOY, "--golden-image", "HPE Developer",
+            "--attr", "ExampleString1=from the cli", "--attr", "ExamplePassword=pa55word",
+            "--attr", "DeploymentTesting=#Attempt_OS_Deployment")
+    assert r.returncode == 0, r.stderr
+    assert "Personalize message.txt content:" in r.stdout, r.stdout  # the log
+    assert "ExampleString1: from the cli" in r.stdout and "pa55word" not in r.stdout, r.stdout
+    table = r.stdout[r.stdout.index("\nChanges ("):]
+    line = [l.split() for l in table.splitlines() if "/EFI/BOOT/message.txt" in l]
+    assert line == [["modified", "/dev/sda1", "/EFI/BOOT/message.txt", "file", "content,", "size",
+                     "48", "->", "359"]], table
+    assert "Changes (1: 0 added, 0 removed, 1 modified)" in r.stdout, r.stdout
+    assert 'on golden image "HPE Developer": succeeded' in r.stdout, r.stdout
+    # the default of DeploymentTesting fails the plan: exit 1, the failing line named
+    r = run("validate", "--build-plan", DEPLOY, "--golden-image", gi["id"], "--no-log")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "FAILED" in r.stdout and "== Streamer" not in r.stdout, r.stdout
+    assert "attempt or fail deployment - 2017-03-24:14: Fail_OS_Deployment" in r.stderr, r.stderr
+    r = run("--json", "validate", "--build-plan", CAPTURE, "--os-volume", "web01")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["status"] == "Succeeded" and res["osVolumeUri"] == vol["uri"], res
+    assert changed(res, "/EFI/BOOT/message.txt"), res
+    r = run("validate", "--build-plan", CAPTURE, "--os-volume", "web01", "--no-wait")
+    assert r.returncode == 0 and "streamer task wait" in r.stdout, r.stdout
+    # refusals
+    r = run("validate", "--golden-image", gi["id"])
+    assert r.returncode == 2 and "--build-plan" in r.stderr, r.stderr
+    r = run("validate", "--build-plan", DEPLOY, "--golden-image", gi["id"], "--os-volume", "web01")
+    assert r.returncode == 2, r.stderr
+    r = run("validate", "--build-plan", DEPLOY, "--golden-image", gi["id"], "--attr", "novalue")
+    assert r.returncode == 2, r.stderr
+    r = run("validate", "--build-plan", DEPLOY, "--golden-image", gi["id"], "--attr", "Nope=1",
+            "--attr", "ExampleNumber1=x")
+    assert r.returncode == 1 and "Nope" in r.stderr and "ExampleNumber1" in r.stderr, r.stderr
+    r = run("validate", "--build-plan", "no such plan", "--golden-image", gi["id"])
+    assert r.returncode == 1, r.stderr
+
+    # browsing
+    message = mtype(golden_file(srv, gi), "/EFI/BOOT/message.txt")
+    r = run("volume", "ls", "web01")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[1].split()[:2] == ["/dev/sda1", "vfat"], r.stdout
+    for args in (["/dev/sda1:/EFI/BOOT"], ["/dev/sda1", "/EFI/BOOT"], ["/dev/sda1:/EFI/BOOT/"]):
+        r = run("volume", "ls", vol["id"], *args)
+        assert r.returncode == 0, (args, r.stderr)
+        (row,) = [l.split() for l in r.stdout.splitlines() if l.endswith(" message.txt")]
+        assert row[0] == "file" and int(row[3]) == len(message), r.stdout
+    r = run("volume", "ls", "web01", "/dev/sda1")
+    assert r.returncode == 0 and " EFI" in r.stdout, r.stdout
+    r = run("--json", "volume", "ls", "web01", "/dev/sda1:/EFI")
+    assert json.loads(r.stdout)["type"] == "FileListing", r.stdout
+    r = run("volume", "cat", "web01", "/dev/sda1:/EFI/BOOT/message.txt")
+    assert r.returncode == 0 and r.stdout.encode() == message, (r.stdout, r.stderr)
+    r = run("volume", "cat", "web01", "/dev/sda1", "/EFI/BOOT/message.txt")
+    assert r.returncode == 0 and r.stdout.encode() == message, r.stderr
+    r = run("volume", "cat", "web01", "/dev/sda1:/EFI")
+    assert r.returncode == 1 and "directory" in r.stderr and r.stdout == "", r.stderr
+    r = run("volume", "cat", "web01", "/dev/sda1:/nope")
+    assert r.returncode == 1 and r.stdout == "", r.stderr
+    r = run("volume", "cat", "web01", "/dev/sda1")
+    assert r.returncode == 2, r.stderr
+    r = run("volume", "ls", "web01", "sda1")
+    assert r.returncode == 2 and "/dev/sda1:/etc" in r.stderr, r.stderr
+    # a Read only user lists but does not read contents
+    tok = tgi.readonly_user(srv)
+    ro = {"STREAMER_SERVER": srv.url, "STREAMER_TOKEN": tok}
+    r = srv.cli("volume", "ls", "web01", "/dev/sda1:/", env=ro, input="")
+    assert r.returncode == 0, r.stderr
+    r = srv.cli("volume", "cat", "web01", "/dev/sda1:/EFI/BOOT/message.txt", env=ro, input="")
+    assert r.returncode == 1 and r.stdout == "", r.stderr
+    r = srv.cli("validate", "--build-plan", CAPTURE, "--os-volume", "web01", env=ro, input="")
+    assert r.returncode == 1, r.stderr
+    assert workdirs(srv) == [] or all(
+        srv.wait_task(t["uri"])["taskState"] == "Completed"
+        for t in srv.request("GET", "/rest/tasks").json()["members"] if t["name"] == "Validate")
