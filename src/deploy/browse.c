@@ -224,7 +224,7 @@ json_t *browse_list(const struct validate_ctx *c, enum validate_source k, const 
     goto done;
   }
   if (v.fs->ops->readdir(v.fs, path, &ents, &n, e) < 0) goto done;
-  qsort(ents, n, sizeof *ents, cmp_dirent);
+  if (n > 1) qsort(ents, n, sizeof *ents, cmp_dirent);
   json_t *members = json_array();
   size_t shown = n < BROWSE_LIST_MAX ? n : BROWSE_LIST_MAX;
   for (size_t i = 0; members && i < shown; i++) {

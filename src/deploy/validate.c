@@ -644,7 +644,7 @@ static int list_dir(struct diff *d, struct fs *f, const char *dev, struct fs_dir
     err_clear(&e);
     return -1;
   }
-  qsort(*ents, *n, sizeof **ents, cmp_dirent);
+  if (*n > 1) qsort(*ents, *n, sizeof **ents, cmp_dirent);
   return 0;
 }
 
