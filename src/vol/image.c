@@ -443,42 +443,62 @@ static void *sink_worker_main(void *arg) {
   struct sink_worker *w = arg;
   pthread_mutex_lock(&w->mu);
   for (;;) {
-    while (!w->has_job && !w->quit)
+    while (!w->count && !w->quit)
       pthread_cond_wait(&w->cv, &w->mu);
-    if (!w->has_job) break;
-    const unsigned char *p = w->job;
-    size_t n = w->job_len;
+    if (!w->count) break;
+    const unsigned char *p = w->job[w->head];
+    size_t n = w->job_len[w->head];
     int skip = w->failed;
     pthread_mutex_unlock(&w->mu);
     int rc = skip ? -1 : sink_put(w->s, p, n, 0, &w->err);
     pthread_mutex_lock(&w->mu);
     if (rc < 0) w->failed = 1;
-    w->has_job = 0;
+    w->head = (w->head + 1) % SINK_SLOTS;
+    w->count--;
     pthread_cond_broadcast(&w->cv);
   }
   pthread_mutex_unlock(&w->mu);
   return NULL;
 }
 
-void sink_worker_start(struct sink_worker *w, struct sink *s) {
+int sink_worker_start(struct sink_worker *w, struct sink *s, struct err *e) {
   memset(w, 0, sizeof *w);
   w->s = s;
   err_init(&w->err);
+  unsigned char *all = malloc(SINK_SLOTS * (size_t)(SINK_WINDOW + CHUNK));
+  if (!all) return image_oom(e);
+  for (int i = 0; i < SINK_SLOTS; i++)
+    w->slot[i] = all + (size_t)i * (SINK_WINDOW + CHUNK);
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   w->started = pthread_create(&w->th, NULL, sink_worker_main, w) == 0;
+  return 0;
+}
+
+unsigned char *sink_worker_next(struct sink_worker *w) {
+  pthread_mutex_lock(&w->mu);
+  while (w->count == SINK_SLOTS)
+    pthread_cond_wait(&w->cv, &w->mu);
+  unsigned char *b = w->slot[(w->head + w->count) % SINK_SLOTS];
+  pthread_mutex_unlock(&w->mu);
+  return b;
 }
 
 int sink_worker_put(struct sink_worker *w, const unsigned char *p, size_t n, struct err *e) {
-  if (!w->started) return sink_put(w->s, p, n, 0, e);
+  if (!w->started) {
+    int rc = sink_put(w->s, p, n, 0, e);
+    w->head = (w->head + 1) % SINK_SLOTS; /* the next buffer, as with the thread */
+    return rc;
+  }
   pthread_mutex_lock(&w->mu);
-  while (w->has_job)
+  while (w->count == SINK_SLOTS) /* only if put without next */
     pthread_cond_wait(&w->cv, &w->mu);
   int failed = w->failed;
   if (!failed) {
-    w->job = p;
-    w->job_len = n;
-    w->has_job = 1;
+    int i = (w->head + w->count) % SINK_SLOTS;
+    w->job[i] = p;
+    w->job_len[i] = n;
+    w->count++;
     pthread_cond_broadcast(&w->cv);
   }
   pthread_mutex_unlock(&w->mu);
@@ -488,6 +508,7 @@ int sink_worker_put(struct sink_worker *w, const unsigned char *p, size_t n, str
 
 int sink_worker_finish(struct sink_worker *w, struct err *e) {
   int failed = 0;
+  if (!w->slot[0]) return 0; /* not started */
   if (w->started) {
     pthread_mutex_lock(&w->mu);
     w->quit = 1;
@@ -500,6 +521,8 @@ int sink_worker_finish(struct sink_worker *w, struct err *e) {
   }
   pthread_cond_destroy(&w->cv);
   pthread_mutex_destroy(&w->mu);
+  free(w->slot[0]);
+  memset(w->slot, 0, sizeof w->slot);
   return failed ? -1 : 0;
 }
 

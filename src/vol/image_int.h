@@ -103,21 +103,33 @@ int sink_put(struct sink *s, const unsigned char *p, size_t len, int zero, struc
 int sink_copy_fd(struct sink *s, int fd, const char *src, uint64_t base, uint64_t size,
                  unsigned char *buf, struct err *e);
 
-/* The sink on a second thread, one chunk behind the producer: put hands a
- * chunk over once the previous one is done (so the producer may reuse that
- * buffer); if the thread cannot start, the sink runs inline. */
+/* The sink on a second thread, up to SINK_SLOTS chunks behind the producer:
+ * a ring of buffers (each a 32 KiB window for the inflater, then a chunk)
+ * filled in order by the producer and taken in order by the worker, so that
+ * a run of data chunks (slow: written) does not stall the producer while the
+ * zero chunks around it are fast. If the thread cannot start, the sink runs
+ * inline. */
+#define SINK_SLOTS 16
+#define SINK_WINDOW (32u << 10)
 struct sink_worker {
   struct sink *s;
   pthread_t th;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  const unsigned char *job;
-  size_t job_len;
-  int has_job, quit, failed, started;
+  unsigned char *slot[SINK_SLOTS]; /* SINK_WINDOW + CHUNK bytes each */
+  const unsigned char *job[SINK_SLOTS];
+  size_t job_len[SINK_SLOTS];
+  int head, count; /* jobs queued or being processed: slots head, head + 1, ... */
+  int quit, failed, started;
   struct err err;
 };
-void sink_worker_start(struct sink_worker *w, struct sink *s);
-/* -1 with e set if a chunk failed. */
+/* -1 (500 OUT_OF_MEMORY) if the buffers cannot be had. */
+int sink_worker_start(struct sink_worker *w, struct sink *s, struct err *e);
+/* The buffer the next chunk goes into (waits for a free one): its chunk
+ * starts at SINK_WINDOW. */
+unsigned char *sink_worker_next(struct sink_worker *w);
+/* Queue n bytes at p, inside the buffer sink_worker_next gave; -1 with e set
+ * if a chunk failed. */
 int sink_worker_put(struct sink_worker *w, const unsigned char *p, size_t n, struct err *e);
 /* Wait for the last chunk and stop; -1 with e set if a chunk failed. */
 int sink_worker_finish(struct sink_worker *w, struct err *e);
@@ -221,8 +233,7 @@ struct zinf {
   struct inflater *z;
   unsigned char *in; /* unconsumed input */
   size_t in_len;
-  unsigned char *out[2]; /* the window, then a chunk */
-  int cur;
+  unsigned char *out; /* a sink worker buffer: the window, then a chunk */
   size_t pos;
   struct sink_worker *w;
   uint64_t produced; /* bytes handed to the sink */
@@ -243,9 +254,9 @@ void zinf_free(struct zinf *zi);
 
 /* ---- the inflater (inflate.c): raw deflate, streaming ------------------- */
 
-#define INFLATE_WINDOW 32768u   /* history a call needs before its output */
-#define INFLATE_LIT_TABLE 2560u /* root 1024 + subtables: bounds for valid codes */
-#define INFLATE_DIST_TABLE 640u /* root 256 + subtables */
+#define INFLATE_WINDOW SINK_WINDOW /* history a call needs before its output: 32 KiB */
+#define INFLATE_LIT_TABLE 2560u    /* root 1024 + subtables: bounds for valid codes */
+#define INFLATE_DIST_TABLE 640u    /* root 256 + subtables */
 
 enum {
   INFLATE_OK = 0,    /* (internal) */

@@ -60,8 +60,7 @@ struct image_stream {
   struct sink_worker w;
   int worker_on;
   struct hasher h;
-  unsigned char *chunk[2]; /* raw and stored data: one fills while the worker takes the other */
-  int cur;
+  unsigned char *chunk; /* raw and stored data: the worker buffer being filled, or NULL */
   size_t fill;
   uint64_t fed; /* bytes of the image handed to the sink (raw, stored) */
 
@@ -150,7 +149,7 @@ static int pipeline_start(struct image_stream *s, uint64_t size, int known, stru
     return -1;
   s->sink.follow = &s->h;
   s->hold = mode == HASH_HOLD;
-  sink_worker_start(&s->w, &s->sink);
+  if (sink_worker_start(&s->w, &s->sink, e) < 0) return -1;
   s->worker_on = 1;
   return 0;
 }
@@ -158,16 +157,18 @@ static int pipeline_start(struct image_stream *s, uint64_t size, int known, stru
 /* Image bytes for the sink, through the chunk buffers (raw and stored). */
 static int feed(struct image_stream *s, const unsigned char *p, size_t n, struct err *e) {
   while (n > 0) {
+    if (!s->chunk) s->chunk = sink_worker_next(&s->w) + SINK_WINDOW;
     size_t k = CHUNK - s->fill < n ? CHUNK - s->fill : n;
-    memcpy(s->chunk[s->cur] + s->fill, p, k);
+    memcpy(s->chunk + s->fill, p, k);
     s->fill += k;
     s->fed += k;
     p += k;
     n -= k;
     if (s->fill == CHUNK) {
-      if (sink_worker_put(&s->w, s->chunk[s->cur], CHUNK, e) < 0) return -1;
-      s->cur ^= 1;
+      unsigned char *full = s->chunk;
+      s->chunk = NULL;
       s->fill = 0;
+      if (sink_worker_put(&s->w, full, CHUNK, e) < 0) return -1;
     }
   }
   return 0;
@@ -177,7 +178,8 @@ static int feed(struct image_stream *s, const unsigned char *p, size_t n, struct
 static int feed_finish(struct image_stream *s, struct err *e) {
   int rc = 0;
   if (!s->worker_on) return 0;
-  if (s->fill && sink_worker_put(&s->w, s->chunk[s->cur], s->fill, e) < 0) rc = -1;
+  if (s->fill && sink_worker_put(&s->w, s->chunk, s->fill, e) < 0) rc = -1;
+  s->chunk = NULL;
   s->fill = 0;
   struct err late;
   err_init(&late);
@@ -277,13 +279,10 @@ int image_stream_open(struct vol_store *vs, const char *id, enum image_format fm
   int rc = -1;
   if (vol_golden_exists(vs, id)) {
     err_set(e, 409, "VOL_EXISTS", "golden volume %s already exists", id);
-  } else if (!(s->chunk[0] = malloc(2 * (size_t)CHUNK))) {
-    stream_oom(e);
   } else if (fmt == IMAGE_HPE_ZIP &&
              (!(s->head = malloc(HEAD_MAX)) || !(s->tail = malloc(TAIL_CAP)))) {
     stream_oom(e);
   } else if (import_open_temp(&s->im, e) == 0) {
-    s->chunk[1] = s->chunk[0] + CHUNK;
     rc = 0;
   }
   if (rc < 0) {
@@ -484,7 +483,6 @@ void image_stream_close(struct image_stream *s) {
   stream_abandon(s);
   err_clear(&s->err);
   import_cleanup(&s->im, 0);
-  free(s->chunk[0]);
   free(s->head);
   free(s->tail);
   free(s);

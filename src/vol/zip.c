@@ -436,12 +436,11 @@ int zinf_init(struct zinf *zi, struct sink_worker *w, uint64_t limit, const char
   zi->label = label;
   zi->z = malloc(sizeof *zi->z);
   zi->in = malloc(ZIN_CAP);
-  zi->out[0] = malloc(2 * (INFLATE_WINDOW + CHUNK));
-  if (!zi->z || !zi->in || !zi->out[0]) {
+  if (!zi->z || !zi->in) {
     zinf_free(zi);
     return image_oom(e);
   }
-  zi->out[1] = zi->out[0] + INFLATE_WINDOW + CHUNK;
+  zi->out = sink_worker_next(w);
   zi->pos = INFLATE_WINDOW;
   inflater_init(zi->z);
   return 0;
@@ -450,22 +449,22 @@ int zinf_init(struct zinf *zi, struct sink_worker *w, uint64_t limit, const char
 void zinf_free(struct zinf *zi) {
   free(zi->z);
   free(zi->in);
-  free(zi->out[0]);
   zi->z = NULL;
-  zi->in = zi->out[0] = zi->out[1] = NULL;
+  zi->in = NULL;
+  zi->out = NULL;
 }
 
-/* Hand the chunk being filled to the sink; the other buffer gets the window. */
+/* Hand the chunk being filled to the sink; the next buffer gets the window. */
 static int zinf_flush(struct zinf *zi, struct err *e) {
   size_t n = zi->pos - INFLATE_WINDOW;
   if (n == 0) return 0;
-  unsigned char *full = zi->out[zi->cur];
+  unsigned char *full = zi->out;
   if (sink_worker_put(zi->w, full + INFLATE_WINDOW, n, e) < 0) return -1;
   zi->produced += n;
   if (zi->prog) progress_at(zi->prog, zi->prog_base + zi->produced);
-  zi->cur ^= 1;
-  /* The worker now reads `full`; reading its tail for the window is safe. */
-  memcpy(zi->out[zi->cur], full + zi->pos - INFLATE_WINDOW, INFLATE_WINDOW);
+  /* The worker only reads `full`, and it is not reused before it is done. */
+  zi->out = sink_worker_next(zi->w);
+  memcpy(zi->out, full + zi->pos - INFLATE_WINDOW, INFLATE_WINDOW);
   zi->pos = INFLATE_WINDOW;
   return 0;
 }
@@ -483,7 +482,7 @@ int zinf_push(struct zinf *zi, const unsigned char *p, size_t n, int last, struc
     size_t il = zi->in_len;
     int rc;
     do {
-      rc = inflater_run(zi->z, &ip, &il, fin, zi->out[zi->cur], &zi->pos, INFLATE_WINDOW + CHUNK);
+      rc = inflater_run(zi->z, &ip, &il, fin, zi->out, &zi->pos, INFLATE_WINDOW + CHUNK);
       /* More than declared: stop before the surplus reaches the sink. */
       if (zi->pos - INFLATE_WINDOW > zi->limit - zi->produced) {
         err_set(e, 400, "IMAGE_ZIP_BOMB", "%s inflates to more than the %" PRIu64 " bytes %s",
@@ -524,9 +523,10 @@ static int zip_inflate(int fd, const char *src, const struct zip_member *m, stru
   struct progress *prog = s->prog;
   s->prog = NULL; /* reported from here, not from the worker */
   struct sink_worker w;
-  sink_worker_start(&w, s);
   struct zinf zi;
-  int rc = zinf_init(&zi, &w, m->usize, label, e);
+  memset(&zi, 0, sizeof zi);
+  int rc = sink_worker_start(&w, s, e);
+  if (rc == 0) rc = zinf_init(&zi, &w, m->usize, label, e);
   zi.prog = prog;
   zi.prog_base = s->prog_base;
   uint64_t cread = 0;
