@@ -915,6 +915,15 @@ struct run {
   struct logcap log;
 };
 
+/* The overlay's cap: VALIDATE_OVERLAY_MAX, or STREAMER_VALIDATE_OVERLAY_MAX
+ * (bytes) from streamerd's environment (tests use a small one). */
+static uint64_t overlay_cap(void) {
+  const char *s = getenv("STREAMER_VALIDATE_OVERLAY_MAX");
+  char *end = NULL;
+  unsigned long long v = s && *s ? strtoull(s, &end, 10) : 0;
+  return v > 0 && end && !*end ? (uint64_t)v : VALIDATE_OVERLAY_MAX;
+}
+
 static int run_prepare(struct run *r, struct err *e) {
   struct job *j = r->j;
   CLEANUP_FREE char *dir = validate_dir(j->ctx.volumes);
@@ -932,7 +941,7 @@ static int run_prepare(struct run *r, struct err *e) {
     r->workdir = NULL;
     return -1;
   }
-  if (vol_overlay_open(j->base, VALIDATE_OVERLAY_MAX, &r->overlay, e) < 0 ||
+  if (vol_overlay_open(j->base, overlay_cap(), &r->overlay, e) < 0 ||
       fs_disk_open(r->overlay, 0, &r->disk, e) < 0)
     return -1;
   return 0;
@@ -1069,9 +1078,9 @@ static int validate_run(struct task *t, void *arg, struct err *e) {
   size_t nchanges = d.added + d.removed + d.modified;
   if (res && refused) {
     err_set(e, 507, "VALIDATION_OVERLAY_FULL",
-            "the build plan wrote more than validation keeps in memory (%llu MiB); %llu write(s) "
+            "the build plan wrote more than validation keeps in memory (%llu KiB); %llu write(s) "
             "were refused, so the run is not what a deployment would do",
-            (unsigned long long)(VALIDATE_OVERLAY_MAX >> 20), (unsigned long long)refused);
+            (unsigned long long)(overlay_cap() >> 10), (unsigned long long)refused);
     err_action(e, "Validate on a smaller plan, or deploy to a test OS volume instead.");
     rc = -1;
   }

@@ -483,3 +483,51 @@ def test_cli(srv):
     assert workdirs(srv) == [] or all(
         srv.wait_task(t["uri"])["taskState"] == "Completed"
         for t in srv.request("GET", "/rest/tasks").json()["members"] if t["name"] == "Validate")
+
+
+# -- without an iSCSI target, leftovers of a stop, the overlay's limit ----------------------------
+def test_no_iscsi_leftovers_and_overlay_limit():
+    """OS volumes that are not exported (--iscsi-listen none) are opened just
+    for their snapshot, and stay deletable; work directories a stop left are
+    removed before the first validation; a plan that writes more than the
+    overlay keeps ends the task in Error (VALIDATION_OVERLAY_FULL) with the
+    partial result in its data."""
+    with harness.Server(iscsi_port=0, env={"STREAMER_VALIDATE_OVERLAY_MAX": str(96 << 10)}) as srv:
+        srv.login()
+        gi, plans = import_developer(srv)
+        vol = create_volume(srv, gi)
+        assert vol["status"] == "Warning", vol  # not exported
+        left = os.path.join(srv.data_dir, "volumes", "validate")
+        os.makedirs(os.path.join(left, "old.tmp", "deep", "er"))
+        os.makedirs(os.path.join(left, "old.tmp.tmp"))
+        outside = os.path.join(srv.tmp, "outside")
+        os.makedirs(outside)
+        with open(os.path.join(outside, "keep"), "w") as f:
+            f.write("keep")
+        os.symlink(outside, os.path.join(left, "old.tmp", "deep", "link"))
+        with open(os.path.join(left, "old.tmp", "deep", "er", "f"), "w") as f:
+            f.write("x")
+        res = result_of(validate(srv, plans[CAPTURE], {"osVolumeUri": "web01"}))
+        assert res["status"] == "Succeeded" and changed(res, "/EFI/BOOT/message.txt"), res
+        assert workdirs(srv) == [], workdirs(srv)
+        assert os.path.exists(os.path.join(outside, "keep"))  # the link was removed, not followed
+        r = srv.request("GET", vol["uri"] + "/files/content?device=/dev/sda1&path=/EFI/BOOT/message.txt")
+        assert r.status == 200 and r.body.encode() == mtype(golden_file(srv, gi), "/EFI/BOOT/message.txt")
+        # the overlay's limit: 96 KiB (its table takes 16 KiB)
+        r = srv.request("POST", "/rest/plan-scripts", {"name": "big", "planType": "deploy", "content":
+                        "mount /dev/sda1 /\n!head -c 300000 /dev/zero | tr '\\\\0' x > big\n"
+                        "upload big /big.txt\numount /\n"})
+        assert r.status == 201, r
+        r = srv.request("POST", "/rest/build-plans", {"name": "big", "oeBuildPlanType": "deploy",
+                        "buildStep": [{"planScriptUri": r.json()["uri"]}]})
+        assert r.status == 201, r
+        t = validate(srv, r.json(), {"goldenImageUri": gi["uri"]})
+        assert t["taskState"] == "Error", t
+        (err,) = t["taskErrors"]
+        assert err["errorCode"] == "VALIDATION_OVERLAY_FULL", err
+        assert t["data"]["status"] == "Failed" and "log" in t["data"], t
+        assert workdirs(srv) == []
+        # the volume was only opened for the snapshots: it can go
+        r = srv.request("DELETE", vol["uri"])
+        assert r.status == 202, r
+        assert srv.wait_task(r.json()["uri"])["taskState"] == "Completed"
