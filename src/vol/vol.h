@@ -26,11 +26,11 @@ struct vol_ops {
   int (*discard)(struct vol *v, uint64_t off, uint64_t len, struct err *e);
   /* Bytes of storage this volume itself holds (not its golden volume). */
   uint64_t (*allocated)(struct vol *v);
+  void (*close)(struct vol *v);
   /* Optional (may be NULL): is the byte at `off` mapped (VOL_MAPPED) or
    * deallocated (VOL_DEALLOCATED: reads as zeros and holds no storage)?
    * *run = bytes from off (1..len) with the same answer; -1 on error. */
   int (*block_status)(struct vol *v, uint64_t off, uint64_t len, uint64_t *run, struct err *e);
-  void (*close)(struct vol *v);
 };
 
 struct vol {

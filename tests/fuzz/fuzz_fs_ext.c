@@ -58,8 +58,12 @@ static int mem_discard(struct vol *v, uint64_t off, uint64_t len, struct err *e)
 }
 static uint64_t mem_allocated(struct vol *v) { return v->size; }
 static void mem_close(struct vol *v) {}
-static const struct vol_ops mem_ops = {mem_pread,     mem_pwrite, mem_flush, mem_discard,
-                                       mem_allocated, NULL,       mem_close};
+static const struct vol_ops mem_ops = {.pread = mem_pread,
+                                       .pwrite = mem_pwrite,
+                                       .flush = mem_flush,
+                                       .discard = mem_discard,
+                                       .allocated = mem_allocated,
+                                       .close = mem_close};
 
 /* ---- the walk ------------------------------------------------------------------ */
 

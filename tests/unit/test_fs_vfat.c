@@ -893,8 +893,12 @@ static int fv_discard(struct vol *v, uint64_t off, uint64_t len, struct err *e) 
 }
 static uint64_t fv_allocated(struct vol *v) { return vol_allocated(((struct fvol *)v)->inner); }
 static void fv_close(struct vol *v) { (void)v; }
-static const struct vol_ops fv_ops = {fv_pread,     fv_pwrite, fv_flush, fv_discard,
-                                      fv_allocated, NULL,      fv_close};
+static const struct vol_ops fv_ops = {.pread = fv_pread,
+                                      .pwrite = fv_pwrite,
+                                      .flush = fv_flush,
+                                      .discard = fv_discard,
+                                      .allocated = fv_allocated,
+                                      .close = fv_close};
 
 /* Each write of an operation failing in turn: the operation fails, the
  * filesystem afterwards is what it was before (fsck clean, old data). */

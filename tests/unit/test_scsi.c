@@ -107,8 +107,12 @@ static int mv_discard(struct vol *v, uint64_t off, uint64_t len, struct err *e) 
 static uint64_t mv_allocated(struct vol *v) { return 0; }
 static void mv_close(struct vol *v) {}
 
-static const struct vol_ops mv_ops = {mv_pread,   mv_pwrite,    mv_flush,
-                                      mv_discard, mv_allocated, mv_close};
+static const struct vol_ops mv_ops = {.pread = mv_pread,
+                                      .pwrite = mv_pwrite,
+                                      .flush = mv_flush,
+                                      .discard = mv_discard,
+                                      .allocated = mv_allocated,
+                                      .close = mv_close};
 
 static int mv_block_status(struct vol *v, uint64_t off, uint64_t len, uint64_t *run,
                            struct err *e) {
