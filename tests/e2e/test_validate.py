@@ -11,7 +11,11 @@ and the failing line, passwords never shown, nothing written (the golden
 volume's bytes hashed, the OS volume's allocatedBytes and content), no work
 directory left, bad bodies and attribute problems (400, all at once), roles;
 browsing (devices, files, files/content) against mtools reading the image
-independently; and the CLI (streamer validate, volume ls, volume cat).
+independently; and the CLI (streamer validate, volume ls, volume cat). Also:
+the exact change list of a plan on an ext4 image made by mkfs.ext4 (added,
+removed, content, mode, owner, symlink target, type, times), a vgrename
+followed by filesystem UUID on lvm2's own PV, an OS volume that is not
+exported, work directories a stop left behind, and the overlay's limit.
 """
 import hashlib
 import json
@@ -531,3 +535,30 @@ def test_no_iscsi_leftovers_and_overlay_limit():
         r = srv.request("DELETE", vol["uri"])
         assert r.status == 202, r
         assert srv.wait_task(r.json()["uri"])["taskState"] == "Completed"
+
+
+# -- a renamed volume group: the filesystem is followed by its UUID --------------------------------
+def test_vgrename_pairs_by_uuid(srv):
+    """pvdisk.img of tests/unit/fs_disk_fixtures.py (lvm2's own PV, VG vgw, LV
+    lv holding a vfat): after vgrename, /dev/vgnew/lv is the same filesystem
+    as /dev/vgw/lv — one device entry saying so, then its file changes."""
+    out = os.path.join(srv.tmp, "fixtures")
+    subprocess.run(["python3", os.path.join(harness.REPO, "tests", "unit", "fs_disk_fixtures.py"),
+                    out], check=True, capture_output=True)
+    with open(os.path.join(out, "manifest.json")) as f:
+        assert json.load(f)["lvm"] is True, "lvm2 fixtures need root and loop devices"
+    gi = tgi.upload_ok(srv, tgi.Body("pvdisk.img", path=os.path.join(out, "pvdisk.img")),
+                       "?name=pvdisk")
+    r = srv.request("POST", "/rest/plan-scripts", {"name": "rename", "planType": "deploy", "content":
+                    "vgrename vgw vgnew\nmount /dev/vgnew/lv /\nwrite /hello.txt hi\numount /\n"})
+    assert r.status == 201, r
+    r = srv.request("POST", "/rest/build-plans", {"name": "rename", "oeBuildPlanType": "deploy",
+                    "buildStep": [{"planScriptUri": r.json()["uri"]}]})
+    assert r.status == 201, r
+    res = result_of(validate(srv, r.json(), {"goldenImageUri": gi["uri"]}))
+    assert res["status"] == "Succeeded", res
+    got = [(c["device"], c["path"], c["change"], c["type"], c["details"]) for c in res["changes"]]
+    assert got == [("/dev/vgnew/lv", "", "modified", "device", "renamed from /dev/vgw/lv"),
+                   ("/dev/vgnew/lv", "/hello.txt", "added", "file", "")], got
+    devs = srv.request("GET", gi["uri"] + "/devices").json()["devices"]
+    assert [d["device"] for d in devs] == ["/dev/vgw/lv"], devs  # the image itself is unchanged
