@@ -21,7 +21,14 @@
  * yet) holds the cluster's stripe lock, fills the rest of the cluster from
  * the golden volume when the write is partial, and sets the bit after the
  * data is written. Writes and discards hold snap_lock shared; snapshot.c
- * takes it exclusive to add or remove a snapshot. */
+ * takes it exclusive to add or remove a snapshot.
+ *
+ * Preallocation. A first write into a 1 MiB chunk of the data file where the
+ * clone owns no cluster yet first reserves the whole chunk with fallocate
+ * (unwritten extents: they read as zeros and change no byte), so the next
+ * first writes there only convert extents instead of allocating 4 KiB
+ * blocks one by one (about 1.5x faster on ext4). The bitmap alone tells
+ * whether a chunk is untouched, so there is no state to keep or recover. */
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +50,7 @@ static const struct vol_ops osvol_ops;
 
 void (*vol_io_hook)(enum vol_io_kind kind, enum vol_io_file file, const void *buf, uint64_t len,
                     uint64_t off);
+uint32_t vol_os_prealloc_clusters = VOL_OS_PREALLOC_DEFAULT;
 
 static int oom(struct err *e) {
   err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
@@ -168,6 +176,32 @@ static int osvol_pread(struct vol *v, void *buf, size_t len, uint64_t off, struc
   return osvol_read_live((struct osvol *)v, buf, len, off, e);
 }
 
+/* Mapped or deallocated at off: clusters the clone owns ask its data file
+ * (discard punches holes there), the others the golden volume (zeros past
+ * its end are deallocated). */
+static int osvol_block_status(struct vol *v, uint64_t off, uint64_t len, uint64_t *run,
+                              struct err *e) {
+  struct osvol *o = (struct osvol *)v;
+  if (!len) len = 1;
+  if (vol_check_range(v, off, len, e) < 0) return -1;
+  uint64_t c = off / CS;
+  int owned = osvol_owns(o, c);
+  uint64_t end = (c + 1) * CS;
+  while (end < off + len && osvol_owns(o, end / CS) == owned)
+    end += CS;
+  if (end > off + len) end = off + len;
+  uint64_t n = end - off;
+  if (owned) return vol_fd_block_status(o->data_fd, off, n, run);
+  if (o->golden && off < o->golden_size) {
+    if (n > o->golden_size - off) n = o->golden_size - off;
+    if (o->golden->ops->block_status) return o->golden->ops->block_status(o->golden, off, n, run, e);
+    *run = n;
+    return VOL_MAPPED;
+  }
+  *run = n;
+  return VOL_DEALLOCATED;
+}
+
 /* ---- writing ------------------------------------------------------------- */
 
 static int write_data(struct osvol *o, const void *buf, size_t len, uint64_t off, struct err *e) {
@@ -175,6 +209,38 @@ static int write_data(struct osvol *o, const void *buf, size_t len, uint64_t off
     return vol_err_io(e, errno, "write %s at offset %llu", o->data_path, (unsigned long long)off);
   if (vol_io_hook) vol_io_hook(VOL_IO_WRITE, VOL_IO_DATA, buf, len, off);
   return 0;
+}
+
+/* ---- preallocation ------------------------------------------------------ */
+
+/* Does the clone own no cluster of preallocation chunk k? */
+static int chunk_untouched(struct osvol *o, uint64_t k, uint64_t words) {
+  uint64_t w = k * words, end = w + words < o->bitmap_words ? w + words : o->bitmap_words;
+  for (; w < end; w++)
+    if (__atomic_load_n(&o->bitmap[w], __ATOMIC_ACQUIRE)) return 0;
+  return 1;
+}
+
+/* Before the first write of clusters [c, c+n), part of a write of bytes
+ * [wstart, wend): reserve each chunk they fall in that the clone has not
+ * touched, unless the write covers the whole chunk anyway. Best effort: the
+ * reservation changes no byte of the volume (the bitmap decides what is
+ * read), so a failure only costs speed; the write itself reports a full
+ * disk. Two threads may reserve one chunk at once: harmless. */
+static void prealloc(struct osvol *o, uint64_t c, uint64_t n, uint64_t wstart, uint64_t wend) {
+  uint64_t words = __atomic_load_n(&o->prealloc_words, __ATOMIC_RELAXED);
+  if (!words) return;
+  uint64_t chunk = words * 64 * CS;
+  for (uint64_t k = c * CS / chunk; k <= ((c + n) * CS - 1) / chunk; k++) {
+    uint64_t start = k * chunk, end = start + chunk < o->v.size ? start + chunk : o->v.size;
+    if ((wstart <= start && wend >= end) || !chunk_untouched(o, k, words)) continue;
+    if (fallocate(o->data_fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start)) == 0) {
+      if (vol_io_hook) vol_io_hook(VOL_IO_PREALLOC, VOL_IO_DATA, NULL, end - start, start);
+    } else if (errno == EOPNOTSUPP || errno == ENOSYS) {
+      __atomic_store_n(&o->prealloc_words, 0, __ATOMIC_RELAXED); /* e.g. no fallocate */
+      return;
+    }
+  }
 }
 
 /* Can cluster c be written in place without any lock? */
@@ -214,8 +280,10 @@ out:
   return rc;
 }
 
-/* The body of a write; the caller holds snap_lock shared. */
-static int write_locked(struct osvol *o, const char *p, size_t len, uint64_t off, struct err *e) {
+/* The body of a write; the caller holds snap_lock shared. may_prealloc:
+ * first writes may reserve their chunk (not for the zeros of a discard). */
+static int write_locked(struct osvol *o, const char *p, size_t len, uint64_t off, int may_prealloc,
+                        struct err *e) {
   uint64_t pos = off, end = off + len;
   while (pos < end) {
     uint64_t c = pos / CS, cstart = c * CS;
@@ -237,6 +305,7 @@ static int write_locked(struct osvol *o, const char *p, size_t len, uint64_t off
       while (n < BATCH_CLUSTERS && cstart + (n + 1) * CS <= end &&
              cstart + (n + 1) * CS <= o->v.size && !osvol_owns(o, c + n))
         n++;
+      if (may_prealloc) prealloc(o, c, n, off, end);
       osvol_lock_stripes(o, c, n);
       int r = write_data(o, p, (size_t)(n * CS), cstart, e);
       if (r == 0) set_owned(o, c, n);
@@ -246,6 +315,7 @@ static int write_locked(struct osvol *o, const char *p, size_t len, uint64_t off
       pos = cstart + n * CS;
       continue;
     }
+    if (may_prealloc && !osvol_owns(o, c)) prealloc(o, c, 1, off, end);
     if (write_one_cluster(o, c, p, pos, chunk_end, e) < 0) return -1;
     p += chunk_end - pos;
     pos = chunk_end;
@@ -258,7 +328,7 @@ static int osvol_pwrite(struct vol *v, const void *buf, size_t len, uint64_t off
   if (vol_check_writable(v, "write", e) < 0 || vol_check_range(v, off, len, e) < 0) return -1;
   if (len == 0) return 0;
   pthread_rwlock_rdlock(&o->snap_lock);
-  int r = write_locked(o, buf, len, off, e);
+  int r = write_locked(o, buf, len, off, 1, e);
   pthread_rwlock_unlock(&o->snap_lock);
   mark_unflushed(o);
   return r;
@@ -350,12 +420,12 @@ static int osvol_discard(struct vol *v, uint64_t off, uint64_t len, struct err *
   pthread_rwlock_rdlock(&o->snap_lock);
   if (c0 >= c1) { /* no whole cluster: at most the ends of two */
     uint64_t mid = off / CS * CS + CS < end ? off / CS * CS + CS : end;
-    r = write_locked(o, zeros, (size_t)(mid - off), off, e);
-    if (r == 0 && mid < end) r = write_locked(o, zeros, (size_t)(end - mid), mid, e);
+    r = write_locked(o, zeros, (size_t)(mid - off), off, 0, e);
+    if (r == 0 && mid < end) r = write_locked(o, zeros, (size_t)(end - mid), mid, 0, e);
   } else {
-    if (off < c0 * CS) r = write_locked(o, zeros, (size_t)(c0 * CS - off), off, e);
+    if (off < c0 * CS) r = write_locked(o, zeros, (size_t)(c0 * CS - off), off, 0, e);
     if (r == 0) r = discard_clusters(o, c0, c1 - c0, e);
-    if (r == 0 && c1 * CS < end) r = write_locked(o, zeros, (size_t)(end - c1 * CS), c1 * CS, e);
+    if (r == 0 && c1 * CS < end) r = write_locked(o, zeros, (size_t)(end - c1 * CS), c1 * CS, 0, e);
   }
   pthread_rwlock_unlock(&o->snap_lock);
   mark_unflushed(o);
@@ -497,6 +567,7 @@ static void osvol_close(struct vol *v) {
 
 static const struct vol_ops osvol_ops = {
     .pread = osvol_pread,
+    .block_status = osvol_block_status,
     .pwrite = osvol_pwrite,
     .flush = osvol_flush,
     .discard = osvol_discard,
@@ -778,6 +849,7 @@ int vol_os_open(struct vol_store *vs, const char *id, struct vol **out, struct e
     }
   }
   if (load_bitmap(o, e) < 0) goto fail;
+  o->prealloc_words = vol_os_prealloc_clusters / 64;
   *out = &o->v;
   return 0;
 fail:

@@ -79,15 +79,24 @@ int vol_os_header_read(int fd, const char *path, struct vol_os_header *h, struct
 /* ---- fault injection ------------------------------------------------------
  * Test hook (tests/unit/test_vol_crash.c records a journal with it to replay
  * power losses): called after each successful write and hole punch of an OS
- * volume's data or meta file, and before (SYNC_START) and after (SYNC) each
- * fdatasync of them. NULL in production. */
-enum vol_io_kind { VOL_IO_WRITE, VOL_IO_PUNCH, VOL_IO_SYNC_START, VOL_IO_SYNC };
+ * volume's data or meta file, after each preallocation of the data file
+ * (PREALLOC: blocks reserved, content unchanged), and before (SYNC_START) and
+ * after (SYNC) each fdatasync of them. NULL in production. */
+enum vol_io_kind { VOL_IO_WRITE, VOL_IO_PUNCH, VOL_IO_PREALLOC, VOL_IO_SYNC_START, VOL_IO_SYNC };
 enum vol_io_file { VOL_IO_DATA, VOL_IO_META };
 extern void (*vol_io_hook)(enum vol_io_kind kind, enum vol_io_file file, const void *buf,
                            uint64_t len, uint64_t off);
 
 /* ---- the OS volume in memory (osvol.c, snapshot.c) ------------------- */
 #define VOL_OS_STRIPES 256 /* per-cluster lock stripes; a power of two */
+
+/* Preallocation of the data file (osvol.c): a first write into a chunk of
+ * this many clusters where the volume owns no cluster yet first reserves the
+ * whole chunk (fallocate, unwritten extents). A multiple of 64 (whole bitmap
+ * words); 0 turns preallocation off. Read when a volume is opened; tests and
+ * benchmarks may change it. */
+#define VOL_OS_PREALLOC_DEFAULT 256u /* 1 MiB */
+extern uint32_t vol_os_prealloc_clusters;
 
 struct vol_snap;
 
@@ -104,6 +113,9 @@ struct osvol {
   struct vol *golden; /* NULL for an empty volume */
   uint64_t golden_size;
   uint64_t clusters;
+  /* Bitmap words per preallocation chunk (vol_os_prealloc_clusters / 64);
+   * 0 = off, also set when the file system cannot preallocate. */
+  uint64_t prealloc_words;
   /* Allocation bitmap: bit c set = the volume owns cluster c (data file).
    * Bits only go 0 -> 1; set with atomic OR, read with atomic loads. */
   uint64_t *bitmap;

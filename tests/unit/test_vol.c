@@ -4,8 +4,9 @@
  * allocated bytes, persistence across close/open), snapshots (isolation,
  * outliving the volume's handle), the store's refusals (golden in use, open
  * twice, corrupt header named), and concurrent readers and writers on one
- * clone, checked. Every test compares against an in-memory model of what the
- * volume must hold. The crash test is test_vol_crash.c. */
+ * clone, checked, and the preallocation of the data file (which chunks, what
+ * it must not change). Every test compares against an in-memory model of what
+ * the volume must hold. The crash test is test_vol_crash.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "vol/vol.h"
+#include "vol/vol_int.h" /* vol_io_hook, vol_os_prealloc_clusters */
 
 static char dir[64];
 static struct vol_store *vs;
@@ -1092,9 +1094,115 @@ static void test_many_bitmap_pages(void **state) {
     assert_int_equal(vol_pread(v, buf, sizeof buf, r * region + (r % 7) * 4096, &e), 0);
     assert_memory_equal(buf, want, sizeof buf);
   }
-  /* 40 data clusters + header + 40 bitmap pages, and nothing near 5 GiB. */
-  assert_true(vol_allocated(v) <= (40 + 1 + 40) * 4096 + 64 * 1024);
+  /* 40 preallocated 1 MiB chunks (each holding one data cluster) + header +
+   * 40 bitmap pages, and nothing near 5 GiB. */
+  assert_true(vol_allocated(v) <= 40 * (1u << 20) + (1 + 40) * 4096 + 64 * 1024);
   vol_close(v);
+}
+
+/* ---- preallocation ------------------------------------------------------- */
+
+static uint64_t prealloc_off[64], prealloc_len[64];
+static int npreallocs;
+static void prealloc_hook(enum vol_io_kind kind, enum vol_io_file file, const void *buf,
+                          uint64_t len, uint64_t off) {
+  if (kind != VOL_IO_PREALLOC) return;
+  assert_int_equal(file, VOL_IO_DATA);
+  assert_true(npreallocs < 64);
+  prealloc_off[npreallocs] = off;
+  prealloc_len[npreallocs++] = len;
+}
+
+static uint64_t data_blocks(const char *id) {
+  char *p = path_in("os/");
+  char full[600];
+  snprintf(full, sizeof full, "%s%s/data", p, id);
+  free(p);
+  struct stat st;
+  assert_int_equal(stat(full, &st), 0);
+  return (uint64_t)st.st_blocks * 512u;
+}
+
+/* A first write into a 1 MiB chunk where the clone owns nothing reserves the
+ * chunk (once); chunks the clone has touched, writes covering a whole chunk,
+ * the zeros of a discard and unwritten clones reserve nothing; the reserved
+ * clusters still read the golden volume; the data file keeps its size. */
+static void test_prealloc_chunks(void **state) {
+  rng_state = 15;
+  const uint64_t MiB = 1u << 20;
+  const size_t gsize = 6 * MiB + 4096 * 5 + 17, size = 9 * MiB + 4096 * 3 + 100;
+  unsigned char *golden = make_golden("g", gsize);
+  unsigned char *model = calloc(1, size);
+  memcpy(model, golden, gsize);
+  assert_int_equal(vol_os_prealloc_clusters, 256);
+  create_os("p", "g", size);
+  struct vol *v = open_os("p");
+  assert_int_equal(data_blocks("p"), 0); /* an unwritten clone stays empty */
+  npreallocs = 0;
+  vol_io_hook = prealloc_hook;
+  /* 4 KiB first write in chunk 1: the whole chunk is reserved, once. */
+  write_both(v, model, 4096, MiB + 8192);
+  assert_int_equal(npreallocs, 1);
+  assert_int_equal(prealloc_off[0], MiB);
+  assert_int_equal(prealloc_len[0], MiB);
+  uint64_t blocks = data_blocks("p");
+  int can_prealloc = blocks >= MiB;               /* else the file system has no fallocate */
+  write_both(v, model, 100, MiB + 3 * 4096 + 7);  /* a partial first write, same chunk */
+  write_both(v, model, 4096 * 3, 2 * MiB - 4096); /* ends in chunk 1, starts chunk 2 */
+  assert_int_equal(npreallocs, 2);
+  assert_int_equal(prealloc_off[1], 2 * MiB);
+  /* The reserved clusters around the writes still read the golden volume. */
+  check_content(v, model, size);
+  /* A write that covers chunk 4 whole reserves nothing first; one that
+   * covers chunk 5 in part (past the golden volume's end) reserves it. */
+  write_both(v, model, MiB + 8192, 4 * MiB);
+  assert_int_equal(npreallocs, 3);
+  assert_int_equal(prealloc_off[2], 5 * MiB);
+  /* Discard: its partial-cluster zeros reserve nothing, and a discarded
+   * cluster makes its chunk touched (its bit is set). */
+  discard_both(v, model, 100, 3 * MiB + 50);
+  discard_both(v, model, 4096, 6 * MiB - 4096 * 4);
+  assert_int_equal(npreallocs, 3);
+  write_both(v, model, 4096, 6 * MiB - 4096 * 8); /* chunk 5: already reserved above */
+  assert_int_equal(npreallocs, 3);
+  /* The short last chunk is reserved up to the volume's end, not beyond. */
+  write_both(v, model, 50, size - 60);
+  assert_int_equal(npreallocs, 4);
+  assert_int_equal(prealloc_off[3], 9 * MiB);
+  assert_int_equal(prealloc_len[3], size - 9 * MiB);
+  check_content(v, model, size);
+  struct err e;
+  err_init(&e);
+  assert_int_equal(vol_flush(v, &e), 0);
+  /* allocated counts what is reserved: it is on the disk. */
+  if (can_prealloc) assert_true(vol_allocated(v) >= 4 * MiB);
+  assert_true(vol_allocated(v) >= data_blocks("p"));
+  vol_close(v);
+  /* Reopened: the bitmap alone says which chunks are touched. */
+  v = open_os("p");
+  check_content(v, model, size);
+  write_both(v, model, 4096, MiB + 64 * 4096); /* chunk 1: touched before */
+  assert_int_equal(npreallocs, 4);
+  write_both(v, model, 4096, 7 * MiB + 4096); /* chunk 7: untouched */
+  assert_int_equal(npreallocs, 5);
+  assert_int_equal(prealloc_off[4], 7 * MiB);
+  vol_close(v);
+  /* The data file kept the volume's size (open checks it). */
+  v = open_os("p");
+  check_content(v, model, size);
+  vol_close(v);
+  /* Off: no reservation at all. */
+  vol_os_prealloc_clusters = 0;
+  create_os("q", "g", size);
+  v = open_os("q");
+  write_both(v, model, 4096, 8192);
+  vol_close(v);
+  vol_os_prealloc_clusters = VOL_OS_PREALLOC_DEFAULT;
+  vol_io_hook = NULL;
+  assert_int_equal(npreallocs, 5);
+  assert_true(data_blocks("q") < MiB);
+  free(golden);
+  free(model);
 }
 
 int main(void) {
@@ -1118,6 +1226,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_snapshot_under_writes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tail_cluster, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_bitmap_pages, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_prealloc_chunks, setup, teardown),
   };
   log_set_level(LOG_ERROR);
   return cmocka_run_group_tests(tests, NULL, NULL);
