@@ -194,7 +194,8 @@ static int osvol_block_status(struct vol *v, uint64_t off, uint64_t len, uint64_
   if (owned) return vol_fd_block_status(o->data_fd, off, n, run);
   if (o->golden && off < o->golden_size) {
     if (n > o->golden_size - off) n = o->golden_size - off;
-    if (o->golden->ops->block_status) return o->golden->ops->block_status(o->golden, off, n, run, e);
+    if (o->golden->ops->block_status)
+      return o->golden->ops->block_status(o->golden, off, n, run, e);
     *run = n;
     return VOL_MAPPED;
   }
