@@ -127,7 +127,7 @@ TOOLS = {"guestfish": "libguestfs-tools", "lvm": "lvm2", "sfdisk": "fdisk", "mkf
          "unshare": "util-linux", "losetup": "mount"}
 
 
-def ensure_tools():
+def ensure_tools(exe):
     if os.geteuid() != 0:
         raise SetupError("needs root: lvm2 on loop devices builds the images, the sandbox and "
                          "the private mount namespace of the guestfish peer need it")
@@ -136,7 +136,6 @@ def ensure_tools():
             api_bench.apt_install([pkg], tool)
     if not os.path.exists("/dev/loop-control"):
         raise SetupError("no loop devices (/dev/loop-control): lvm2 cannot make the images")
-    exe = os.path.join(REPO, "build", "bench", "script_bench")
     if not os.access(exe, os.X_OK):
         raise SetupError("%s is missing: run `make build/bench/script_bench` (make bench does)" % exe)
     return exe
@@ -802,6 +801,8 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory (images, logs, outputs)")
     ap.add_argument("--wait-quiet", type=int, default=120, metavar="SEC")
     ap.add_argument("--out", default=os.path.join(REPO, "build", "bench", "script.json"))
+    ap.add_argument("--exe", default=os.path.join(REPO, "build", "bench", "script_bench"),
+                    help="the native driver (default build/bench/script_bench)")
     a = ap.parse_args()
     names = a.workloads or list(WORKLOADS)
     bad = [n for n in names if n not in WORKLOADS]
@@ -809,7 +810,7 @@ def main():
         ap.error("unknown workload %s" % bad)
     work = None
     try:
-        exe = ensure_tools()
+        exe = ensure_tools(a.exe)
         research = research_dir()
         base = a.dir or pick_dir()
         os.makedirs(base, exist_ok=True)
@@ -824,7 +825,7 @@ def main():
         result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   "commit": git_commit(), "machine": api_bench.machine_info(),
                   "guestfish_version": run("guestfish", "--version").strip(),
-                  "vol": a.vol, "host": a.host, "runs": a.runs, "gf_runs": a.gf_runs,
+                  "exe": a.exe, "vol": a.vol, "host": a.host, "runs": a.runs, "gf_runs": a.gf_runs,
                   "images": {k: v[1] for k, v in images.items()}, "workloads": {}}
         result["cpu_others_pct_before"] = api_bench.wait_quiet(a.wait_quiet)
         result["loadavg_start"] = loadavg()
