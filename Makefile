@@ -26,7 +26,8 @@ DEB_RUN   := bubblewrap dos2unix libxml2-utils gawk python3
 DEB_ISCSI_TEST := libiscsi-bin qemu-block-extra qemu-system-x86 ipxe-qemu syslinux \
              syslinux-common mtools dosfstools busybox-static linux-image-amd64
 # Disk-layer tests (test_fs_disk): images made by sfdisk, lvm2 and each filesystem's mkfs.
-DEB_FS_TEST := fdisk lvm2 xfsprogs btrfs-progs squashfs-tools genisoimage ntfs-3g
+# libguestfs-tools: the differential tests against real guestfish (output formats, delegation).
+DEB_FS_TEST := fdisk lvm2 xfsprogs btrfs-progs squashfs-tools genisoimage ntfs-3g libguestfs-tools
 DEB_TEST  := $(DEB_BUILD) $(DEB_RUN) libcmocka-dev qemu-utils clang libclang-rt-14-dev e2fsprogs \
              $(DEB_ISCSI_TEST) $(DEB_FS_TEST)
 # make bench only: tgtd (the iSCSI peer), fio, libiscsi-dev (bench/iscsi_load.c); guestfish
