@@ -159,7 +159,8 @@ static void export_vol(struct vol *v, const char *to) {
       if (vol_pread(v, buf, n, off, &e)) die("read the volume: %s", e.message);
       for (size_t k = 0; k < n; k += sizeof zero) {
         size_t m = n - k < sizeof zero ? n - k : sizeof zero;
-        if (memcmp(buf + k, zero, m) != 0 && pwrite(out, buf + k, m, (off_t)(off + k)) != (ssize_t)m)
+        if (memcmp(buf + k, zero, m) != 0 &&
+            pwrite(out, buf + k, m, (off_t)(off + k)) != (ssize_t)m)
           die("write %s: %s", to, strerror(errno));
       }
       off += n;
@@ -214,8 +215,8 @@ static void write_expansion(const struct plan *p, const char *path) {
   for (size_t i = 0; i < p->n; i++)
     order[i] = i;
   for (size_t i = 1; i < p->n; i++) /* insertion sort: stable */
-    for (size_t k = i; k > 0 && serial_num(p->steps[order[k - 1]].serial) >
-                                    serial_num(p->steps[order[k]].serial);
+    for (size_t k = i;
+         k > 0 && serial_num(p->steps[order[k - 1]].serial) > serial_num(p->steps[order[k]].serial);
          k--) {
       size_t t = order[k];
       order[k] = order[k - 1];
@@ -264,8 +265,7 @@ static char *slurp_fd(int fd, size_t *len) {
 
 /* `bash -c` in the work directory, stdin/stdout/stderr through unlinked temp files */
 static int plain_run(const char *workdir, const char *script, const void *in, size_t in_len,
-                     char **out, size_t *out_len, char **errout, size_t *errout_len,
-                     int *status) {
+                     char **out, size_t *out_len, char **errout, size_t *errout_len, int *status) {
   char tmpl[3][64];
   int fd[3];
   for (int i = 0; i < 3; i++) {
@@ -488,8 +488,8 @@ static json_t *summary(const double *v, int n) {
   qsort(s, (size_t)k, sizeof *s, cmp_d);
   double med = k % 2 ? s[k / 2] : (s[k / 2 - 1] + s[k / 2]) / 2;
   int r90 = (int)((90 * k + 99) / 100); /* nearest rank */
-  json_t *o = json_pack("{s:f,s:f,s:f,s:f,s:f,s:i}", "median", med, "p90", s[r90 - 1], "min",
-                        s[0], "max", s[k - 1], "mean", sum / k, "n", k);
+  json_t *o = json_pack("{s:f,s:f,s:f,s:f,s:f,s:i}", "median", med, "p90", s[r90 - 1], "min", s[0],
+                        "max", s[k - 1], "mean", sum / k, "n", k);
   free(s);
   return o;
 }
@@ -510,33 +510,34 @@ static void usage(int rc) {
 
 int main(int argc, char **argv) {
   static const struct option lo[] = {
-      {"plan", 1, 0, 'p'},   {"image", 1, 0, 'i'},        {"dir", 1, 0, 'd'},
-      {"vol", 1, 0, 'v'},    {"host", 1, 0, 'H'},         {"runs", 1, 0, 'n'},
-      {"warmup", 1, 0, 'w'}, {"export", 1, 0, 'x'},       {"keep-workdir", 1, 0, 'k'},
-      {"log", 1, 0, 'l'},    {"json", 1, 0, 'j'},         {"expand", 1, 0, 'e'},
+      {"plan", 1, 0, 'p'},   {"image", 1, 0, 'i'},  {"dir", 1, 0, 'd'},
+      {"vol", 1, 0, 'v'},    {"host", 1, 0, 'H'},   {"runs", 1, 0, 'n'},
+      {"warmup", 1, 0, 'w'}, {"export", 1, 0, 'x'}, {"keep-workdir", 1, 0, 'k'},
+      {"log", 1, 0, 'l'},    {"json", 1, 0, 'j'},   {"expand", 1, 0, 'e'},
       {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
   int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) switch (c) {
-      case 'p': O.plan = optarg; break;
-      case 'i': O.image = optarg; break;
-      case 'd': O.dir = optarg; break;
-      case 'v':
-        if (strcmp(optarg, "clone") && strcmp(optarg, "file")) usage(2);
-        O.clone = strcmp(optarg, "clone") == 0;
-        break;
-      case 'H':
-        if (strcmp(optarg, "sandbox") && strcmp(optarg, "plain")) usage(2);
-        O.sandbox = strcmp(optarg, "sandbox") == 0;
-        break;
-      case 'n': O.runs = atoi(optarg); break;
-      case 'w': O.warmup = atoi(optarg); break;
-      case 'x': O.export_path = optarg; break;
-      case 'k': O.keep_workdir = optarg; break;
-      case 'l': O.log_path = optarg; break;
-      case 'j': O.json = optarg; break;
-      case 'e': O.expand = optarg; break;
-      case 'h': usage(0); break;
-      default: usage(2);
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1)
+    switch (c) {
+    case 'p': O.plan = optarg; break;
+    case 'i': O.image = optarg; break;
+    case 'd': O.dir = optarg; break;
+    case 'v':
+      if (strcmp(optarg, "clone") && strcmp(optarg, "file")) usage(2);
+      O.clone = strcmp(optarg, "clone") == 0;
+      break;
+    case 'H':
+      if (strcmp(optarg, "sandbox") && strcmp(optarg, "plain")) usage(2);
+      O.sandbox = strcmp(optarg, "sandbox") == 0;
+      break;
+    case 'n': O.runs = atoi(optarg); break;
+    case 'w': O.warmup = atoi(optarg); break;
+    case 'x': O.export_path = optarg; break;
+    case 'k': O.keep_workdir = optarg; break;
+    case 'l': O.log_path = optarg; break;
+    case 'j': O.json = optarg; break;
+    case 'e': O.expand = optarg; break;
+    case 'h': usage(0); break;
+    default: usage(2);
     }
   if (!O.plan) usage(2);
   struct plan p;
@@ -612,8 +613,8 @@ int main(int argc, char **argv) {
 #undef FIELD
   json_t *wu = json_array();
   for (int i = 0; i < O.warmup; i++)
-    json_array_append_new(wu, json_pack("{s:f,s:f}", "total_ms", runs[i].total_ms, "host_ms",
-                                        runs[i].host_ms));
+    json_array_append_new(
+        wu, json_pack("{s:f,s:f}", "total_ms", runs[i].total_ms, "host_ms", runs[i].host_ms));
   json_object_set_new(out, "warmup_runs", wu);
   char *txt = json_dumps(out, JSON_INDENT(1) | JSON_SORT_KEYS);
   if (O.json) {

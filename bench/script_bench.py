@@ -426,7 +426,8 @@ def make_image(kind, path, a, tmp):
         boot = (esp[0] + esp[1], boot_mib * MIB)
         pv = (boot[0] + boot[1], size - (boot[0] + boot[1]) - 34 * S - MIB)
         pv = (pv[0], pv[1] // MIB * MIB)
-        table = ("label: gpt\nstart=%d, size=%d, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI System Partition\"\n"
+        table = ("label: gpt\n"
+                 "start=%d, size=%d, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI System Partition\"\n"
                  "start=%d, size=%d, type=0FC63DAF-8483-4772-8E69-3D69D8477DE4\n"
                  "start=%d, size=%d, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n"
                  % (esp[0] // S, esp[1] // S, boot[0] // S, boot[1] // S, pv[0] // S, pv[1] // S))
@@ -469,7 +470,7 @@ def make_image(kind, path, a, tmp):
     shutil.rmtree(bt)
     fss.append({"name": "boot", "type": "ext4", "off": boot[0], "size": boot[1],
                 "device": "/dev/sda2" if esp else "/dev/sda1"})
-    lvs = make_lvm(path, pv[0], pv[1], swap_mib, tmp)
+    lvs = make_lvm(path, pv[0], pv[1], min(swap_mib, pv[1] // 4 // MIB), tmp)
     rt = os.path.join(tmp, "root")
     shutil.rmtree(rt, ignore_errors=True)
     make_root_tree(rt, a.bulk_files)
@@ -551,7 +552,7 @@ def gf_cmd(image, rw=True):
     return ["unshare", "--mount", "--propagation", "private", "/bin/bash", "-c", inner]
 
 
-def run_guestfish(script, image, cwd, stdin_text):
+def run_guestfish(image, cwd, stdin_text):
     env = dict(os.environ, **GF_ENV)
     snap = api_bench.cpu_snapshot([])
     la = loadavg()
@@ -701,7 +702,7 @@ def bench_workload(name, w, exe, research, images, a, work):
         gf_work = os.path.join(d, "gf-work-%d" % i)
         os.makedirs(gf_work)
         sparse_copy(img, gf_img)
-        r = run_guestfish(script, gf_img, gf_work, "run\n" + script)
+        r = run_guestfish(gf_img, gf_work, "run\n" + script)
         if r["rc"] != 0:
             with open(os.path.join(d, "guestfish.err"), "w") as f:
                 f.write(r["stdout"] + "\n---- stderr\n" + r["stderr"])
@@ -741,7 +742,8 @@ def bench_workload(name, w, exe, research, images, a, work):
     gf_med = median([r["wall_s"] for r in gf]) * 1000
     res = {"what": w["what"], "bundle": plan["bundle"], "plan": plan["name"], "steps": len(plan["steps"]),
            "script_lines": script.count("\n"), "script_bytes": len(script), "image": w["image"],
-           "values": plan["values"], "native": nat, "native_plain_host": plain, "guestfish": gf, "guestfish_median_ms": gf_med,
+           "values": plan["values"], "native": nat, "native_plain_host": plain, "guestfish": gf,
+           "guestfish_median_ms": gf_med,
            "ratio_total": gf_med / nat["total_ms"]["median"],
            "ratio_excl_host": gf_med / nat["excl_host_ms"]["median"], "check": chk, "target": w["target"]}
     if not a.keep:
