@@ -54,15 +54,15 @@ json_t *err_object(const char *code, const char *message, const char *action);
 json_t *err_to_json(const struct err *e);
 
 /* ---- ids, time, randomness -------------------------------------------- */
-void util_uuid(char out[37]);                /* random v4 uuid, lower case */
-int util_random(void *buf, size_t n);        /* getrandom(2); 0 or -1 */
+void util_uuid(char out[37]);         /* random v4 uuid, lower case */
+int util_random(void *buf, size_t n); /* getrandom(2); 0 or -1 */
 /* CRC-32C (Castagnoli, as iSCSI digests and the OS volume format use it);
  * crc is the previous result (0 to start). SSE4.2 instruction when present. */
 uint32_t util_crc32c(uint32_t crc, const void *buf, size_t len);
 uint32_t util_crc32c_sw(uint32_t crc, const void *buf, size_t len); /* table path (tests) */
-int64_t util_now_ms(void);                   /* wall clock, ms since epoch */
-int64_t util_mono_ms(void);                  /* monotonic clock, ms */
-void util_iso8601(int64_t ms, char out[32]); /* 2015-09-10T20:12:50.006Z */
+int64_t util_now_ms(void);                                          /* wall clock, ms since epoch */
+int64_t util_mono_ms(void);                                         /* monotonic clock, ms */
+void util_iso8601(int64_t ms, char out[32]);                        /* 2015-09-10T20:12:50.006Z */
 /* URL-safe random token of `nbytes` random bytes (base64url, no padding). */
 char *util_token(size_t nbytes);
 
