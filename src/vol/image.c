@@ -472,6 +472,7 @@ int sink_worker_start(struct sink_worker *w, struct sink *s, struct err *e) {
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   w->started = pthread_create(&w->th, NULL, sink_worker_main, w) == 0;
+  if (w->started) pthread_setname_np(w->th, "image-sink");
   return 0;
 }
 
@@ -682,6 +683,7 @@ int hasher_start(struct hasher *h, int fd, const char *path, const char *what, i
     return -1;
   }
   h->started = 1;
+  pthread_setname_np(h->th, "image-sha256");
   if (idle) set_idle(h->th, 1);
   return 0;
 }
