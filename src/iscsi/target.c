@@ -885,6 +885,16 @@ static void task_abort(struct task *t) {
 /* ======================================================================= */
 /* connections                                                              */
 /* ======================================================================= */
+/* Take c off its loop's connection list. */
+static void loop_unlink(struct loop *l, struct conn *c) {
+  if (c->lprev)
+    c->lprev->lnext = c->lnext;
+  else if (l->conns == c)
+    l->conns = c->lnext;
+  if (c->lnext) c->lnext->lprev = c->lprev;
+  c->lnext = c->lprev = NULL;
+}
+
 static void conn_free(struct conn *c) {
   login_free(c->login);
   free(c->rx);
@@ -918,12 +928,7 @@ static void conn_close(struct conn *c, const char *why) {
   epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   c->fd = -1;
-  if (c->lprev)
-    c->lprev->lnext = c->lnext;
-  else if (l->conns == c)
-    l->conns = c->lnext;
-  if (c->lnext) c->lnext->lprev = c->lprev;
-  c->lnext = c->lprev = NULL;
+  loop_unlink(l, c);
   while (c->tx_head) {
     struct txpdu *p = c->tx_head;
     c->tx_head = p->next;
@@ -1687,12 +1692,7 @@ static void conn_handoff(struct conn *c) {
   struct loop *from = c->loop, *to = c->migrate_to;
   c->migrate_to = NULL;
   epoll_ctl(from->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-  if (c->lprev)
-    c->lprev->lnext = c->lnext;
-  else if (from->conns == c)
-    from->conns = c->lnext;
-  if (c->lnext) c->lnext->lprev = c->lprev;
-  c->lnext = c->lprev = NULL;
+  loop_unlink(from, c);
   c->loop = NULL;
   loop_post(to, MSG_ADOPT, c, NULL);
 }
