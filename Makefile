@@ -148,7 +148,7 @@ fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build/fuzz/corpus/$$t; echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
 	  rc=0; ASAN_OPTIONS=detect_leaks=0 build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) \
-	    -timeout=20 -print_final_stats=1 -artifact_prefix=build/fuzz/$$t- \
+	    -timeout=60 -print_final_stats=1 -artifact_prefix=build/fuzz/$$t- \
 	    build/fuzz/corpus/$$t tests/fuzz/corpus/$$t >build/fuzz/$$t.log 2>&1 || rc=$$?; \
 	  grep -v '^#' build/fuzz/$$t.log | tail -25; test $$rc -eq 0; \
 	done

@@ -5,7 +5,9 @@
  * fresh connection (the corpus starts with whole valid sessions made by
  * tests/fuzz/make_corpus.py), after which the client half-closes and drains
  * the answers. Crashes, sanitizer reports and hangs in the target threads
- * fail the run. Built and run by `make fuzz`. */
+ * fail the run; a connection the target has not closed 40 s after the
+ * client's EOF (longer than its 30 s login timeout) is a hang. Built and run
+ * by `make fuzz`. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -84,8 +86,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* drain until the target closes (it sees our EOF) */
   for (;;) {
     struct pollfd pf = {.fd = fd, .events = POLLIN};
-    if (poll(&pf, 1, 10000) <= 0) {
-      fprintf(stderr, "fuzz_pdu: target did not close the connection within 10 s\n");
+    if (poll(&pf, 1, 40000) <= 0) {
+      fprintf(stderr, "fuzz_pdu: target did not close the connection within 40 s (its login "
+                      "timeout is 30 s)\n");
       if (getenv("FUZZ_PAUSE_ON_HANG")) pause(); /* attach a debugger */
       abort();
     }
