@@ -14,7 +14,9 @@
  *          pseudo-random data, against pread/pwrite on a raw file holding the
  *          same data (both through the page cache: struct vol has no O_DIRECT;
  *          the "cold" reads drop the golden file's pages with
- *          posix_fadvise(DONTNEED) before each run, for both)
+ *          posix_fadvise(DONTNEED) before each run, for both); first writes
+ *          and overwrites also on a sparse raw file and on a second clone
+ *          opened with preallocation off, and the bytes each one allocated
  *
  * Prints tables with ratios and, with --json FILE, every figure. Timings never
  * decide the exit status: 1 only when the setup or an I/O fails. */
@@ -37,12 +39,14 @@
 #include <unistd.h>
 
 #include "vol/vol.h"
+#include "vol/vol_int.h" /* vol_os_prealloc_clusters: the second clone turns it off */
 
 extern char **environ;
 
 #define GIB (1ull << 30)
 #define BS 4096u /* the I/O size of the io section, and the clone cluster size */
 #define MAX_LIST 16
+#define MAX_SLICES 64
 
 /* The issue's targets (docs/BENCHMARKS.md "Volumes"). */
 #define TARGET_CLONE_MS 2.0
@@ -65,6 +69,7 @@ struct opts {
   int nthreads;
   int repeat;
   int slices;
+  long prealloc_kib; /* -1: the library's default */
   uint64_t seed;
 };
 
@@ -82,6 +87,7 @@ static struct opts O = {
     .nthreads = 2,
     .repeat = 3,
     .slices = 10,
+    .prealloc_kib = -1,
     .seed = 20261121,
 };
 
@@ -665,6 +671,7 @@ struct acc {
 
 struct io_result {
   double secs, iops, cpu_us_per_op, p50_us, p99_us, flush_s;
+  uint64_t allocated; /* bytes the target holds on disk after the run's flush */
 };
 
 /* Run the n ops of offs on t, split over `threads` threads (thread i takes
@@ -728,9 +735,11 @@ static struct io_result acc_result(struct acc *acc) {
 /* The same n ops on each of the np targets, in `slices` slices taken in
  * turns (the target that goes first rotates), so that a neighbour's load or
  * the kernel's background writeback hits every target alike. drop_fd >= 0:
- * drop that file's page cache before every slice (cold reads). */
+ * drop that file's page cache before every slice (cold reads). slice_secs[p][s]:
+ * the seconds target p took for slice s (the same ops for every target). */
 static void interleave(const struct target *const *tg, int np, int write, const uint64_t *offs,
-                       size_t n, int threads, int slices, int drop_fd, struct io_result *out) {
+                       size_t n, int threads, int slices, int drop_fd, struct io_result *out,
+                       double slice_secs[][MAX_SLICES]) {
   struct acc acc[4];
   memset(acc, 0, sizeof acc);
   for (int s = 0; s < slices; s++) {
@@ -738,14 +747,17 @@ static void interleave(const struct target *const *tg, int np, int write, const 
     for (int k = 0; k < np; k++) {
       int p = (k + s) % np;
       if (drop_fd >= 0) drop_cache(drop_fd);
+      double before = acc[p].secs;
       run_slice(tg[p], write, offs + a, b - a, threads, &acc[p]);
+      slice_secs[p][s] = acc[p].secs - before;
     }
   }
   for (int p = 0; p < np; p++)
     out[p] = acc_result(&acc[p]);
 }
 
-static double flush_target(const struct target *t) {
+/* vol_flush or fdatasync; the seconds it took, and the bytes t holds on disk. */
+static double flush_target(const struct target *t, uint64_t *allocated) {
   struct err e;
   err_init(&e);
   double t0 = now_s();
@@ -754,7 +766,13 @@ static double flush_target(const struct target *t) {
   } else if (fdatasync(t->fd) < 0) {
     die("fdatasync: %s", strerror(errno));
   }
-  return now_s() - t0;
+  double dt = now_s() - t0;
+  struct stat st;
+  if (t->kind == T_VOL)
+    *allocated = vol_allocated(t->v);
+  else
+    *allocated = fstat(t->fd, &st) == 0 ? (uint64_t)st.st_blocks * 512u : 0;
+  return dt;
 }
 
 /* Random cluster-aligned offsets (with repeats) over `clusters` clusters. */
@@ -899,15 +917,32 @@ static const char *test_name[NTESTS] = {"read (page cache)", "read (cold: fadvis
                                         "first write", "overwrite", "read of written clusters"};
 static const char *test_key[NTESTS] = {"read", "read_cold", "first_write", "overwrite",
                                        "read_written"};
-#define NPEERS 3 /* 0 = clone (struct vol), 1 = raw file, 2 = sparse raw file (first writes) */
+/* 0 = clone (struct vol), 1 = raw file; for writes also 2 = sparse raw file and
+ * 3 = a clone opened with preallocation off (what the clone did before it) */
+#define NPEERS 4
 static const char *peer_name[NPEERS] = {"clone (struct vol)", "raw file (pread/pwrite)",
-                                        "sparse raw file"};
-static const char *peer_key[NPEERS] = {"clone", "raw", "raw_sparse"};
+                                        "sparse raw file", "clone, no preallocation"};
+static const char *peer_key[NPEERS] = {"clone", "raw", "raw_sparse", "clone_no_prealloc"};
 
 struct cell {
   struct io_result r[16];
   int n;
+  /* this target's ops/s over the raw file's in each slice of each repeat:
+   * the two ran the same ops next to each other, so a neighbour's load
+   * cancels out better than in the ratio of the medians */
+  double slice_ratio[16 * MAX_SLICES];
+  int nslice;
 };
+
+static double quantile(const double *v, int n, double q) {
+  if (n == 0) return 0;
+  double *tmp = xmalloc((size_t)n * sizeof *tmp);
+  memcpy(tmp, v, (size_t)n * sizeof *tmp);
+  qsort(tmp, (size_t)n, sizeof *tmp, cmp_double);
+  double r = tmp[(int)(q * (n - 1) + 0.5)];
+  free(tmp);
+  return r;
+}
 
 static int cmp_iops(const void *a, const void *b) {
   double x = ((const struct io_result *)a)->iops, y = ((const struct io_result *)b)->iops;
@@ -929,7 +964,10 @@ static json_t *io_result_json(struct io_result r, int with_flush) {
   jset(j, "cpu_us_per_op", jround(r.cpu_us_per_op, 2));
   jset(j, "p50_us", jround(r.p50_us, 2));
   jset(j, "p99_us", jround(r.p99_us, 2));
-  if (with_flush) json_object_set_new(j, "flush_s", jround(r.flush_s, 3));
+  if (with_flush) {
+    json_object_set_new(j, "flush_s", jround(r.flush_s, 3));
+    json_object_set_new(j, "allocated_bytes", jint(r.allocated));
+  }
   return j;
 }
 
@@ -981,13 +1019,20 @@ static void bench_io(void) {
   warm_file(raw);
   double t_io0 = now_s();
 
-  struct cell cells[MAX_LIST][NTESTS][NPEERS];
+  static struct cell cells[MAX_LIST][NTESTS][NPEERS];
   memset(cells, 0, sizeof cells);
+  double ss[NPEERS][MAX_SLICES]; /* seconds per slice of the last interleave */
   size_t nw = (size_t)O.io_write_ops, nr = (size_t)O.io_ops, nc = (size_t)O.io_cold_ops;
   if (nw > clusters) nw = (size_t)clusters;
   int repeat = O.repeat > 16 ? 16 : O.repeat;
+  if (O.slices > MAX_SLICES) O.slices = MAX_SLICES;
   struct io_result res[NPEERS];
 #define ADD(test, p, val) (cells[ti][test][p].r[cells[ti][test][p].n++] = (val))
+  /* the slice ratios of peer p (at index i in the last interleave) to the raw
+   * file (at index r) */
+#define ADD_SLICES(test, p, i, r)                                                                  \
+  for (int s_ = 0; s_ < O.slices; s_++)                                                            \
+  cells[ti][test][p].slice_ratio[cells[ti][test][p].nslice++] = ratio(ss[r][s_], ss[i][s_])
   for (int cold = 0; cold < 2; cold++) { /* the cold reads last: they empty the page cache */
     for (int ti = 0; ti < O.nthreads; ti++) {
       int th = O.threads[ti];
@@ -997,6 +1042,17 @@ static void bench_io(void) {
         snprintf(id, sizeof id, "io-%d-%d-%d", th, rep, cold);
         os_create(id, gid);
         struct vol *v = os_open(id);
+        /* the same clone as it was before preallocation, for the writes */
+        char id_np[80];
+        snprintf(id_np, sizeof id_np, "%s-np", id);
+        struct vol *vnp = NULL;
+        if (!cold) {
+          uint32_t saved = vol_os_prealloc_clusters;
+          vol_os_prealloc_clusters = 0;
+          os_create(id_np, gid);
+          vnp = os_open(id_np);
+          vol_os_prealloc_clusters = saved;
+        }
         struct target tc = {.kind = T_VOL, .v = v}, tg = {.kind = T_FD, .fd = gfd},
                       tr = {.kind = T_FD, .fd = rfd};
         /* reads of the unwritten clone (they fall through to the golden
@@ -1006,8 +1062,9 @@ static void bench_io(void) {
         int ci = rep % 2, ri = 1 - ci; /* where clone and raw are in rt */
         if (cold) {
           uint64_t *ro = random_offsets(nc, clusters, seed + 1);
-          interleave(rt, 2, 0, ro, nc, th, O.slices, gfd, res);
+          interleave(rt, 2, 0, ro, nc, th, O.slices, gfd, res, ss);
           ADD(R_READ_COLD, 0, res[ci]);
+          ADD_SLICES(R_READ_COLD, 0, ci, ri);
           ADD(R_READ_COLD, 1, res[ri]);
           free(ro);
           vol_close(v);
@@ -1018,8 +1075,9 @@ static void bench_io(void) {
         }
         uint64_t *ro = random_offsets(nr, clusters, seed);
         touch_offsets(gfd, ro, nr); /* page cache: whatever a neighbour or reclaim evicted */
-        interleave(rt, 2, 0, ro, nr, th, O.slices, -1, res);
+        interleave(rt, 2, 0, ro, nr, th, O.slices, -1, res, ss);
         ADD(R_READ, 0, res[ci]);
+        ADD_SLICES(R_READ, 0, ci, ri);
         ADD(R_READ, 1, res[ri]);
         free(ro);
         /* first writes to clusters the clone has not written, against
@@ -1027,30 +1085,37 @@ static void bench_io(void) {
         int sfd = open(sparse, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (sfd < 0 || ftruncate(sfd, (off_t)size) < 0)
           die("create %s: %s", sparse, strerror(errno));
-        struct target ts = {.kind = T_FD, .fd = sfd};
-        const struct target *wt[NPEERS] = {&tc, &tr, &ts};
+        struct target ts = {.kind = T_FD, .fd = sfd}, tn = {.kind = T_VOL, .v = vnp};
+        const struct target *wt[NPEERS] = {&tc, &tr, &ts, &tn};
         uint64_t *wo = distinct_offsets(nw, clusters, seed + 2);
-        touch_offsets(rfd, wo, nw); /* the raw file's blocks are in the page cache */
-        prefault_memory((uint64_t)nw * BS * 3);
-        interleave(wt, NPEERS, 1, wo, nw, th, O.slices, -1, res);
-        for (int p = 0; p < NPEERS; p++) /* after all three: no flush inside a run */
-          res[p].flush_s = flush_target(wt[p]);
-        for (int p = 0; p < NPEERS; p++)
+        touch_offsets(rfd, wo, nw);             /* the raw file's blocks are in the page cache */
+        prefault_memory((uint64_t)nw * BS * 4); /* 3 targets allocate, and a margin */
+        interleave(wt, NPEERS, 1, wo, nw, th, O.slices, -1, res, ss);
+        for (int p = 0; p < NPEERS; p++) /* after all of them: no flush inside a run */
+          res[p].flush_s = flush_target(wt[p], &res[p].allocated);
+        for (int p = 0; p < NPEERS; p++) {
           ADD(R_FIRST, p, res[p]);
+          if (p != 1) ADD_SLICES(R_FIRST, p, p, 1);
+        }
         shuffle(wo, nw, seed + 3);
-        interleave(wt, NPEERS, 1, wo, nw, th, O.slices, -1, res);
+        interleave(wt, NPEERS, 1, wo, nw, th, O.slices, -1, res, ss);
         for (int p = 0; p < NPEERS; p++)
-          res[p].flush_s = flush_target(wt[p]);
-        for (int p = 0; p < NPEERS; p++)
+          res[p].flush_s = flush_target(wt[p], &res[p].allocated);
+        for (int p = 0; p < NPEERS; p++) {
           ADD(R_OVER, p, res[p]);
+          if (p != 1) ADD_SLICES(R_OVER, p, p, 1);
+        }
         shuffle(wo, nw, seed + 4);
         const struct target *ot[2] = {&tc, &tr};
-        interleave(ot, 2, 0, wo, nw, th, O.slices, -1, res);
+        interleave(ot, 2, 0, wo, nw, th, O.slices, -1, res, ss);
         ADD(R_READ_OWNED, 0, res[0]);
+        ADD_SLICES(R_READ_OWNED, 0, 0, 1);
         ADD(R_READ_OWNED, 1, res[1]);
         free(wo);
         vol_close(v);
         os_delete(id);
+        vol_close(vnp);
+        os_delete(id_np);
         close(sfd);
         unlink(sparse);
         printf("  threads %d, repeat %d/%d done\n", th, rep + 1, repeat);
@@ -1059,11 +1124,12 @@ static void bench_io(void) {
     }
   }
 #undef ADD
+#undef ADD_SLICES
   double t_io = now_s() - t_io0;
   /* the table */
   json_t *jt = json_array();
-  printf("\n  %-30s %-24s %7s %10s %8s %8s %9s %8s  %s\n", "test", "target", "threads", "ops/s",
-         "p50 us", "p99 us", "CPU us/op", "flush s", "clone/raw");
+  printf("\n  %-30s %-24s %7s %10s %8s %8s %9s %8s  %-9s %s\n", "test", "target", "threads",
+         "ops/s", "p50 us", "p99 us", "CPU us/op", "flush s", "clone/raw", "per slice (p25-p75)");
   int read_ok = 1, write_ok = 1;
   for (int ti = 0; ti < O.nthreads; ti++) {
     json_t *jth = json_object();
@@ -1074,13 +1140,30 @@ static void bench_io(void) {
         if (!cells[ti][t][p].n) continue;
         struct io_result m = median_result(&cells[ti][t][p]);
         int writes = t == R_FIRST || t == R_OVER;
-        char rat[32] = "";
+        char rat[32] = "", srat[48] = "";
+        const struct cell *c = &cells[ti][t][p];
         if (p != 1) snprintf(rat, sizeof rat, "%.2f", ratio(m.iops, base.iops));
+        if (p != 1 && c->nslice)
+          snprintf(srat, sizeof srat, "%.2f (%.2f-%.2f)", quantile(c->slice_ratio, c->nslice, 0.5),
+                   quantile(c->slice_ratio, c->nslice, 0.25),
+                   quantile(c->slice_ratio, c->nslice, 0.75));
         char fl[16] = "";
         if (writes) snprintf(fl, sizeof fl, "%.2f", m.flush_s);
-        printf("  %-30s %-24s %7d %10.0f %8.2f %8.2f %9.2f %8s  %s\n", p == 0 ? test_name[t] : "",
-               peer_name[p], O.threads[ti], m.iops, m.p50_us, m.p99_us, m.cpu_us_per_op, fl, rat);
+        char al[32] = "";
+        if (t == R_FIRST)
+          snprintf(al, sizeof al, "  %.0f MiB on disk", (double)m.allocated / (1 << 20));
+        printf("  %-30s %-24s %7d %10.0f %8.2f %8.2f %9.2f %8s  %-9s %-19s%s\n",
+               p == 0 ? test_name[t] : "", peer_name[p], O.threads[ti], m.iops, m.p50_us, m.p99_us,
+               m.cpu_us_per_op, fl, rat, srat, al);
         json_t *jr = io_result_json(m, writes);
+        if (p != 1 && c->nslice) {
+          json_object_set_new(jr, "ratio_raw_slices_median",
+                              jround(quantile(c->slice_ratio, c->nslice, 0.5), 3));
+          json_object_set_new(jr, "ratio_raw_slices_p25",
+                              jround(quantile(c->slice_ratio, c->nslice, 0.25), 3));
+          json_object_set_new(jr, "ratio_raw_slices_p75",
+                              jround(quantile(c->slice_ratio, c->nslice, 0.75), 3));
+        }
         json_t *reps = json_array();
         for (int i = 0; i < cells[ti][t][p].n; i++)
           json_array_append_new(reps, jround(cells[ti][t][p].r[i].iops, 0));
@@ -1112,6 +1195,7 @@ static void bench_io(void) {
   jset(ji, "copy_s", jround(t_copy, 2));
   jset(ji, "runs_s", jround(t_io, 1));
   jset(ji, "slices", jint((uint64_t)O.slices));
+  jset(ji, "prealloc_bytes", jint((uint64_t)vol_os_prealloc_clusters * BS));
   jset(ji, "mem_available_gib", jround((double)avail / GIB, 1));
   jset(ji, "page_cache_fits", json_boolean(warm_ok));
   jset(ji, "results", jt);
@@ -1173,18 +1257,20 @@ static void usage(void) {
          "  --threads LIST       io thread counts (default 1,4)\n"
          "  --repeat N           io repeats; the median is reported (default 3)\n"
          "  --slices N           each io run is cut into N slices taken in turns by clone and\n"
-         "                       raw file (default 10)\n");
+         "                       raw file (default 10)\n"
+         "  --prealloc-kib N     the clone's preallocation chunk (a multiple of 256; 0 = off;\n"
+         "                       default: the library's, %u)\n",
+         VOL_OS_PREALLOC_DEFAULT * BS / 1024);
 }
 
 int main(int argc, char **argv) {
-  static const struct option lo[] = {{"dir", 1, 0, 'd'},         {"json", 1, 0, 'j'},
-                                     {"cache", 1, 0, 'C'},       {"qemu-img", 1, 0, 'q'},
-                                     {"clone-sizes", 1, 0, 's'}, {"clones", 1, 0, 'n'},
-                                     {"many", 1, 0, 'm'},        {"many-size", 1, 0, 'M'},
-                                     {"io-size", 1, 0, 'g'},     {"io-ops", 1, 0, 'o'},
-                                     {"io-cold-ops", 1, 0, 'c'}, {"io-write-ops", 1, 0, 'w'},
-                                     {"threads", 1, 0, 't'},     {"repeat", 1, 0, 'r'},
-                                     {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+  static const struct option lo[] = {
+      {"dir", 1, 0, 'd'},          {"json", 1, 0, 'j'},        {"cache", 1, 0, 'C'},
+      {"qemu-img", 1, 0, 'q'},     {"clone-sizes", 1, 0, 's'}, {"clones", 1, 0, 'n'},
+      {"many", 1, 0, 'm'},         {"many-size", 1, 0, 'M'},   {"io-size", 1, 0, 'g'},
+      {"io-ops", 1, 0, 'o'},       {"io-cold-ops", 1, 0, 'c'}, {"io-write-ops", 1, 0, 'w'},
+      {"threads", 1, 0, 't'},      {"repeat", 1, 0, 'r'},      {"slices", 1, 0, 'S'},
+      {"prealloc-kib", 1, 0, 'P'}, {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
   int ch;
   uint64_t list[MAX_LIST];
   while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -1208,6 +1294,11 @@ int main(int argc, char **argv) {
       break;
     case 'r': O.repeat = (int)parse_long(optarg); break;
     case 'S': O.slices = (int)parse_long(optarg); break;
+    case 'P':
+      O.prealloc_kib = strcmp(optarg, "0") ? parse_long(optarg) : 0;
+      if (O.prealloc_kib % 256) die("--prealloc-kib must be a multiple of 256");
+      vol_os_prealloc_clusters = (uint32_t)(O.prealloc_kib * 1024 / BS);
+      break;
     case 'h': usage(); return 0;
     default: usage(); return 2;
     }
