@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 
 #include "artifact/artifact.h"
+#include "deploy/plan_int.h"
 #include "fs/fs.h"
 #include "script/attr.h"
 #include "script/sandbox.h"
@@ -38,7 +39,6 @@
 #include "vol/vol.h"
 
 #define BP_COLL "build-plans"
-#define PS_COLL "plan-scripts"
 #define COMPARE_CHUNK (256u << 10)
 #define MAX_DEPTH 256
 #define PATH_MAX_LEN 4096
@@ -53,258 +53,24 @@ static int is(const char *a, const char *b) { return a && b && strcmp(a, b) == 0
 /* ---- the job ------------------------------------------------------------------- */
 struct job {
   struct validate_ctx ctx;
-  char bp_id[64];
-  char *bp_name, *source_key, *source_uri, *source_name, *volume_info;
-  struct vol *base;      /* read-only: the golden volume or the OS volume's snapshot */
-  json_t *values;        /* name -> value substituted */
-  json_t *secrets;       /* password attribute names */
-  json_t *secret_values; /* their values, masked in what the result says */
-  json_t *step_docs;     /* [{serial, name, content}], owns the strings of steps */
-  struct script_step *steps;
-  size_t nsteps;
+  struct plan plan; /* the build plan's steps and attribute values (plan_int.h) */
+  char *source_key, *source_uri, *source_name, *volume_info;
+  struct vol *base; /* read-only: the golden volume or the OS volume's snapshot */
 };
 
 static void job_free(void *p) {
   struct job *j = p;
   if (!j) return;
-  free(j->bp_name);
+  plan_clear(&j->plan);
   free(j->source_key);
   free(j->source_uri);
   free(j->source_name);
   free(j->volume_info);
   vol_close(j->base);
-  json_decref(j->values);
-  json_decref(j->secrets);
-  json_decref(j->secret_values);
-  json_decref(j->step_docs);
-  free(j->steps);
   free(j);
 }
 
 /* ---- the request ------------------------------------------------------------------ */
-static json_t *find_by_name(json_t *arr, const char *name) {
-  size_t i;
-  json_t *a;
-  json_array_foreach(arr, i, a) {
-    if (name && util_strcaseeq(json_string_value(json_object_get(a, "name")), name)) return a;
-  }
-  return NULL;
-}
-
-/* The text of a value as clients send it: strings, numbers, booleans; null = "". */
-static json_t *value_text(json_t *v) {
-  if (!v || json_is_null(v)) return json_string("");
-  if (json_is_string(v)) return json_incref(v);
-  if (json_is_integer(v)) {
-    char b[32];
-    snprintf(b, sizeof b, "%lld", (long long)json_integer_value(v));
-    return json_string(b);
-  }
-  if (json_is_real(v)) {
-    char b[64];
-    snprintf(b, sizeof b, "%.17g", json_real_value(v));
-    return json_string(b);
-  }
-  if (json_is_boolean(v)) return json_string(json_is_true(v) ? "true" : "false");
-  return NULL;
-}
-
-static void violation(json_t *v, const char *code, const char *action, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void violation(json_t *v, const char *code, const char *action, const char *fmt, ...) {
-  char msg[700];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  json_array_append_new(v, err_object(code, msg, action));
-}
-
-/* The given values as [{"name","value"}] (strings); problems of shape go to
- * `violations`. `in` is an array of {"name","value"} or an object name ->
- * value; absent/null = none. NULL when `in` is neither (e set). */
-static json_t *given_values(json_t *in, json_t *violations, struct err *e) {
-  json_t *out = json_array();
-  if (!out) {
-    oom(e);
-    return NULL;
-  }
-  if (!in || json_is_null(in)) return out;
-  const char *act = "Give each attribute as {\"name\": ..., \"value\": ...}.";
-  if (json_is_object(in)) {
-    const char *k;
-    json_t *v;
-    json_object_foreach(in, k, v) {
-      json_t *t = value_text(v);
-      if (!t)
-        violation(violations, "INVALID_ATTRIBUTE", act,
-                  "attribute \"%.200s\": the value must be a string, a number or a boolean", k);
-      else
-        json_array_append_new(out, json_pack("{s:s, s:o}", "name", k, "value", t));
-    }
-    return out;
-  }
-  if (!json_is_array(in) || json_array_size(in) > 1000) {
-    json_decref(out);
-    err_set(e, 400, "INVALID_BODY",
-            "\"customAttributes\" must be an array of {\"name\",\"value\"} (at most 1000) or an "
-            "object of name: value");
-    return NULL;
-  }
-  size_t i;
-  json_t *a;
-  json_array_foreach(in, i, a) {
-    const char *n = json_string_value(json_object_get(a, "name"));
-    json_t *t = json_is_object(a) ? value_text(json_object_get(a, "value")) : NULL;
-    if (!n || !*n || !t) {
-      json_decref(t);
-      violation(violations, "INVALID_ATTRIBUTE", act,
-                "customAttributes[%zu] must be {\"name\": string, \"value\": string, number or "
-                "boolean}",
-                i);
-      continue;
-    }
-    if (find_by_name(out, n)) {
-      json_decref(t);
-      violation(violations, "INVALID_ATTRIBUTE", "Give each attribute once.",
-                "attribute \"%.200s\" is given twice", n);
-      continue;
-    }
-    json_array_append_new(out, json_pack("{s:s, s:o}", "name", n, "value", t));
-  }
-  return out;
-}
-
-/* Do the scripts use "n.sub" tokens, making n a NIC attribute? */
-static int derived_nic(json_t *derived, const char *n) {
-  size_t i, len = strlen(n);
-  json_t *a;
-  json_array_foreach(derived, i, a) {
-    const char *d = json_string_value(json_object_get(a, "name"));
-    if (d && len && strncasecmp(d, n, len) == 0 && d[len] == '.') return 1;
-  }
-  return 0;
-}
-
-/* Is `n` an attribute the build plan or its scripts know? "Name.sub" is one
- * when the scripts use it or Name is a declared NIC. */
-static int known_attribute(json_t *bpdecls, json_t *derived, const char *n) {
-  if (find_by_name(bpdecls, n) || find_by_name(derived, n) || derived_nic(derived, n)) return 1;
-  const char *dot = strchr(n, '.');
-  if (!dot) return 0;
-  char base[256];
-  snprintf(base, sizeof base, "%.*s", (int)(dot - n), n);
-  json_t *d = find_by_name(bpdecls, base);
-  return d && util_strcaseeq(json_string_value(json_object_get(d, "type")), "nic");
-}
-
-/* The steps of the build plan and the attributes its scripts derive. */
-static int load_steps(struct job *j, json_t *bp, json_t *derived, struct err *e) {
-  json_t *bs = json_object_get(bp, "buildStep");
-  j->step_docs = json_array();
-  j->steps = calloc(json_array_size(bs) + 1, sizeof *j->steps);
-  if (!j->step_docs || !j->steps) return oom(e);
-  size_t i;
-  json_t *st;
-  json_array_foreach(bs, i, st) {
-    const char *uri = json_string_value(json_object_get(st, "planScriptUri"));
-    const char *id = uri && strncmp(uri, "/rest/" PS_COLL "/", 19) == 0 ? uri + 19 : uri;
-    struct store_entry *ps = id ? store_get(j->ctx.store, PS_COLL, id) : NULL;
-    if (!ps) {
-      err_set(e, 400, "PLAN_SCRIPT_NOT_FOUND",
-              "build plan \"%.200s\": step %zu names plan script \"%.200s\", which does not exist",
-              j->bp_name, i + 1, uri ? uri : "");
-      return -1;
-    }
-    const char *content = json_string_value(json_object_get(ps->doc, "content"));
-    json_t *serial = json_object_get(st, "serialNumber");
-    char sbuf[32];
-    if (json_is_integer(serial))
-      snprintf(sbuf, sizeof sbuf, "%lld", (long long)json_integer_value(serial));
-    else
-      snprintf(sbuf, sizeof sbuf, "%.20s", json_string_value(serial) ?: "");
-    json_t *doc = json_pack("{s:s, s:s, s:s}", "serial", sbuf, "name", ps->name ? ps->name : id,
-                            "content", content ? content : "");
-    json_t *d = attr_derive(content ? content : "");
-    store_entry_release(ps);
-    if (!doc || !d || json_array_extend(derived, d) < 0 ||
-        json_array_append_new(j->step_docs, doc) < 0) {
-      json_decref(d);
-      return oom(e);
-    }
-    json_decref(d);
-    j->steps[j->nsteps].serial = json_string_value(json_object_get(doc, "serial"));
-    j->steps[j->nsteps].name = json_string_value(json_object_get(doc, "name"));
-    j->steps[j->nsteps].content = json_string_value(json_object_get(doc, "content"));
-    j->nsteps++;
-  }
-  return 0;
-}
-
-/* Merge and check the attributes as deployment plans do: every given name
- * must be known, every value given or set must satisfy its declaration. All
- * problems in one 400 INVALID_ATTRIBUTES. Fills the values substituted
- * (non-empty ones: an empty value lets a token's own default apply) and the
- * password names and values. */
-static int attributes(struct job *j, json_t *bp, json_t *derived, json_t *given_in, struct err *e) {
-  json_t *violations CLEANUP_JSON = json_array();
-  if (!violations) return oom(e);
-  json_t *given CLEANUP_JSON = given_values(given_in, violations, e);
-  if (!given) return -1;
-  json_t *bpdecls = json_object_get(bp, "customAttributes");
-  size_t i;
-  json_t *a;
-  json_array_foreach(given, i, a) {
-    const char *n = json_string_value(json_object_get(a, "name"));
-    if (!known_attribute(bpdecls, derived, n))
-      violation(violations, "UNKNOWN_ATTRIBUTE",
-                "Remove the attribute or declare it in the build plan.",
-                "attribute \"%.200s\" is not declared by build plan \"%.150s\" or its plan scripts",
-                n, j->bp_name);
-  }
-  json_t *merged CLEANUP_JSON = attr_merge(derived, bpdecls, NULL, given);
-  if (!merged) return oom(e);
-  j->values = json_object();
-  j->secrets = json_array();
-  j->secret_values = json_array();
-  if (!j->values || !j->secrets || !j->secret_values) return oom(e);
-  json_array_foreach(merged, i, a) {
-    const char *n = json_string_value(json_object_get(a, "name"));
-    const char *type = json_string_value(json_object_get(a, "type"));
-    const char *v = json_string_value(json_object_get(a, "value"));
-    if (!n) continue;
-    if (util_strcaseeq(type, "nic")) {
-      json_t *nv = json_object_get(a, "nicValues");
-      if (json_object_size(nv)) attr_value_check(a, NULL, nv, violations);
-      const char *sub;
-      json_t *sv;
-      json_object_foreach(nv, sub, sv) {
-        char key[600];
-        snprintf(key, sizeof key, "%s.%s", n, sub);
-        if (json_string_length(sv)) json_object_set(j->values, key, sv);
-      }
-      continue;
-    }
-    if (v && *v) {
-      attr_value_check(a, v, NULL, violations);
-      json_object_set_new(j->values, n, json_string(v));
-    }
-    if (util_strcaseeq(type, "password")) {
-      json_array_append_new(j->secrets, json_string(n));
-      if (v && *v) json_array_append_new(j->secret_values, json_string(v));
-    }
-  }
-  if (json_array_size(violations) > 0) {
-    err_set(e, 400, "INVALID_ATTRIBUTES",
-            "build plan validation: %zu custom attribute problem(s): %s",
-            json_array_size(violations),
-            json_string_value(json_object_get(json_array_get(violations, 0), "message")));
-    e->nested = json_incref(violations);
-    return -1;
-  }
-  return 0;
-}
-
 static const char *const BODY_KEYS[] = {"goldenImageUri", "goldenImageURI",   "osVolumeUri",
                                         "osVolumeURI",    "customAttributes", NULL};
 
@@ -377,21 +143,16 @@ json_t *validate_submit(const struct validate_ctx *c, const char *build_plan_id,
     return NULL;
   }
   struct job *j = calloc(1, sizeof *j);
-  json_t *derived = json_array();
   json_t *source_doc = NULL;
   json_t *task = NULL;
-  if (!j || !derived) {
+  if (!j) {
     oom(e);
     goto out;
   }
   j->ctx = *c;
-  snprintf(j->bp_id, sizeof j->bp_id, "%s", bp->id);
-  if (!(j->bp_name = strdup(bp->name ? bp->name : bp->id))) {
-    oom(e);
-    goto out;
-  }
-  if (load_steps(j, bp->doc, derived, e) < 0 ||
-      attributes(j, bp->doc, derived, json_object_get(body, "customAttributes"), e) < 0)
+  if (plan_load(&j->plan, c->store, bp->id, bp->name, bp->doc, e) < 0 ||
+      plan_attributes(&j->plan, "build plan validation", json_object_get(body, "customAttributes"),
+                      NULL, NULL, e) < 0)
     goto out;
   if (validate_source_open(c, k, ref, &j->base, &source_doc, e) < 0) {
     if (e->status == 404) {
@@ -419,15 +180,15 @@ json_t *validate_submit(const struct validate_ctx *c, const char *build_plan_id,
   }
   clean_leftovers(c->volumes);
   char uri[96];
-  snprintf(uri, sizeof uri, "/rest/%s/%s", BP_COLL, j->bp_id);
-  json_t *assoc = json_pack("{s:s, s:s, s:s, s:s}", "resourceUri", uri, "resourceName", j->bp_name,
-                            "resourceCategory", BP_COLL, "associationType", "MANAGED_BY");
+  snprintf(uri, sizeof uri, "/rest/%s/%s", BP_COLL, j->plan.bp_id);
+  json_t *assoc =
+      json_pack("{s:s, s:s, s:s, s:s}", "resourceUri", uri, "resourceName", j->plan.bp_name,
+                "resourceCategory", BP_COLL, "associationType", "MANAGED_BY");
   task = task_submit(c->tasks, "Validate", owner, assoc, validate_run, j, job_free, e);
   json_decref(assoc);
   j = NULL; /* the task owns it (freed already when task_submit failed) */
 out:
   job_free(j);
-  json_decref(derived);
   json_decref(source_doc);
   store_entry_release(bp);
   return task;
@@ -474,101 +235,9 @@ static void clean_leftovers(struct vol_store *vs) {
 
 /* ---- the log ------------------------------------------------------------------------ */
 /* The session's log, bounded: its first 3/4 of VALIDATE_LOG_MAX and its
- * last 1/4 (a ring), where a failure is. */
+ * last 1/4 (plan_int.h's logcap), where a failure is. */
 #define LOG_HEAD (VALIDATE_LOG_MAX / 4 * 3)
 #define LOG_TAIL (VALIDATE_LOG_MAX / 4)
-struct logcap {
-  char *head;
-  size_t head_len;
-  char *ring;
-  size_t ring_pos;
-  int wrapped;
-  uint64_t total;
-};
-
-static void log_take(void *opaque, const char *text, size_t len) {
-  struct logcap *l = opaque;
-  l->total += len;
-  if (l->head_len < LOG_HEAD && l->head) {
-    size_t n = len < LOG_HEAD - l->head_len ? len : LOG_HEAD - l->head_len;
-    memcpy(l->head + l->head_len, text, n);
-    l->head_len += n;
-    text += n;
-    len -= n;
-  }
-  while (len > 0 && l->ring) {
-    size_t n = len < LOG_TAIL - l->ring_pos ? len : LOG_TAIL - l->ring_pos;
-    memcpy(l->ring + l->ring_pos, text, n);
-    l->ring_pos += n;
-    text += n;
-    len -= n;
-    if (l->ring_pos == LOG_TAIL) {
-      l->ring_pos = 0;
-      l->wrapped = 1;
-    }
-  }
-}
-
-/* The log as one string (malloc'd); *cut = bytes left out. */
-static char *log_text(struct logcap *l, uint64_t *cut) {
-  size_t tail_len = l->wrapped ? LOG_TAIL : l->ring_pos;
-  char *out = malloc(l->head_len + tail_len + 128);
-  if (!out) return NULL;
-  memcpy(out, l->head ? l->head : "", l->head_len);
-  size_t o = l->head_len;
-  *cut = 0;
-  if (!l->wrapped) {
-    memcpy(out + o, l->ring ? l->ring : "", l->ring_pos);
-    o += l->ring_pos;
-  } else {
-    /* the ring from its oldest byte, starting at a line */
-    size_t start = l->ring_pos, skip = 0;
-    while (skip < LOG_TAIL / 2 && l->ring[(start + skip) % LOG_TAIL] != '\n')
-      skip++;
-    if (skip < LOG_TAIL / 2) skip++;
-    *cut = l->total - l->head_len - (LOG_TAIL - skip);
-    o += (size_t)snprintf(out + o, 128, "\n[... %llu bytes of the log left out ...]\n",
-                          (unsigned long long)*cut);
-    for (size_t i = skip; i < LOG_TAIL; i++)
-      out[o++] = l->ring[(start + i) % LOG_TAIL];
-  }
-  out[o] = 0;
-  return out;
-}
-
-/* `text` with every secret value replaced by ********; malloc'd. */
-static char *masked(const char *text, json_t *secret_values) {
-  char *out = strdup(text ? text : "");
-  size_t i;
-  json_t *sv;
-  json_array_foreach(secret_values, i, sv) {
-    const char *v = json_string_value(sv);
-    size_t vl = v ? strlen(v) : 0;
-    if (!vl || !out) continue;
-    size_t n = 0;
-    for (const char *p = strstr(out, v); p; p = strstr(p + vl, v))
-      n++;
-    if (!n) continue;
-    char *m = malloc(strlen(out) + n * 8 + 1);
-    if (!m) {
-      free(out);
-      return NULL;
-    }
-    char *w = m;
-    const char *r = out;
-    for (const char *p = strstr(r, v); p; p = strstr(r, v)) {
-      memcpy(w, r, (size_t)(p - r));
-      w += p - r;
-      memcpy(w, "********", 8);
-      w += 8;
-      r = p + vl;
-    }
-    strcpy(w, r);
-    free(out);
-    out = m;
-  }
-  return out;
-}
 
 /* ---- the diff --------------------------------------------------------------------------- */
 struct diff {
@@ -931,9 +600,7 @@ static int run_prepare(struct run *r, struct err *e) {
   util_uuid(id);
   r->base_dir = dir ? util_strdup_printf("%s/%s", dir, id) : NULL;
   r->workdir = r->base_dir ? util_strdup_printf("%s.tmp", r->base_dir) : NULL;
-  r->log.head = malloc(LOG_HEAD);
-  r->log.ring = malloc(LOG_TAIL);
-  if (!r->workdir || !r->log.head || !r->log.ring) return oom(e);
+  if (!r->workdir || logcap_init(&r->log, LOG_HEAD, LOG_TAIL) < 0) return oom(e);
   if ((mkdir(dir, 0700) < 0 && errno != EEXIST) || mkdir(r->workdir, 0700) < 0) {
     err_set(e, 500, "IO_ERROR", "cannot create the work directory %s: %s", r->workdir,
             strerror(errno));
@@ -959,8 +626,7 @@ static void run_cleanup(struct run *r) {
   }
   free(r->workdir);
   free(r->base_dir);
-  free(r->log.head);
-  free(r->log.ring);
+  logcap_free(&r->log);
 }
 
 static int validate_run(struct task *t, void *arg, struct err *e) {
@@ -968,14 +634,14 @@ static int validate_run(struct task *t, void *arg, struct err *e) {
   struct run r = {.j = j};
   int64_t t0 = util_mono_ms();
   task_progress(t, 5, "Validating build plan \"%s\" (%zu step(s)) on a throwaway overlay of %s",
-                j->bp_name, j->nsteps, j->source_name);
+                j->plan.bp_name, j->plan.nsteps, j->source_name);
   if (run_prepare(&r, e) < 0) {
     run_cleanup(&r);
     return -1;
   }
   /* 2: the plan */
   struct script_opts o = {.workdir = r.workdir,
-                          .log = log_take,
+                          .log = logcap_take,
                           .log_opaque = &r.log,
                           .guestfish = SCRIPT_GUESTFISH_AUTO,
                           .volume_info = j->volume_info};
@@ -988,9 +654,9 @@ static int validate_run(struct task *t, void *arg, struct err *e) {
     run_cleanup(&r);
     return -1;
   }
-  script_session_set_attributes(s, j->values, j->secrets);
+  script_session_set_attributes(s, j->plan.values, j->plan.secrets);
   task_progress(t, 10, "Running the build plan");
-  if (script_session_run_plan(s, j->steps, j->nsteps, &pe) < 0) failed = 1;
+  if (script_session_run_plan(s, j->plan.steps, j->plan.nsteps, &pe) < 0) failed = 1;
   script_session_stats(s, &stats);
   struct err ce;
   err_init(&ce);
@@ -1033,16 +699,16 @@ static int validate_run(struct task *t, void *arg, struct err *e) {
 
   /* 4: the result */
   uint64_t cut = 0;
-  char *log = log_text(&r.log, &cut);
-  char *msg = failed ? masked(pe.message, j->secret_values) : NULL;
+  char *log = logcap_text(&r.log, &cut);
+  char *msg = failed ? plan_masked(pe.message, j->plan.secret_values) : NULL;
   json_t *res = rc < 0 || !log || (failed && !msg) ? NULL : json_object();
   if (res) {
     json_object_set_new(res, "type", json_string("BuildPlanValidation"));
     json_object_set_new(res, "status", json_string(failed ? "Failed" : "Succeeded"));
     char bpuri[96];
-    snprintf(bpuri, sizeof bpuri, "/rest/%s/%s", BP_COLL, j->bp_id);
+    snprintf(bpuri, sizeof bpuri, "/rest/%s/%s", BP_COLL, j->plan.bp_id);
     json_object_set_new(res, "buildPlanUri", json_string(bpuri));
-    json_object_set_new(res, "buildPlanName", json_string(j->bp_name));
+    json_object_set_new(res, "buildPlanName", json_string(j->plan.bp_name));
     json_object_set_new(res, j->source_key, json_string(j->source_uri));
     json_object_set_new(res, "sourceName", json_string(j->source_name));
     if (failed)
@@ -1087,9 +753,9 @@ static int validate_run(struct task *t, void *arg, struct err *e) {
   if (res) {
     char line[1400];
     if (failed)
-      snprintf(line, sizeof line, "Build plan \"%.200s\" failed: %.1000s", j->bp_name, msg);
+      snprintf(line, sizeof line, "Build plan \"%.200s\" failed: %.1000s", j->plan.bp_name, msg);
     else
-      snprintf(line, sizeof line, "Build plan \"%.200s\" succeeded: %zu change(s)", j->bp_name,
+      snprintf(line, sizeof line, "Build plan \"%.200s\" succeeded: %zu change(s)", j->plan.bp_name,
                nchanges);
     task_set_output(t, res, line);
     if (rc == 0) task_progress(t, 100, "%s", line);
