@@ -450,7 +450,7 @@ static void *sink_worker_main(void *arg) {
     size_t n = w->job_len[w->head];
     int skip = w->failed;
     pthread_mutex_unlock(&w->mu);
-    int rc = skip ? -1 : sink_put(w->s, p, n, 0, &w->err);
+    int rc = skip ? -1 : sink_put(w->s, p, n, p == NULL, &w->err); /* NULL: n zero bytes */
     pthread_mutex_lock(&w->mu);
     if (rc < 0) w->failed = 1;
     w->head = (w->head + 1) % SINK_SLOTS;
@@ -487,7 +487,7 @@ unsigned char *sink_worker_next(struct sink_worker *w) {
 
 int sink_worker_put(struct sink_worker *w, const unsigned char *p, size_t n, struct err *e) {
   if (!w->started) {
-    int rc = sink_put(w->s, p, n, 0, e);
+    int rc = sink_put(w->s, p, n, p == NULL, e);
     w->head = (w->head + 1) % SINK_SLOTS; /* the next buffer, as with the thread */
     return rc;
   }

@@ -54,6 +54,16 @@ int image_stream_open(struct vol_store *vs, const char *id, enum image_format fm
  * error needs (a zip's directory): keep calling until the end, then
  * image_stream_commit gives the error to report. */
 int image_stream_write(struct image_stream *s, const void *p, size_t n, struct err *e);
+/* Instead of image_stream_write, on a new IMAGE_RAW stream: the whole
+ * content of volume `src` (any struct vol: e.g. an overlay over a snapshot of
+ * an OS volume, for a capture). Runs that src's block_status reports
+ * deallocated become holes without being read; the rest is read in 1 MiB
+ * chunks straight into the sink's buffers (zero blocks found there stay
+ * holes too). The SHA-256 follows the writes at normal priority. Gives up
+ * with 503 SHUTTING_DOWN once *stop (may be NULL) is non-zero. progress:
+ * (bytes done, size). Then image_stream_commit as for an upload. */
+int image_stream_from_vol(struct image_stream *s, struct vol *src, const int *stop,
+                          image_progress_fn progress, void *progress_arg, struct err *e);
 /* The end of the file: check it (sizes, CRC-32, the zip's directory), make
  * its data durable and commit the golden volume: from then on it can be
  * cloned and exported. info->sha256 is "" while the SHA-256 is still being

@@ -128,8 +128,9 @@ int sink_worker_start(struct sink_worker *w, struct sink *s, struct err *e);
 /* The buffer the next chunk goes into (waits for a free one): its chunk
  * starts at SINK_WINDOW. */
 unsigned char *sink_worker_next(struct sink_worker *w);
-/* Queue n bytes at p, inside the buffer sink_worker_next gave; -1 with e set
- * if a chunk failed. */
+/* Queue n bytes at p, inside the buffer sink_worker_next gave (p NULL: n
+ * zero bytes, known to be zeros: holes, not read); -1 with e set if a chunk
+ * failed. */
 int sink_worker_put(struct sink_worker *w, const unsigned char *p, size_t n, struct err *e);
 /* Wait for the last chunk and stop; -1 with e set if a chunk failed. */
 int sink_worker_finish(struct sink_worker *w, struct err *e);

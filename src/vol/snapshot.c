@@ -134,6 +134,46 @@ static uint64_t snap_allocated(struct vol *v) {
   return fstat(s->fd, &st) == 0 ? (uint64_t)st.st_blocks * 512u : 0;
 }
 
+/* Saved clusters: the snapshot file's holes. Unsaved ones: the live
+ * volume's answer, asked with their stripes held, when it is still the
+ * snapshot's content (a change saves the cluster first, under its stripe). */
+#define STATUS_RUN 8192u /* unsaved clusters asked about under one set of stripe locks */
+static int snap_block_status(struct vol *v, uint64_t off, uint64_t len, uint64_t *run,
+                             struct err *e) {
+  struct vol_snap *s = (struct vol_snap *)v;
+  if (!len) len = 1;
+  if (vol_check_range(v, off, len, e) < 0) return -1;
+  uint64_t end = off + len, c = off / CS, run_end = (c + 1) * CS;
+  if (snap_saved(s, c)) {
+    while (run_end < end && snap_saved(s, run_end / CS))
+      run_end += CS;
+    if (run_end > end) run_end = end;
+    return vol_fd_block_status(s->fd, off, run_end - off, run);
+  }
+  uint64_t n = 1;
+  while (n < STATUS_RUN && run_end < end) {
+    run_end += CS;
+    n++;
+  }
+  osvol_lock_stripes(s->o, c, n);
+  /* Unsaved from c on (saves may have happened before the locks). */
+  uint64_t stop = (c + 1) * CS;
+  int saved_now = snap_saved(s, c);
+  while (!saved_now && stop < run_end && !snap_saved(s, stop / CS))
+    stop += CS;
+  int rc;
+  if (saved_now) {
+    rc = VOL_MAPPED; /* saved meanwhile: ask again, without the locks */
+    *run = 0;
+  } else {
+    if (stop > end) stop = end;
+    rc = s->o->v.ops->block_status(&s->o->v, off, stop - off, run, e);
+  }
+  osvol_unlock_stripes(s->o, c, n);
+  if (saved_now) return snap_block_status(v, off, len, run, e);
+  return rc;
+}
+
 static void snap_close(struct vol *v) {
   struct vol_snap *s = (struct vol_snap *)v;
   struct osvol *o = s->o;
@@ -158,6 +198,7 @@ static const struct vol_ops snap_ops = {
     .discard = snap_discard,
     .allocated = snap_allocated,
     .close = snap_close,
+    .block_status = snap_block_status,
 };
 
 /* An unnamed file in dir: O_TMPFILE, else a named file unlinked at once. */

@@ -129,8 +129,12 @@ static int hash_mode(void) {
 }
 
 /* Start the sink (and its worker and the hasher) for an image of `size`
- * bytes (known: the temp file gets that length now), or of at most `size`. */
-static int pipeline_start(struct image_stream *s, uint64_t size, int known, struct err *e) {
+ * bytes (known: the temp file gets that length now), or of at most `size`.
+ * follow: the hasher follows at normal priority unless STREAMER_IMAGE_HASH
+ * says otherwise (a capture: no network to wait for, the SHA-256 is the
+ * longest path). */
+static int pipeline_start(struct image_stream *s, uint64_t size, int known, int follow,
+                          struct err *e) {
   if (import_check_space(&s->im, e) < 0) return -1;
   if (known && ftruncate(s->im.tmp_fd, (off_t)size) < 0) {
     if (errno == EFBIG || errno == EINVAL) {
@@ -144,6 +148,7 @@ static int pipeline_start(struct image_stream *s, uint64_t size, int known, stru
   if (sink_init(&s->sink, s->im.tmp_fd, s->im.tmp, s->im.what, size, NULL, 0, 0, e) < 0) return -1;
   s->sink_on = 1;
   int mode = hash_mode();
+  if (follow && mode == HASH_IDLE && !getenv("STREAMER_IMAGE_HASH")) mode = HASH_FOLLOW;
   if (hasher_start(&s->h, s->im.tmp_fd, s->im.tmp, s->im.what, mode == HASH_IDLE, 1,
                    mode == HASH_AFTER || mode == HASH_HOLD, e) < 0)
     return -1;
@@ -191,7 +196,7 @@ static int feed_finish(struct image_stream *s, struct err *e) {
 
 static int raw_write(struct image_stream *s, const unsigned char *p, size_t n, struct err *e) {
   if (s->state == S_HEAD) {
-    if (pipeline_start(s, image_max_size(), 0, e) < 0) return -1;
+    if (pipeline_start(s, image_max_size(), 0, 0, e) < 0) return -1;
     s->state = S_DATA;
   }
   uint64_t max = image_max_size();
@@ -210,7 +215,7 @@ static int zip_begin(struct image_stream *s, struct err *e) {
   if (zip_local_header(s->head, s->head_len, s->im.what, &s->lm, &s->sized, e) < 0) return -1;
   snprintf(s->label, sizeof s->label, "%s: the zip member \"%.200s\"", s->im.what, s->lm.name);
   uint64_t max = image_max_size();
-  if (pipeline_start(s, s->sized ? s->lm.usize : max, s->sized, e) < 0) return -1;
+  if (pipeline_start(s, s->sized ? s->lm.usize : max, s->sized, 0, e) < 0) return -1;
   if (s->lm.method == 8) {
     if (zinf_init(&s->zi, &s->w, s->sized ? s->lm.usize : max, s->label, e) < 0) return -1;
     s->zi.limit_is_max = !s->sized;
@@ -465,6 +470,63 @@ int image_stream_commit(struct image_stream *s, image_progress_fn progress, void
   info->crc32 = (uint32_t)s->sink.crc;
   if (s->fmt == IMAGE_HPE_ZIP) snprintf(info->member, sizeof info->member, "%s", s->lm.name);
   progress_at(&prog, size);
+  return 0;
+}
+
+int image_stream_from_vol(struct image_stream *s, struct vol *src, const int *stop,
+                          image_progress_fn progress, void *progress_arg, struct err *e) {
+  if (s->fmt != IMAGE_RAW || s->state != S_HEAD || s->total || s->failed || s->committed) {
+    err_set(e, 500, "INTERNAL_ERROR", "%s: image_stream_from_vol needs a new raw stream",
+            s->im.what);
+    return -1;
+  }
+  uint64_t size = vol_size(src), max = image_max_size();
+  char label[200];
+  snprintf(label, sizeof label, "%s: the volume", s->im.what);
+  if (image_check_disk_size(label, size, e) < 0) return stream_fail(s, e);
+  if (size > max) {
+    err_set(e, 400, "IMAGE_UNSUPPORTED",
+            "%s: the volume is more than the largest image accepted (%" PRIu64
+            " bytes, STREAMER_IMAGE_MAX_BYTES)",
+            s->im.what, max);
+    return stream_fail(s, e);
+  }
+  if (pipeline_start(s, size, 1, 1, e) < 0) return stream_fail(s, e);
+  s->state = S_DATA;
+  struct progress prog = {.fn = progress, .arg = progress_arg, .total = size};
+  progress_at(&prog, 0);
+  uint64_t off = 0;
+  while (off < size) {
+    if (stop && __atomic_load_n(stop, __ATOMIC_RELAXED)) {
+      err_set(e, 503, "SHUTTING_DOWN", "%s: streamerd is stopping", s->im.what);
+      return stream_fail(s, e);
+    }
+    /* Deallocated runs are zeros: holes, neither read nor scanned. */
+    uint64_t run = size - off;
+    int st = VOL_MAPPED;
+    if (src->ops->block_status) {
+      st = src->ops->block_status(src, off, size - off, &run, e);
+      if (st < 0) return stream_fail(s, e);
+      if (run == 0 || run > size - off) run = size - off;
+    }
+    if (st == VOL_DEALLOCATED) {
+      sink_worker_next(&s->w); /* a free slot for the job (its buffer stays unused) */
+      if (sink_worker_put(&s->w, NULL, (size_t)run, e) < 0) return stream_fail(s, e);
+      off += run;
+    } else {
+      /* Mapped: read into the sink's buffers, which finds the zero blocks. */
+      for (uint64_t end = off + run; off < end;) {
+        size_t n = end - off < CHUNK ? (size_t)(end - off) : CHUNK;
+        unsigned char *buf = sink_worker_next(&s->w) + SINK_WINDOW;
+        if (vol_pread(src, buf, n, off, e) < 0 || sink_worker_put(&s->w, buf, n, e) < 0)
+          return stream_fail(s, e);
+        off += n;
+        progress_at(&prog, off);
+      }
+    }
+    progress_at(&prog, off);
+  }
+  s->total = s->fed = size;
   return 0;
 }
 
