@@ -156,10 +156,44 @@ def _chs(lba, heads=255, spt=63):
     return bytes([h, ((s + 1) & 0x3F) | ((c >> 2) & 0xC0), c & 0xFF])
 
 
-def partition_table(start, count, ptype=0x0E):
-    entry = bytes([0x80]) + _chs(start) + bytes([ptype]) + _chs(start + count - 1) + \
+def partition_entry(start, count, ptype=0x0E, bootable=True):
+    """One 16-byte MBR partition entry (LBA and CHS; sectors of 512 bytes)."""
+    return bytes([0x80 if bootable else 0]) + _chs(start) + bytes([ptype]) + _chs(start + count - 1) + \
         start.to_bytes(4, "little") + count.to_bytes(4, "little")
-    return entry + b"\0" * 48
+
+
+def partition_table(start, count, ptype=0x0E):
+    return partition_entry(start, count, ptype) + b"\0" * 48
+
+
+def write_mbr_disk(out, size_bytes, parts):
+    """An MBR disk image at `out` of `size_bytes` (sparse): syslinux-common's boot code,
+    a partition table of up to 4 `parts` = [(start_sector, image_path, type, bootable)],
+    each partition's bytes copied from its image file (its size is the partition's)."""
+    if len(parts) > 4:
+        raise BootDiskError("at most 4 primary partitions")
+    with open(mbr_bin(), "rb") as f:
+        code = f.read()[:440]
+    table = b""
+    for start, path, ptype, boot in parts:
+        table += partition_entry(start, os.path.getsize(path) // 512, ptype, boot)
+    with open(out, "wb") as d:
+        d.write(code.ljust(440, b"\0"))
+        d.write(b"STRM" + b"\0\0")  # disk signature + reserved
+        d.write(table.ljust(64, b"\0"))
+        d.write(b"\x55\xAA")
+        for start, path, _, _ in parts:
+            d.seek(start * 512)
+            with open(path, "rb") as p:
+                while True:
+                    b = p.read(1 << 20)
+                    if not b:
+                        break
+                    if b.count(0) == len(b):
+                        d.seek(len(b), 1)  # keep runs of zeros sparse
+                    else:
+                        d.write(b)
+        d.truncate(size_bytes)
 
 
 def input_key():

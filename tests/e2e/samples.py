@@ -1,0 +1,60 @@
+"""samples.py — what the tests of examples/ share: the sample artifacts (plan scripts,
+build plans, deployment plans as the JSON files the REST API takes), creating them on a
+server, and the Debian tiny golden image (examples/images/build-debian-tiny.sh), built
+once per test run."""
+import json
+import os
+import subprocess
+
+import harness
+
+EXAMPLES = os.path.join(harness.REPO, "examples")
+KINDS = (("plan-scripts", "/rest/plan-scripts"), ("build-plans", "/rest/build-plans"),
+         ("deployment-plans", "/rest/deployment-plans"))
+TINY_NAME = "Streamer Debian tiny"   # the golden image name the sample deployment plan names
+_tiny = {}
+
+
+def load(kind):
+    """{file stem: document} of examples/<kind>/*.json."""
+    d = os.path.join(EXAMPLES, kind)
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".json"):
+            with open(os.path.join(d, f)) as fh:
+                out[f[:-5]] = json.load(fh)
+    return out
+
+
+def tiny_image():
+    """The Debian tiny image, built by the example builder (once per process)."""
+    if "path" not in _tiny:
+        out = os.path.join(harness.BUILD, "debian-tiny", "test-tiny.img")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        r = subprocess.run([os.path.join(EXAMPLES, "images", "build-debian-tiny.sh"), out],
+                           capture_output=True, text=True, timeout=1800)
+        assert r.returncode == 0, "build-debian-tiny.sh failed:\n%s%s" % (r.stdout, r.stderr)
+        _tiny["path"] = out
+    return _tiny["path"]
+
+
+def create_all(srv, skip_missing_golden=False):
+    """POST every sample (plan scripts, build plans, deployment plans); {stem: document}."""
+    made = {}
+    for kind, coll in KINDS:
+        for stem, doc in load(kind).items():
+            r = srv.request("POST", coll, doc)
+            if skip_missing_golden and r.status == 400 and doc.get("goldenImageURI"):
+                continue
+            assert r.status == 201, "%s/%s: %r" % (kind, stem, r)
+            made[stem] = r.json()
+    return made
+
+
+def by_name(srv, coll, name):
+    r = srv.request("GET", "%s?filter=%s" % (coll, "\"name='%s'\"" % name))
+    assert r.status == 200, r
+    for m in r.json()["members"]:
+        if m["name"] == name:
+            return m
+    return None
