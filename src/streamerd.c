@@ -19,6 +19,7 @@
 
 #include "api/api.h"
 #include "artifact/artifact.h"
+#include "deploy/boot.h"
 #include "deploy/osvolume.h"
 #include "deploy/task.h"
 #include "iscsi/iscsi.h"
@@ -42,6 +43,8 @@ struct options {
   long task_workers;
   long long storage_quota;
   char *log_level;
+  char *boot_clients;
+  char *boot_listen;
 };
 
 static void usage(FILE *f) {
@@ -62,6 +65,9 @@ static void usage(FILE *f) {
       "  --http-threads N            HTTP worker threads (default: number of CPUs)\n"
       "  --task-workers N            concurrent background tasks (default 4)\n"
       "  --storage-quota BYTES       space golden images may take (default 0 = no limit)\n"
+      "  --boot-clients CIDR[,CIDR]  networks allowed to fetch /boot/ipxe (default: any)\n"
+      "  --boot-listen ADDR:PORT     also serve /boot/ipxe (only) over plain HTTP there,\n"
+      "                              for iPXE clients (default: none; see docs/boot.md)\n"
       "  --log-level LEVEL           debug, info, warn or error (default info)\n"
       "  --version, --help\n");
 }
@@ -103,6 +109,8 @@ static int apply(struct options *o, const char *key, const char *v) {
   STR("data-dir", data_dir)
   STR("listen", listen)
   STR("log-level", log_level)
+  STR("boot-clients", boot_clients)
+  STR("boot-listen", boot_listen)
 #undef STR
   if (!strcmp(key, "insecure-http")) return set_bool(key, v, &o->insecure_http);
   if (!strcmp(key, "iscsi-listen")) {
@@ -254,6 +262,8 @@ int main(int argc, char **argv) {
       {"task-workers", required_argument, NULL, 0},
       {"storage-quota", required_argument, NULL, 0},
       {"log-level", required_argument, NULL, 0},
+      {"boot-clients", required_argument, NULL, 0},
+      {"boot-listen", required_argument, NULL, 0},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0},
@@ -330,6 +340,15 @@ int main(int argc, char **argv) {
             o.listen);
     return 2;
   }
+  if (o.boot_listen && api_parse_addr(o.boot_listen, &ss, &sl, &lo, &e) < 0) {
+    fprintf(stderr, "streamerd: --boot-listen: %s\n", e.message);
+    return 2;
+  }
+  struct boot_nets bn;
+  if (boot_nets_parse(o.boot_clients, &bn, &e) < 0) {
+    fprintf(stderr, "streamerd: --boot-clients: %s\n", e.message);
+    return 2;
+  }
   for (int i = 0; i < o.n_iscsi && !iscsi_off; i++) {
     /* ADDR without a port: the iSCSI port, 3260. */
     const char *a = o.iscsi_listen[i], *rb = strrchr(a, ']');
@@ -404,6 +423,8 @@ int main(int argc, char **argv) {
       .volumes = vols,
       .storage_quota = (uint64_t)o.storage_quota,
       .osvols = osvols,
+      .boot_clients = o.boot_clients,
+      .boot_listen = o.boot_listen,
   };
   api = api_start(&ac, store, tasks, &e);
   if (!api) goto fail;
@@ -455,6 +476,8 @@ out:
   free(o.data_dir);
   free(o.listen);
   free(o.log_level);
+  free(o.boot_clients);
+  free(o.boot_listen);
   for (int i = 0; i < o.n_iscsi; i++)
     free(o.iscsi_listen[i]);
   return rc;

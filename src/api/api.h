@@ -23,6 +23,12 @@ struct api_config {
 
   /* OS volumes and their iSCSI exports (deploy/osvolume.h); NULL = none */
   struct osvol_service *osvols;
+
+  /* GET /boot/ipxe: client networks allowed ("10.0.0.0/8,fd00::/64"; NULL or
+   * "" = any), and an optional second, plain-HTTP listener serving only /boot/
+   * ("ADDR:PORT", NULL = none) for iPXE builds that cannot check our certificate. */
+  const char *boot_clients;
+  const char *boot_listen;
 };
 
 struct api;

@@ -8,6 +8,7 @@
 #include <pthread.h>
 
 #include "api/api.h"
+#include "deploy/boot.h"
 
 enum role {
   ROLE_INFRA = 1 << 0,   /* Infrastructure administrator: everything */
@@ -54,8 +55,10 @@ struct api {
   int idle_timeout_s;
   pthread_mutex_t cache_lock;
   struct collection_cache cache[COLLECTION_CACHE_SLOTS];
-  char *uploads_dir;     /* VOLUMES/uploads: golden image uploads being received */
-  uint64_t upload_bytes; /* bytes reserved by uploads in progress (atomic) */
+  char *uploads_dir;           /* VOLUMES/uploads: golden image uploads being received */
+  uint64_t upload_bytes;       /* bytes reserved by uploads in progress (atomic) */
+  struct boot_nets boot_nets;  /* --boot-clients */
+  struct MHD_Daemon *boot_mhd; /* --boot-listen: plain HTTP, /boot/ only */
 };
 
 #define MAX_SEGS 8
@@ -145,6 +148,10 @@ void route_iscsi(struct request *r);
 /* ---- build-plan validation, volume browsing (validate.c) ---- */
 void route_validate(struct request *r); /* /rest/build-plans/{id}/validate */
 void route_browse(struct request *r);   /* /rest/{os-volumes,golden-images}/{id}/{devices,files} */
+
+/* ---- boot scripts (boot.c): GET /boot/ipxe, no session ---- */
+int boot_path(const char *url); /* "/boot" or under "/boot/" */
+void route_boot(struct request *r);
 
 /* ---- resources (routes.c) ---- */
 void route_dispatch(struct request *r);

@@ -327,6 +327,7 @@ int req_prepare(struct request *r) {
 }
 
 static void handle(struct request *r) {
+  if (boot_path(r->url)) return route_boot(r); /* no session, no API version */
   if (req_prepare(r) < 0) return;
   if (r->too_big) {
     reply_err(r, 413, "REQUEST_TOO_LARGE",
@@ -411,7 +412,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   if (r->status) return MHD_YES; /* already answered (413 up front) */
   handle(r);
   if (!r->status) reply_err(r, 500, "INTERNAL_ERROR", "no reply was produced");
-  if (strcmp(method, "GET") != 0 || r->status >= 400)
+  if ((strcmp(method, "GET") != 0 || r->status >= 400) && !boot_path(url))
     log_info("api", "%s %s -> %d user=%s", method, r->path ? r->path : url, r->status,
              r->authenticated ? r->sess.user : "-");
   return send_reply(r);
@@ -480,7 +481,60 @@ int api_parse_addr(const char *s, void *ss, unsigned *len, int *is_loopback, str
   return 0;
 }
 
+/* The plain-HTTP boot listener serves /boot/ and nothing else. */
+static enum MHD_Result on_boot_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                       const char *method, const char *version, const char *upload,
+                                       size_t *upload_size, void **con_cls) {
+  struct api *a = cls;
+  if (!*con_cls && !boot_path(url)) {
+    struct request *r = calloc(1, sizeof *r);
+    if (!r) return MHD_NO;
+    r->api = a;
+    r->conn = conn;
+    r->method = method;
+    r->url = url;
+    r->path = strdup(url);
+    r->close_conn = 1;
+    *con_cls = r;
+    reply_err(r, 404, "RESOURCE_NOT_FOUND",
+              "this listener (--boot-listen) serves only /boot/ipxe; the API is on %s",
+              a->cfg.listen);
+    return send_reply(r);
+  }
+  return on_request(cls, conn, url, method, version, upload, upload_size, con_cls);
+}
+
 /* ---- start / stop ------------------------------------------------------------------- */
+/* --boot-listen: a second daemon, plain HTTP, for iPXE clients (which cannot
+ * check a self-signed certificate); on_boot_request serves it /boot/ only. */
+static int boot_listen_start(struct api *a, const struct api_config *cfg, struct err *e) {
+  struct sockaddr_storage ss;
+  unsigned sslen;
+  int loopback;
+  if (api_parse_addr(cfg->boot_listen, &ss, &sslen, &loopback, e) < 0) return -1;
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+  if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+  struct MHD_OptionItem opts[] = {
+      {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
+      {MHD_OPTION_SOCK_ADDR, 0, &ss},
+      {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL},
+      {MHD_OPTION_CONNECTION_TIMEOUT, 30, NULL},
+      {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, NULL},
+      {MHD_OPTION_CONNECTION_LIMIT, 1024, NULL},
+      {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 32 * 1024, NULL},
+      {MHD_OPTION_END, 0, NULL},
+  };
+  a->boot_mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_boot_request, a, MHD_OPTION_ARRAY, opts,
+                                 MHD_OPTION_END);
+  if (!a->boot_mhd) {
+    err_set(e, 500, "LISTEN_FAILED", "cannot serve boot scripts on %s: %s", cfg->boot_listen,
+            errno ? strerror(errno) : "libmicrohttpd refused to start");
+    return -1;
+  }
+  log_info("api", "serving boot scripts on http://%s/boot/ipxe", cfg->boot_listen);
+  return 0;
+}
+
 struct api *api_start(const struct api_config *cfg, struct store *s, struct task_engine *te,
                       struct err *e) {
   struct sockaddr_storage ss;
@@ -505,6 +559,10 @@ struct api *api_start(const struct api_config *cfg, struct store *s, struct task
   pthread_mutex_init(&a->sess_lock, NULL);
   pthread_mutex_init(&a->cache_lock, NULL);
   auth_register(s);
+  if (boot_nets_parse(cfg->boot_clients, &a->boot_nets, e) < 0) {
+    api_stop(a);
+    return NULL;
+  }
   if (golden_api_init(a, e) < 0) {
     api_stop(a);
     return NULL;
@@ -543,11 +601,16 @@ struct api *api_start(const struct api_config *cfg, struct store *s, struct task
   }
   log_info("api", "serving the REST API on %s://%s", cfg->insecure_http ? "http" : "https",
            cfg->listen);
+  if (cfg->boot_listen && boot_listen_start(a, cfg, e) < 0) {
+    api_stop(a);
+    return NULL;
+  }
   return a;
 }
 
 void api_stop(struct api *a) {
   if (!a) return;
+  if (a->boot_mhd) MHD_stop_daemon(a->boot_mhd);
   if (a->mhd) MHD_stop_daemon(a->mhd);
   golden_api_fini(a);
   sessions_free(a);
