@@ -28,6 +28,7 @@
 
 #include "api/api_int.h"
 #include "artifact/artifact.h"
+#include "deploy/capture.h"
 #include "deploy/osvolume.h"
 #include "vol/image.h"
 #include "vol/vol.h"
@@ -1221,10 +1222,21 @@ static void post_not_upload(struct request *r) {
     if (!b) return;
   }
   if (json_is_object(b) && util_json_bool(json_object_get(b, "imageCapture")) == 1) {
-    err_set(&e, 501, "CAPTURE_NOT_SUPPORTED",
-            "capturing a golden image from an OS volume is not supported yet; upload one instead");
-    err_action(&e, "Upload the golden image as a file (multipart/form-data, field \"file\").");
-    return reply_error(r, &e);
+    struct api *a = r->api;
+    struct capture_ctx c = {.store = a->store,
+                            .volumes = a->cfg.volumes,
+                            .osvols = a->cfg.osvols,
+                            .tasks = a->tasks,
+                            .quota = a->cfg.storage_quota,
+                            .reserved = &a->upload_bytes,
+                            .stopping = &golden_tasks.stopping,
+                            .enter = golden_task_enter,
+                            .leave = golden_task_leave};
+    json_t *task = capture_submit(&c, b, r->sess.user, &e);
+    if (!task) return reply_error(r, &e);
+    snprintf(r->location, sizeof r->location, "%s",
+             json_string_value(json_object_get(task, "uri")));
+    return reply_json(r, 202, task);
   }
   err_set(&e, 415, "UNSUPPORTED_MEDIA_TYPE",
           "golden images are created by uploading a file: POST multipart/form-data with the "
@@ -1393,6 +1405,7 @@ int golden_api_init(struct api *a, struct err *e) {
   __atomic_store_n(&golden_tasks.stopping, 0, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&golden_tasks.mu);
   clean_uploads(a->uploads_dir);
+  capture_clean_leftovers(a->cfg.volumes);
   recover_deleting(a);
   clean_orphans(a);
   resume_checksums(a);

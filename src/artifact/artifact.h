@@ -61,6 +61,10 @@ struct golden_new {
   uint32_t crc32;          /* of the raw image */
   const char *member;      /* zip member name of its export */
   const char *log;         /* the import log (GET /rest/golden-images/archive/{id}) */
+  /* A capture (imageCapture true): the OS volume and the build plan it was
+   * made from (NULL for imports). */
+  const char *os_volume_uri, *os_volume_name;
+  const char *build_plan_uri, *build_plan_name;
 };
 
 void golden_register(struct store *s);

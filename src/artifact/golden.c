@@ -98,6 +98,17 @@ int golden_create(struct store *s, const struct golden_new *g, struct store_entr
       "format", g->format ? g->format : "", "crc32", (json_int_t)g->crc32, "member",
       g->member ? g->member : g->id, "importLog", g->log ? g->log : "");
   free(uri);
+  if (doc && g->os_volume_uri) { /* a capture: where it came from */
+    json_object_set_new(doc, "imageCapture", json_true());
+    json_object_set_new(doc, "osVolumeURI", json_string(g->os_volume_uri));
+    json_object_set_new(doc, "osVolumeUri", json_string(g->os_volume_uri));
+    json_object_set_new(doc, "osVolumeName",
+                        json_string(g->os_volume_name ? g->os_volume_name : ""));
+    json_object_set_new(doc, "buildPlanUri",
+                        json_string(g->build_plan_uri ? g->build_plan_uri : ""));
+    json_object_set_new(doc, "buildPlanName",
+                        json_string(g->build_plan_name ? g->build_plan_name : ""));
+  }
   if (!doc) {
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     return -1;
@@ -232,6 +243,7 @@ static const char *const FIXED[] = {"size",
                                     "buildPlanCategory",
                                     "osVolumeName",
                                     "osVolumeURI",
+                                    "osVolumeUri",
                                     "osVolumeCategory",
                                     NULL};
 /* Keys the server owns: whatever the client sends is ignored. */

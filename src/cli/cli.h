@@ -186,6 +186,8 @@ int cmd_golden_image(struct cli *c, int argc, char **argv);
 int cmd_volume(struct cli *c, int argc, char **argv);   /* volume.c: OS volumes */
 int cmd_target(struct cli *c, int argc, char **argv);   /* target.c: the iSCSI target */
 int cmd_validate(struct cli *c, int argc, char **argv); /* validate.c: build-plan validation */
+int cmd_capture(struct cli *c, int argc,
+                char **argv); /* capture.c: golden image from an OS volume */
 
 /* ---- task.c: following a task ----------------------------------------- */
 /* Poll *task (a task document, replaced by each newer version) until it

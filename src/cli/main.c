@@ -22,6 +22,7 @@ static const char MAIN_HELP[] =
     "  volume             list | show | create | update | delete | credentials | ls | cat\n"
     "                     (OS volumes)\n"
     "  validate           run a build plan on a throwaway copy of a golden image or OS volume\n"
+    "  capture            capture a golden image from an OS volume with a capture build plan\n"
     "  target             list | sessions (the iSCSI target)\n"
     "  task               list | show | wait\n"
     "  user               list | create | delete | passwd\n"
@@ -97,6 +98,7 @@ static const struct command COMMANDS[] = {
     {"target", "targets", cmd_target},
     {"task", "tasks", cmd_task},
     {"validate", NULL, cmd_validate},
+    {"capture", NULL, cmd_capture},
     {"user", "users", cmd_user},
 };
 
