@@ -1,7 +1,8 @@
 /* cli.h — private interface shared by the files of the `streamer` command-line
  * client: global state, argument parsing, HTTP calls, session cache, output.
  * The client only speaks the REST API; it includes no server header except
- * util/util.h and script/attr.h (for the offline `plan-script attrs`). */
+ * util/util.h and script/attr.h (for the offline `plan-script attrs` and the
+ * local check of `streamer deploy --attr` values). */
 #ifndef STREAMER_CLI_H
 #define STREAMER_CLI_H
 
@@ -149,7 +150,7 @@ struct coll_info {
   const char *name_field;
 };
 extern const struct coll_info COLL_PLAN_SCRIPTS, COLL_BUILD_PLANS, COLL_DEPLOYMENT_PLANS,
-    COLL_GOLDEN_IMAGES, COLL_TASKS, COLL_USERS;
+    COLL_GOLDEN_IMAGES, COLL_TASKS, COLL_USERS, COLL_SERVER_HARDWARE, COLL_SERVER_PROFILES;
 /* Resolve and GET the resource named by `ref`; *out = the resource. Prints
  * "no plan script named ..." and returns CLI_ESERVER when there is none. */
 int ref_get(struct cli *c, const struct coll_info *ci, const char *ref, json_t **out);
@@ -188,6 +189,9 @@ int cmd_target(struct cli *c, int argc, char **argv);   /* target.c: the iSCSI t
 int cmd_validate(struct cli *c, int argc, char **argv); /* validate.c: build-plan validation */
 int cmd_capture(struct cli *c, int argc,
                 char **argv); /* capture.c: golden image from an OS volume */
+int cmd_hardware(struct cli *c, int argc, char **argv); /* hardware.c: server hardware */
+int cmd_profile(struct cli *c, int argc, char **argv);  /* profile.c: server profiles */
+int cmd_deploy(struct cli *c, int argc, char **argv);   /* profile.c: create a server profile */
 
 /* ---- task.c: following a task ----------------------------------------- */
 /* Poll *task (a task document, replaced by each newer version) until it

@@ -24,6 +24,9 @@ static const char MAIN_HELP[] =
     "  validate           run a build plan on a throwaway copy of a golden image or OS volume\n"
     "  capture            capture a golden image from an OS volume with a capture build plan\n"
     "  target             list | sessions (the iSCSI target)\n"
+    "  hardware           add | list | show | delete (server hardware: the machines)\n"
+    "  deploy             deploy a deployment plan to a machine (creates a server profile)\n"
+    "  profile            list | show | delete (server profiles: the deployments)\n"
     "  task               list | show | wait\n"
     "  user               list | create | delete | passwd\n"
     "  help [COMMAND]     show help for a command\n"
@@ -99,6 +102,9 @@ static const struct command COMMANDS[] = {
     {"task", "tasks", cmd_task},
     {"validate", NULL, cmd_validate},
     {"capture", NULL, cmd_capture},
+    {"hardware", "server-hardware", cmd_hardware},
+    {"deploy", NULL, cmd_deploy},
+    {"profile", "profiles", cmd_profile},
     {"user", "users", cmd_user},
 };
 

@@ -13,6 +13,8 @@ const struct coll_info COLL_DEPLOYMENT_PLANS = {"deployment-plans", "deployment 
 const struct coll_info COLL_GOLDEN_IMAGES = {"golden-images", "golden image", "name"};
 const struct coll_info COLL_TASKS = {"tasks", "task", "name"};
 const struct coll_info COLL_USERS = {"users", "user", "userName"};
+const struct coll_info COLL_SERVER_HARDWARE = {"server-hardware", "server hardware", "name"};
+const struct coll_info COLL_SERVER_PROFILES = {"server-profiles", "server profile", "name"};
 
 /* name='X' with quotes doubled, wrapped in double quotes like the HPE SDKs. */
 static char *name_filter(const char *field, const char *name) {
@@ -42,7 +44,11 @@ static int looks_like_id(const char *s) {
 
 static int not_found(const struct coll_info *ci, const char *ref) {
   fprintf(stderr, "error: no %s named or with id \"%s\"\n", ci->what, ref);
-  fprintf(stderr, "hint: 'streamer %.*s list' shows them\n", (int)strlen(ci->coll) - 1, ci->coll);
+  if (ci == &COLL_SERVER_HARDWARE || ci == &COLL_SERVER_PROFILES)
+    fprintf(stderr, "hint: 'streamer %s list' shows them\n",
+            ci == &COLL_SERVER_HARDWARE ? "hardware" : "profile");
+  else
+    fprintf(stderr, "hint: 'streamer %.*s list' shows them\n", (int)strlen(ci->coll) - 1, ci->coll);
   return CLI_ESERVER;
 }
 

@@ -1,0 +1,90 @@
+"""test_cli_deploy.py — the CLI's machines and deployments: streamer hardware,
+streamer deploy (its local check of --attr values against HPE's Developer
+bundle deployment plan, as the server checks them), streamer profile.
+
+The local check: unknown names, system attributes, wrong types and broken
+constraints are all listed at once, exit 2, and nothing reaches the server
+(the server's log shows no POST /rest/server-profiles). `--check` prints the
+visible attributes with their effective values (passwords masked).
+"""
+import json
+import os
+import zipfile
+
+import harness
+import test_golden_images as tgi
+import test_validate as tv
+
+DP_FILE = "646daa3c-22b9-4e51-b2ca-a4349262693b_deploymentplan.json"
+GOOD = ["--attr", "ExampleString1=Hello from node1", "--attr", "ExampleNumber1=7",
+        "--attr", "ExamplePassword=pa55word", "--attr", "ExampleFQDN=node1.example.com",
+        "--attr", "DeploymentTesting=#Attempt_OS_Deployment"]
+
+
+def import_developer_plan(srv):
+    """The Developer bundle's golden image, plan scripts and build plans (as
+    test_validate does) and its example UEFI deployment plan. Returns (golden
+    image, deployment plan)."""
+    gi, plans = tv.import_developer(srv)
+    with zipfile.ZipFile(tgi.DEV_BUNDLE) as b:
+        d = json.loads(b.read(DP_FILE))
+    body = {"type": "OEDeploymentPlan", "name": d["name"], "description": d["description"],
+            "hpProvided": False, "oeBuildPlanURI": plans[d["oeBuildPlanURI"]]["uri"],
+            "goldenImageURI": gi["uri"], "customAttributes": d["customAttributes"]}
+    r = srv.request("POST", "/rest/deployment-plans", body)
+    assert r.status == 201, r
+    return gi, r.json()
+
+
+def cli(srv, *args, input=None):
+    return srv.cli("--server", srv.url, *args, input=input)
+
+
+def login(srv):
+    p = cli(srv, "login", "--user", "administrator", "--password-file", "-", input=srv.admin_password() + "\n")
+    assert p.returncode == 0, p
+
+
+def test_cli_deploy_local_check(srv):
+    gi, dp = import_developer_plan(srv)
+    login(srv)
+    p = cli(srv, "deploy", "web1", "--hardware", "node1", "--plan", dp["name"],
+            "--attr", "ExampleNumber1=abc", "--attr", "Nope=1", "--attr", "_Initiator1.ip=10.0.0.5",
+            "--attr", "ExamplePassword=muchtoolongsecret", "--attr", "ExampleFQDN=bad fqdn",
+            "--attr", "ExampleIPv4Address=300.1.1.1", "--attr", "ExampleOption=Option9")
+    assert p.returncode == 2, p
+    err = p.stderr
+    assert "7 custom attribute problem(s)" in err and "nothing was sent" in err, err
+    for want in ('"Nope" is not declared', '"_Initiator1.ip" is a system attribute',
+                 '"ExampleNumber1": value "abc"', '"ExamplePassword"', '"ExampleFQDN"',
+                 '"ExampleIPv4Address"', '"ExampleOption"'):
+        assert want in err, (want, err)
+    assert "muchtoolongsecret" not in p.stdout
+    assert "POST /rest/server-profiles" not in srv.read_log()
+    # --check with good values: the visible attributes and their values, passwords masked
+    p = cli(srv, "deploy", "web1", "--plan", dp["name"], "--check", *GOOD)
+    assert p.returncode == 0, p
+    out = p.stdout
+    assert 'golden image HPE Developer' in out, out
+    rows = {l.split()[0]: l.split()[1:] for l in out.splitlines()[2:] if l.startswith("  ") and len(l.split()) > 1}
+    assert rows["ExampleNumber1"] == ["number", "7"], rows
+    assert rows["ExampleNumber2"] == ["number", "9999"], rows  # the plan's own value
+    assert rows["ExamplePassword"] == ["password", "********"], rows
+    assert rows["DeploymentTesting"] == ["string", "#Attempt_OS_Deployment"], rows
+    assert "pa55word" not in out and "valid for deployment plan" in out, out
+    p = cli(srv, "--json", "deploy", "web1", "--plan", dp["name"], "--check", *GOOD)
+    assert p.returncode == 0, p
+    merged = {a["name"]: a for a in json.loads(p.stdout)}
+    assert merged["ExampleString1"]["value"] == "Hello from node1", merged
+    # usage errors
+    for args in (["deploy", "web1", "--plan", dp["name"]],                     # no --hardware
+                 ["deploy", "web1", "--hardware", "node1"],                     # no --plan
+                 ["deploy", "web1", "--hardware", "node1", "--plan", dp["name"], "--attr", "novalue"],
+                 ["hardware", "add", "node1", "--mac", "52:54:00:12:34:5"],
+                 ["hardware", "add", "node1", "--mac", "52:54:00-12:34:56"],
+                 ["hardware", "add", "node1"],
+                 ["hardware", "add", "node1", "--mac", "52:54:00:12:34:56", "--ip", "10.0.0.5"]):
+        p = cli(srv, *args)
+        assert p.returncode == 2, (args, p)
+    p = cli(srv, "deploy", "web1", "--hardware", "node1", "--plan", "no such plan")
+    assert p.returncode == 1 and "no deployment plan" in p.stderr, p
