@@ -1,14 +1,17 @@
 /* sandbox.c — the host shell of plan scripts, run in a bubblewrap sandbox.
  *
- * One command = one bwrap process tree:
+ * One sandbox per session, started at its first host command and kept for the
+ * next ones:
  *
- *   streamerd thread ── fork ── child: new process group, PDEATHSIG, rlimits, clean fds/env
+ *   streamerd thread ── fork ── child: new process group, PDEATHSIG, clean fds/env
  *                                 └ exec bwrap (as root, privileged mode: new mount, pid, net,
  *                                   ipc, uts, cgroup namespaces; keeps only SETUID, SETGID,
  *                                   SETPCAP, DAC_READ_SEARCH; loads our seccomp filter)
- *                                     └ exec setpriv: uid/gid = the sandbox's own, no groups,
- *                                       no capabilities (bounding set empty), no_new_privs
- *                                         └ exec /bin/bash -c SCRIPT, cwd = the work dir
+ *                                     └ exec the supervisor (sandbox_super.c: this program's
+ *                                       own executable, by descriptor), cwd = the work dir
+ *                                         └ per command: fork → uid/gid = the sandbox's own,
+ *                                           no groups, no capabilities, no_new_privs, the
+ *                                           command's rlimits → exec /bin/bash -c SCRIPT
  *
  * The filesystem seen inside: a tmpfs root holding read-only binds of /usr
  * (and the /bin, /sbin, /lib* links or directories), a few /etc entries the
@@ -17,9 +20,16 @@
  * work dir at its own absolute path, both read-write. Nothing else of the host
  * exists there: not the daemon's data, /root, /home, /var, the host's /tmp.
  *
- * The parent feeds stdin, collects stdout/stderr, enforces the wall-clock
- * limits and output caps from one poll loop, checks the space the work dir
- * uses every second and after the command, and classifies how it ended. */
+ * For each command the daemon makes its stdin/stdout/stderr pipes, hands the
+ * far ends and the script to the supervisor over a socket, feeds stdin,
+ * collects stdout/stderr, enforces the wall-clock limits and output caps from
+ * one poll loop, checks the space the work dir uses every second and after the
+ * command, and classifies how it ended. The supervisor answers with the exit
+ * status once every process of the command is gone. At a limit the daemon ends
+ * the whole sandbox (the kernel kills its pid namespace); the next command
+ * starts a new one, as does a command after the sandbox ended for any other
+ * reason between commands. A sandbox that ends during a command fails that
+ * command with SANDBOX_UNAVAILABLE. */
 #include "script/sandbox.h"
 #include "script/sandbox_int.h"
 
@@ -40,6 +50,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -57,14 +68,13 @@
 #define SANDBOX_UID_BASE 0x1F0000u
 #define SANDBOX_UID_SLOTS 65536u
 
-/* bytes of a command line (the kernel's limit for one argument is 128 KiB) */
-#define SANDBOX_MAX_SCRIPT 100000
 #define SANDBOX_KILL_GRACE_MS 500  /* SIGTERM → SIGKILL */
 #define SANDBOX_DRAIN_MS 2000      /* after exit, wait this long at most for the pipes' EOF */
 #define SANDBOX_DISK_CHECK_MS 1000 /* work-dir size check period while a command runs */
+#define SANDBOX_START_MS 30000     /* bwrap and the supervisor must be up within this */
+#define SANDBOX_STOP_MS 2000       /* at free: the supervisor's own exit, then SIGKILL */
 
 static const char *const bwrap_paths[] = {"/usr/bin/bwrap", "/bin/bwrap", NULL};
-static const char *const setpriv_paths[] = {"/usr/bin/setpriv", "/bin/setpriv", NULL};
 /* Top-level system entries bound read-only (directories) or recreated (symlinks, as on merged-/usr
  * Debian). */
 static const char *const sys_top[] = {"/usr",   "/bin",   "/sbin",   "/lib",
@@ -92,6 +102,29 @@ void sandbox_limits_default(struct sandbox_limits *l) {
   l->workdir_bytes = 8ull << 30;
 }
 
+struct capture {
+  int fd; /* parent's read end, -1 once at EOF */
+  char *buf;
+  size_t len, cap;
+  uint64_t limit;
+  bool over;
+};
+
+/* The running sandbox (bwrap and its supervisor), if any. */
+struct sbproc {
+  pid_t pid;    /* bwrap's, -1 when none runs */
+  int pidfd;    /* bwrap's (-1 on kernels without pidfd_open: polled) */
+  bool reaped;  /* bwrap waited for */
+  int ns_pidfd; /* the sandbox's pid 1: when it is gone, so is every process of the sandbox */
+  bool ns_done;
+  int info_fd; /* bwrap's --info-fd until read: {"child-pid": N, ...} */
+  char info[1024];
+  size_t info_len;
+  int sock;            /* our end of the supervisor's socket */
+  struct capture diag; /* bwrap's and the supervisor's stderr */
+  int64_t started_at;
+};
+
 struct sandbox {
   char *workdir; /* canonical absolute path */
   char *tmpdir;  /* <workdir>.tmp */
@@ -99,10 +132,11 @@ struct sandbox {
   int tmp_fd;
   unsigned uid; /* uid == gid */
   struct sandbox_limits lim;
-  int64_t used_ms; /* wall time of the commands run so far */
+  int64_t used_ms; /* wall time of the commands run so far (and of starting the sandbox) */
   const char *bwrap;
-  const char *setpriv;
   char *etc_files[4]; /* generated passwd, group, hosts, nsswitch.conf */
+  struct sbproc proc;
+  unsigned starts; /* sandboxes started so far */
 };
 static const char *const etc_generated[] = {"/etc/passwd", "/etc/group", "/etc/hosts",
                                             "/etc/nsswitch.conf"};
@@ -166,8 +200,11 @@ static void uid_give(unsigned uid) {
 
 /* ---- sandbox objects ------------------------------------------------------ */
 
+static void proc_shutdown(struct sandbox *sb);
+
 void sandbox_free(struct sandbox *sb) {
   if (!sb) return;
+  proc_shutdown(sb); /* before /tmp goes: nothing of the sandbox runs any more */
   if (sb->tmpdir) {
     struct err e;
     err_init(&e);
@@ -193,6 +230,8 @@ int sandbox_new(const char *workdir, const struct sandbox_limits *lim, struct sa
     return -1;
   }
   sb->work_fd = sb->tmp_fd = -1;
+  sb->proc.pid = -1;
+  sb->proc.pidfd = sb->proc.ns_pidfd = sb->proc.info_fd = sb->proc.sock = sb->proc.diag.fd = -1;
   if (lim)
     sb->lim = *lim;
   else
@@ -204,14 +243,10 @@ int sandbox_new(const char *workdir, const struct sandbox_limits *lim, struct sa
                     "each session a uid of its own)");
     goto fail;
   }
+  (void)sandbox_super_linked(); /* the supervisor comes with this object */
   sb->bwrap = first_existing(bwrap_paths);
   if (!sb->bwrap) {
     set_unavailable(e, "%s", "bwrap is not installed (Debian package bubblewrap)");
-    goto fail;
-  }
-  sb->setpriv = first_existing(setpriv_paths);
-  if (!sb->setpriv) {
-    set_unavailable(e, "%s", "setpriv is not installed (Debian package util-linux)");
     goto fail;
   }
   sb->workdir = realpath(workdir, NULL);
@@ -369,7 +404,7 @@ static size_t seccomp_program(struct sock_filter *p, size_t cap) {
 }
 #endif
 
-/* ---- one command ------------------------------------------------------------ */
+/* ---- bwrap's command line ------------------------------------------------------ */
 
 struct argv {
   char **v;
@@ -473,89 +508,6 @@ static void add_system_binds(struct argv *a) {
   }
 }
 
-/* The child's descriptors, as bwrap's options name them. */
-enum {
-  FD_STDIN,
-  FD_STDOUT,
-  FD_STDERR,
-  FD_ETC, /* 3..6: the generated /etc files */
-  FD_INFO = FD_ETC + 4,
-  FD_SECCOMP,
-  CHILD_FDS
-};
-
-/* What the child needs, prepared before fork (after fork only async-signal-safe calls). */
-struct child_plan {
-  const char *exe;
-  char **argv;
-  char **envp;
-  int src[CHILD_FDS]; /* src[i] becomes fd i */
-  int nfds;
-  int errpipe; /* CLOEXEC; written to when exec fails */
-  pid_t parent;
-  struct rlimit rl_cpu, rl_as, rl_fsize, rl_nproc, rl_nofile, rl_core;
-};
-
-__attribute__((noreturn)) static void child_run(const struct child_plan *p) {
-  int saved, hi[CHILD_FDS];
-  /* the exec-failure pipe first, above every target fd */
-  int errfd = fcntl(p->errpipe, F_DUPFD_CLOEXEC, 16);
-  if (errfd < 0) _exit(127);
-  setpgid(0, 0);
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != p->parent) _exit(127);
-  struct sigaction dfl;
-  memset(&dfl, 0, sizeof dfl);
-  dfl.sa_handler = SIG_DFL;
-  for (int s = 1; s < NSIG; s++)
-    sigaction(s, &dfl, NULL);
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
-  /* move every source above the targets, then into place (dup2 clears CLOEXEC) */
-  for (int i = 0; i < p->nfds; i++) {
-    hi[i] = fcntl(p->src[i], F_DUPFD_CLOEXEC, 16);
-    if (hi[i] < 0) goto fail;
-  }
-  for (int i = 0; i < p->nfds; i++)
-    if (dup2(hi[i], i) < 0) goto fail;
-  if (dup2(errfd, p->nfds) < 0) goto fail;
-  errfd = p->nfds;
-  if (fcntl(errfd, F_SETFD, FD_CLOEXEC) < 0) goto fail;
-  if (syscall(SYS_close_range, (unsigned)errfd + 1, ~0u, 0) < 0)
-    for (int fd = errfd + 1; fd < 65536; fd++)
-      close(fd);
-  umask(022);
-  if (setrlimit(RLIMIT_CPU, &p->rl_cpu) < 0 || setrlimit(RLIMIT_AS, &p->rl_as) < 0 ||
-      setrlimit(RLIMIT_FSIZE, &p->rl_fsize) < 0 || setrlimit(RLIMIT_NPROC, &p->rl_nproc) < 0 ||
-      setrlimit(RLIMIT_NOFILE, &p->rl_nofile) < 0 || setrlimit(RLIMIT_CORE, &p->rl_core) < 0)
-    goto fail;
-  execve(p->exe, p->argv, p->envp);
-fail:
-  saved = errno;
-  if (write(errfd, &saved, sizeof saved) < 0) _exit(127);
-  _exit(127);
-}
-
-/* An rlimit of `soft`/`hard`, never above the current hard limit (lowering needs no privilege;
- * raising needs CAP_SYS_RESOURCE, which streamerd may lack). */
-static struct rlimit rlimit_capped(int resource, rlim_t soft, rlim_t hard) {
-  struct rlimit cur;
-  if (getrlimit(resource, &cur) == 0 && cur.rlim_max != RLIM_INFINITY) {
-    if (hard > cur.rlim_max) hard = cur.rlim_max;
-    if (soft > hard) soft = hard;
-  }
-  return (struct rlimit){soft, hard};
-}
-
-struct capture {
-  int fd; /* parent's read end, -1 once at EOF */
-  char *buf;
-  size_t len, cap;
-  uint64_t limit;
-  bool over;
-};
-
 /* Read what is there; false on a hard error. */
 static bool capture_read(struct capture *c) {
   char chunk[65536];
@@ -618,38 +570,465 @@ static bool memory_failed(const struct capture *c) {
   return false;
 }
 
-enum stop_reason { STOP_NONE, STOP_WALL, STOP_SESSION, STOP_OUTPUT, STOP_PROCESS, STOP_DISK };
+/* bwrap's descriptors, as its options name them. */
+enum {
+  FD_STDIN,
+  FD_STDOUT,
+  FD_STDERR,
+  FD_ETC, /* 3..6: the generated /etc files */
+  FD_INFO = FD_ETC + 4,
+  FD_SOCK, /* the supervisor's end of its socket */
+  FD_EXE,  /* this program's executable: the supervisor */
+  FD_SECCOMP,
+  CHILD_FDS
+};
+
+/* What the child needs, prepared before fork (after fork only async-signal-safe calls). */
+struct child_plan {
+  const char *exe;
+  char **argv;
+  char **envp;
+  int src[CHILD_FDS]; /* src[i] becomes fd i */
+  int nfds;
+  int errpipe; /* CLOEXEC; written to when exec fails */
+  pid_t parent;
+};
+
+__attribute__((noreturn)) static void child_run(const struct child_plan *p) {
+  int saved, hi[CHILD_FDS];
+  /* the exec-failure pipe first, above every target fd */
+  int errfd = fcntl(p->errpipe, F_DUPFD_CLOEXEC, 16);
+  if (errfd < 0) _exit(127);
+  setpgid(0, 0);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != p->parent) _exit(127);
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int s = 1; s < NSIG; s++)
+    sigaction(s, &dfl, NULL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  /* move every source above the targets, then into place (dup2 clears CLOEXEC) */
+  for (int i = 0; i < p->nfds; i++) {
+    hi[i] = fcntl(p->src[i], F_DUPFD_CLOEXEC, 16);
+    if (hi[i] < 0) goto fail;
+  }
+  for (int i = 0; i < p->nfds; i++)
+    if (dup2(hi[i], i) < 0) goto fail;
+  if (dup2(errfd, p->nfds) < 0) goto fail;
+  errfd = p->nfds;
+  if (fcntl(errfd, F_SETFD, FD_CLOEXEC) < 0) goto fail;
+  if (syscall(SYS_close_range, (unsigned)errfd + 1, ~0u, 0) < 0)
+    for (int fd = errfd + 1; fd < 65536; fd++)
+      close(fd);
+  umask(022);
+  /* bwrap and the supervisor: few descriptors, no core files; the commands' own limits are the
+   * supervisor's to set */
+  struct rlimit nofile = {1024, 1024}, core = {0, 0}, cur;
+  if (getrlimit(RLIMIT_NOFILE, &cur) == 0 && cur.rlim_max != RLIM_INFINITY &&
+      cur.rlim_max < nofile.rlim_max)
+    nofile.rlim_cur = nofile.rlim_max = cur.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &nofile) < 0 || setrlimit(RLIMIT_CORE, &core) < 0) goto fail;
+  execve(p->exe, p->argv, p->envp);
+fail:
+  saved = errno;
+  if (write(errfd, &saved, sizeof saved) < 0) _exit(127);
+  _exit(127);
+}
+
+/* An rlimit of `soft`/`hard`, never above the current hard limit (lowering needs no privilege;
+ * raising needs CAP_SYS_RESOURCE, which streamerd may lack), as the supervisor's "soft:hard". */
+static void rlimit_arg(struct argv *a, int resource, rlim_t soft, rlim_t hard) {
+  struct rlimit cur;
+  if (getrlimit(resource, &cur) == 0 && cur.rlim_max != RLIM_INFINITY) {
+    if (hard > cur.rlim_max) hard = cur.rlim_max;
+    if (soft > hard) soft = hard;
+  }
+  argv_addf(a, "%llu:%llu", (unsigned long long)soft, (unsigned long long)hard);
+}
 
 static void close_fd(int *fd) {
   if (*fd >= 0) close(*fd);
   *fd = -1;
 }
 
+/* A pipe preloaded with `len` bytes (< the pipe's 64 KiB) for the child to read; its read end
+ * in *rd. */
+static int data_pipe(int *rd, const void *data, size_t len) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return -1;
+  ssize_t n = write(fds[1], data, len);
+  int saved = errno;
+  close(fds[1]);
+  if (n != (ssize_t)len) {
+    close(fds[0]);
+    errno = n < 0 ? saved : EIO;
+    return -1;
+  }
+  *rd = fds[0];
+  return 0;
+}
+
+/* ---- the sandbox's processes -------------------------------------------------------------- */
+
+/* Read bwrap's --info-fd; once it names the sandbox's pid 1, hold a pidfd on it. The pid cannot
+ * have been reused: pid 1 stays a child of bwrap, unreaped, until bwrap is gone. */
+static void proc_read_info(struct sbproc *p) {
+  for (;;) {
+    ssize_t n = read(p->info_fd, p->info + p->info_len, sizeof p->info - 1 - p->info_len);
+    if (n > 0) {
+      p->info_len += (size_t)n;
+      p->info[p->info_len] = '\0';
+      if (p->info_len < sizeof p->info - 1) continue;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && errno == EAGAIN) {
+      break;
+    }
+    close_fd(&p->info_fd); /* EOF, error or full */
+    break;
+  }
+  const char *c = strstr(p->info, "\"child-pid\":");
+  if (p->ns_pidfd < 0 && !p->ns_done && c) {
+    long pid = strtol(c + 12, NULL, 10);
+    if (pid > 1) p->ns_pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+    if (p->ns_pidfd < 0) p->ns_done = true; /* already gone */
+  }
+}
+
+/* Reap bwrap if it has exited (or wait for it: block). true once reaped. */
+static bool proc_reap(struct sbproc *p, bool block) {
+  if (p->pid <= 0 || p->reaped) return true;
+  int ws;
+  pid_t got;
+  do
+    got = waitpid(p->pid, &ws, block ? 0 : WNOHANG);
+  while (got < 0 && errno == EINTR);
+  if (got == p->pid || (got < 0 && errno == ECHILD)) {
+    p->reaped = true;
+    if (p->info_fd >= 0) proc_read_info(p);
+    if (p->ns_pidfd < 0) p->ns_done = true; /* never learnt it: set-up failed early */
+  }
+  return p->reaped;
+}
+
+/* Is every process of the sandbox gone? */
+static bool proc_gone(const struct sbproc *p) { return p->reaped && p->ns_done; }
+
+/* SIGKILL to bwrap (its death makes the kernel SIGKILL the pid namespace: --die-with-parent)
+ * and to the namespace's pid 1. */
+static void proc_kill(struct sbproc *p, int sig) {
+  if (p->pid > 0 && !p->reaped) kill(-p->pid, sig);
+  if (sig == SIGKILL && p->ns_pidfd >= 0 && !p->ns_done)
+    syscall(SYS_pidfd_send_signal, p->ns_pidfd, SIGKILL, NULL, 0);
+}
+
+/* Make sure nothing of the sandbox runs any more (killing what is left), then forget it. */
+static void proc_end(struct sandbox *sb) {
+  struct sbproc *p = &sb->proc;
+  if (p->pid > 0 && !p->reaped) {
+    proc_kill(p, SIGKILL);
+    proc_reap(p, true);
+  }
+  if (p->ns_pidfd >= 0 && !p->ns_done) {
+    syscall(SYS_pidfd_send_signal, p->ns_pidfd, SIGKILL, NULL, 0);
+    struct pollfd pf = {p->ns_pidfd, POLLIN, 0};
+    while (poll(&pf, 1, SANDBOX_DRAIN_MS) < 0 && errno == EINTR) {
+    }
+  }
+  close_fd(&p->pidfd);
+  close_fd(&p->ns_pidfd);
+  close_fd(&p->info_fd);
+  close_fd(&p->sock);
+  close_fd(&p->diag.fd);
+  free(p->diag.buf);
+  memset(p, 0, sizeof *p);
+  p->pid = -1;
+  p->pidfd = p->ns_pidfd = p->info_fd = p->sock = p->diag.fd = -1;
+}
+
+/* At the end of the session: EOF on the socket makes the supervisor exit, and the sandbox with
+ * it; SIGKILL if that takes longer than SANDBOX_STOP_MS. */
+static void proc_shutdown(struct sandbox *sb) {
+  struct sbproc *p = &sb->proc;
+  if (p->pid <= 0) return;
+  if (p->sock >= 0) shutdown(p->sock, SHUT_RDWR); /* whoever else holds a copy */
+  int64_t until = util_mono_ms() + SANDBOX_STOP_MS;
+  while (!proc_reap(p, false)) {
+    int64_t left = until - util_mono_ms();
+    if (left <= 0) break;
+    struct pollfd pf = {p->pidfd, POLLIN, 0};
+    if (p->pidfd >= 0)
+      poll(&pf, 1, (int)left);
+    else
+      poll(NULL, 0, left < 20 ? (int)left : 20);
+  }
+  proc_end(sb);
+}
+
+/* The first line of what bwrap or the supervisor said, for an error message. */
+static const char *proc_diag(struct sbproc *p, char *buf, size_t n) {
+  if (p->diag.fd >= 0) capture_read(&p->diag);
+  const char *d = p->diag.buf ? p->diag.buf : "";
+  snprintf(buf, n, "%.*s", (int)strcspn(d, "\n"), d);
+  return buf;
+}
+
+/* The reply of the supervisor, once complete: 1 (in *rep), 0 not yet, -1 EOF or error. */
+static int proc_read_reply(struct sbproc *p, struct sandbox_rep *rep, size_t *have) {
+  while (*have < sizeof *rep) {
+    ssize_t n = recv(p->sock, (char *)rep + *have, sizeof *rep - *have, MSG_DONTWAIT);
+    if (n > 0) {
+      *have += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    return -1;
+  }
+  *have = 0;
+  return 1;
+}
+
+/* Start bwrap and the supervisor; 0 once the supervisor has said READY. */
+static int proc_start(struct sandbox *sb, struct err *e) {
+  struct sbproc *p = &sb->proc;
+  int child_fd[CHILD_FDS], nfds = FD_SECCOMP, exec_r = -1, exec_w = -1, sv[2] = {-1, -1};
+  for (int i = 0; i < CHILD_FDS; i++)
+    child_fd[i] = -1;
+  struct argv a = {0}, env = {0};
+  int rc = -1;
+  int64_t t_start = util_mono_ms();
+  p->diag.limit = 64 << 10;
+
+  {
+    int fds[2];
+    if ((child_fd[FD_STDIN] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0 ||
+        (child_fd[FD_STDOUT] = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
+      goto sys;
+    if (pipe2(fds, O_CLOEXEC) < 0) goto sys;
+    p->diag.fd = fds[0];
+    child_fd[FD_STDERR] = fds[1];
+    for (int i = 0; i < 4; i++)
+      if (data_pipe(&child_fd[FD_ETC + i], sb->etc_files[i], strlen(sb->etc_files[i])) < 0)
+        goto sys;
+    if (pipe2(fds, O_CLOEXEC) < 0) goto sys;
+    p->info_fd = fds[0];
+    child_fd[FD_INFO] = fds[1];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) goto sys;
+    p->sock = sv[0];
+    child_fd[FD_SOCK] = sv[1];
+    if ((child_fd[FD_EXE] = open("/proc/self/exe", O_RDONLY | O_CLOEXEC)) < 0) goto sys;
+#ifdef SANDBOX_AUDIT_ARCH
+    struct sock_filter prog[128];
+    size_t n = seccomp_program(prog, 128);
+    if (n > 128) {
+      errno = E2BIG;
+      goto sys;
+    }
+    if (data_pipe(&child_fd[FD_SECCOMP], prog, n * sizeof *prog) < 0) goto sys;
+    nfds = FD_SECCOMP + 1;
+#endif
+    if (pipe2(fds, O_CLOEXEC) < 0) goto sys;
+    exec_r = fds[0];
+    exec_w = fds[1];
+  }
+
+  argv_add(&a, sb->bwrap);
+  add_system_binds(&a);
+  for (int i = 0; i < 4; i++) {
+    argv_addv(&a, "--perms", "0644", "--ro-bind-data");
+    argv_addf(&a, "%d", FD_ETC + i);
+    argv_add(&a, etc_generated[i]);
+  }
+  argv_addv(&a, "--proc", "/proc", "--dev", "/dev");
+  argv_addv(&a, "--bind", sb->tmpdir, "/tmp");
+  /* the work dir's ancestors, traversable (bwrap would make them 0700, root's, so that the work
+   * dir could be reached by a relative path only) */
+  for (char *s = strchr(sb->workdir + 1, '/'); s; s = strchr(s + 1, '/')) {
+    *s = '\0';
+    if (strcmp(sb->workdir, "/tmp") != 0) {
+      argv_addv(&a, "--perms", "0755", "--dir");
+      argv_add(&a, sb->workdir);
+    }
+    *s = '/';
+  }
+  argv_addv(&a, "--bind", sb->workdir, sb->workdir, "--chdir", sb->workdir);
+  argv_addv(&a, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--hostname", "sandbox", "--die-with-parent", "--new-session");
+  /* bwrap keeps only what the supervisor needs to switch each command to the sandbox's uid (and
+   * to reach the work dir, which belongs to that uid, for --chdir); commands get none */
+  argv_addv(&a, "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+            "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_DAC_READ_SEARCH");
+  argv_add(&a, "--info-fd");
+  argv_addf(&a, "%d", FD_INFO);
+  if (nfds > FD_SECCOMP) {
+    argv_add(&a, "--seccomp");
+    argv_addf(&a, "%d", FD_SECCOMP);
+  }
+  argv_add(&a, "--");
+  /* argv[SUP_ARG_*] of sandbox_super.c */
+  argv_addf(&a, "/proc/self/fd/%d", FD_EXE);
+  argv_add(&a, SANDBOX_SUPER_ARG);
+  argv_addf(&a, "%d", FD_SOCK);
+  argv_addf(&a, "%u", sb->uid);
+  argv_add(&a, sb->workdir);
+  const struct sandbox_limits *L = &sb->lim;
+  /* CPU: SIGXCPU at the limit, SIGKILL a second later */
+  rlimit_arg(&a, RLIMIT_CPU, (rlim_t)L->cpu_seconds, (rlim_t)L->cpu_seconds + 1);
+  rlimit_arg(&a, RLIMIT_AS, L->memory_bytes, L->memory_bytes);
+  rlimit_arg(&a, RLIMIT_FSIZE, L->file_bytes, L->file_bytes);
+  rlimit_arg(&a, RLIMIT_NPROC, (rlim_t)L->processes, (rlim_t)L->processes);
+
+  argv_add(&env, "PATH=/usr/local/bin:/usr/bin:/bin");
+  argv_addf(&env, "HOME=%s", sb->workdir);
+  argv_add(&env, "LANG=C.UTF-8");
+  argv_add(&env, "TMPDIR=/tmp");
+  /* Archives the scripts build hold root-owned files, as they did on HPE's appliance (its host
+   * shell ran as root); the sandbox's uid would otherwise appear in them. */
+  argv_add(&env, "TAR_OPTIONS=--owner=root:0 --group=root:0");
+  if (a.nomem || env.nomem) {
+    set_nomem(e);
+    goto out;
+  }
+
+  struct child_plan plan = {
+      .exe = sb->bwrap,
+      .argv = a.v,
+      .envp = env.v,
+      .nfds = nfds,
+      .errpipe = exec_w,
+      .parent = getpid(),
+  };
+  memcpy(plan.src, child_fd, sizeof plan.src);
+  p->started_at = t_start;
+  p->pid = fork();
+  if (p->pid < 0) {
+    err_set(e, 500, "SANDBOX_UNAVAILABLE", "fork: %s", strerror(errno));
+    goto out;
+  }
+  if (p->pid == 0) child_run(&plan);
+  sb->starts++;
+
+  for (int i = 0; i < CHILD_FDS; i++)
+    close_fd(&child_fd[i]);
+  close_fd(&exec_w);
+  int child_errno = 0;
+  ssize_t n;
+  do
+    n = read(exec_r, &child_errno, sizeof child_errno);
+  while (n < 0 && errno == EINTR);
+  if (n == (ssize_t)sizeof child_errno) {
+    proc_reap(p, true);
+    err_set(e, 500, "SANDBOX_UNAVAILABLE", "cannot start %s: %s", sb->bwrap, strerror(child_errno));
+    goto out;
+  }
+  p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  fcntl(p->diag.fd, F_SETFL, O_NONBLOCK);
+  fcntl(p->info_fd, F_SETFL, O_NONBLOCK);
+
+  /* until READY (and bwrap's info): bwrap's own set-up failures end it with a message */
+  struct sandbox_rep rep;
+  size_t have = 0;
+  bool ready = false;
+  int64_t until = p->started_at + SANDBOX_START_MS;
+  for (;;) {
+    if (ready && (p->ns_pidfd >= 0 || p->ns_done || p->info_fd < 0)) break;
+    int64_t left = until - util_mono_ms();
+    if (left <= 0) {
+      err_set(e, 500, "SANDBOX_UNAVAILABLE", "the sandbox did not start within %d s",
+              SANDBOX_START_MS / 1000);
+      goto out;
+    }
+    struct pollfd pf[4];
+    int np = 0;
+    pf[np++] = (struct pollfd){p->sock, POLLIN, 0};
+    if (p->info_fd >= 0) pf[np++] = (struct pollfd){p->info_fd, POLLIN, 0};
+    if (p->diag.fd >= 0) pf[np++] = (struct pollfd){p->diag.fd, POLLIN, 0};
+    if (p->pidfd >= 0) pf[np++] = (struct pollfd){p->pidfd, POLLIN, 0};
+    if (p->pidfd < 0 && left > 20) left = 20;
+    if (poll(pf, (nfds_t)np, (int)left) < 0 && errno != EINTR) goto sys;
+    if (p->info_fd >= 0) proc_read_info(p);
+    if (p->diag.fd >= 0 && !capture_read(&p->diag)) {
+      set_nomem(e);
+      goto out;
+    }
+    if (!ready) {
+      int got = proc_read_reply(p, &rep, &have);
+      if (got > 0 && rep.magic == SANDBOX_MSG_READY) {
+        ready = true;
+        continue;
+      }
+      if (got != 0 || proc_reap(p, false)) {
+        char msg[512];
+        proc_reap(p, true);
+        proc_diag(p, msg, sizeof msg);
+        set_unavailable(e, "the sandbox could not be set up: %s",
+                        *msg ? msg : "it ended without a word");
+        goto out;
+      }
+    }
+  }
+  rc = 0;
+  goto out;
+sys:
+  err_set(e, 500, "SANDBOX_UNAVAILABLE", "cannot start the sandbox: %s", strerror(errno));
+out:
+  for (int i = 0; i < CHILD_FDS; i++)
+    close_fd(&child_fd[i]);
+  close_fd(&exec_r);
+  close_fd(&exec_w);
+  argv_free(&a);
+  argv_free(&env);
+  if (rc < 0) proc_end(sb);
+  sb->used_ms += util_mono_ms() - t_start;
+  return rc;
+}
+
+/* Is the sandbox up? A sandbox that ended between commands (its starting thread exited, or it
+ * was killed) is reaped here, and the next command starts a new one. */
+static bool proc_alive(struct sandbox *sb) {
+  struct sbproc *p = &sb->proc;
+  if (p->pid <= 0) return false;
+  if (!proc_reap(p, false) && p->sock >= 0) return true;
+  char msg[512];
+  proc_diag(p, msg, sizeof msg);
+  log_warn("sandbox", "the sandbox of %s ended between commands%s%s; starting a new one",
+           sb->workdir, *msg ? ": " : "", msg);
+  proc_end(sb);
+  return false;
+}
+
+/* ---- one command ------------------------------------------------------------------------ */
+
+enum stop_reason {
+  STOP_NONE,
+  STOP_WALL,
+  STOP_SESSION,
+  STOP_OUTPUT,
+  STOP_PROCESS,
+  STOP_DISK,
+  STOP_DIED /* the sandbox ended during the command, not by our hand */
+};
+
 /* One command's state, parent side. */
 struct run {
   struct sandbox *sb;
   const struct sandbox_limits *L;
-  int child_fd[CHILD_FDS]; /* become fds 0..nfds-1 of the child (FD_*) */
-  int nfds;
-  int exec_r, exec_w; /* exec-failure pipe */
-  int in_fd;          /* write end of the child's stdin, -1 when done */
+  int child_fd[3]; /* the command's stdin, stdout, stderr: handed to the supervisor */
+  int in_fd;       /* write end of the command's stdin, -1 when done */
   const char *in_data;
   size_t in_len, in_off;
   struct capture out, err;
   size_t err_scanned;
-  struct argv argv, env;
-  pid_t pid;
-  int pidfd;
-  bool reaped;
-  int info_fd; /* bwrap's --info-fd: {"child-pid": N, ...} */
-  char info[1024];
-  size_t info_len;
-  int ns_pidfd; /* the sandbox's pid 1: when it is gone, so is every process of the sandbox */
-  bool ns_done;
-  int wstatus;
-  struct rusage ru;
-  int64_t t0, deadline, exit_at;
+  int64_t t0, deadline, finished_at;
   bool session_bound;
+  bool replied; /* the supervisor's DONE came: every process of the command is gone */
+  int status;
+  struct sandbox_rep rep;
+  size_t rep_have;
   enum stop_reason stop;
   int64_t disk_used;
   const char *disk_why;
@@ -660,160 +1039,44 @@ static void run_init(struct run *r, struct sandbox *sb) {
   memset(r, 0, sizeof *r);
   r->sb = sb;
   r->L = &sb->lim;
-  for (int i = 0; i < CHILD_FDS; i++)
+  for (int i = 0; i < 3; i++)
     r->child_fd[i] = -1;
-  r->exec_r = r->exec_w = r->in_fd = r->pidfd = r->info_fd = r->ns_pidfd = -1;
+  r->in_fd = -1;
   r->out.fd = r->err.fd = -1;
   r->out.limit = r->err.limit = sb->lim.output_bytes;
-  r->pid = -1;
+  r->status = -1;
+  r->finished_at = -1;
 }
 
-static void run_close_child_fds(struct run *r) {
-  for (int i = 0; i < CHILD_FDS; i++)
+/* Close everything of the command; the captures stay. */
+static void run_close(struct run *r) {
+  for (int i = 0; i < 3; i++)
     close_fd(&r->child_fd[i]);
-  close_fd(&r->exec_w);
-}
-
-/* Kill what is left, close everything; the captures stay. */
-static void run_finish(struct run *r) {
-  if (r->pid > 0 && !r->reaped) {
-    kill(-r->pid, SIGKILL);
-    while (wait4(r->pid, &r->wstatus, 0, &r->ru) < 0 && errno == EINTR) {
-    }
-    r->reaped = true;
-  }
-  run_close_child_fds(r);
-  close_fd(&r->exec_r);
   close_fd(&r->in_fd);
   close_fd(&r->out.fd);
   close_fd(&r->err.fd);
-  close_fd(&r->pidfd);
-  close_fd(&r->info_fd);
-  if (r->ns_pidfd >= 0 && !r->ns_done) {
-    /* normally gone already (run_loop waits for it); this is the error path */
-    syscall(SYS_pidfd_send_signal, r->ns_pidfd, SIGKILL, NULL, 0);
-    struct pollfd pf = {r->ns_pidfd, POLLIN, 0};
-    while (poll(&pf, 1, SANDBOX_DRAIN_MS) < 0 && errno == EINTR) {
-    }
-    r->ns_done = true;
-  }
-  close_fd(&r->ns_pidfd);
-  argv_free(&r->argv);
-  argv_free(&r->env);
 }
 
-/* A pipe whose parent end is *mine and whose child end is child_fd[slot]. */
-static int run_pipe(struct run *r, int slot, bool child_reads, int *mine) {
+/* The command's pipes (or /dev/null). */
+static int run_pipes(struct run *r, bool capture_out, struct err *e) {
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC) < 0) return -1;
-  r->child_fd[slot] = child_reads ? fds[0] : fds[1];
-  *mine = child_reads ? fds[1] : fds[0];
-  return 0;
-}
-
-/* A pipe preloaded with `len` bytes (< the pipe's 64 KiB) for the child to read. */
-static int run_data_pipe(struct run *r, int slot, const void *data, size_t len) {
-  int w = -1;
-  if (run_pipe(r, slot, true, &w) < 0) return -1;
-  ssize_t n = write(w, data, len);
-  int saved = errno;
-  close(w);
-  if (n != (ssize_t)len) {
-    errno = n < 0 ? saved : EIO;
-    return -1;
-  }
-  return 0;
-}
-
-/* Pipes and command lines. */
-static int run_prepare(struct run *r, const char *script, bool capture_out, struct err *e) {
-  struct sandbox *sb = r->sb;
   if (r->in_data) {
-    if (run_pipe(r, FD_STDIN, true, &r->in_fd) < 0) goto sys;
-  } else if ((r->child_fd[FD_STDIN] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
+    if (pipe2(fds, O_CLOEXEC) < 0) goto sys;
+    r->child_fd[0] = fds[0];
+    r->in_fd = fds[1];
+  } else if ((r->child_fd[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
     goto sys;
   }
   if (capture_out) {
-    if (run_pipe(r, FD_STDOUT, false, &r->out.fd) < 0) goto sys;
-  } else if ((r->child_fd[FD_STDOUT] = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0) {
+    if (pipe2(fds, O_CLOEXEC) < 0) goto sys;
+    r->out.fd = fds[0];
+    r->child_fd[1] = fds[1];
+  } else if ((r->child_fd[1] = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0) {
     goto sys;
   }
-  if (run_pipe(r, FD_STDERR, false, &r->err.fd) < 0) goto sys;
-  for (int i = 0; i < 4; i++)
-    if (run_data_pipe(r, FD_ETC + i, sb->etc_files[i], strlen(sb->etc_files[i])) < 0) goto sys;
-  if (run_pipe(r, FD_INFO, false, &r->info_fd) < 0) goto sys;
-  r->nfds = FD_INFO + 1;
-#ifdef SANDBOX_AUDIT_ARCH
-  {
-    struct sock_filter prog[128];
-    size_t n = seccomp_program(prog, 128);
-    if (n > 128) {
-      errno = E2BIG;
-      goto sys;
-    }
-    if (run_data_pipe(r, FD_SECCOMP, prog, n * sizeof *prog) < 0) goto sys;
-    r->nfds = FD_SECCOMP + 1;
-  }
-#endif
-  {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0) goto sys;
-    r->exec_r = fds[0];
-    r->exec_w = fds[1];
-  }
-
-  struct argv *a = &r->argv;
-  argv_add(a, sb->bwrap);
-  add_system_binds(a);
-  for (int i = 0; i < 4; i++) {
-    argv_addv(a, "--perms", "0644", "--ro-bind-data");
-    argv_addf(a, "%d", FD_ETC + i);
-    argv_add(a, etc_generated[i]);
-  }
-  argv_addv(a, "--proc", "/proc", "--dev", "/dev");
-  argv_addv(a, "--bind", sb->tmpdir, "/tmp");
-  /* the work dir's ancestors, traversable (bwrap would make them 0700, root's, so that the work
-   * dir could be reached by a relative path only) */
-  for (char *p = strchr(sb->workdir + 1, '/'); p; p = strchr(p + 1, '/')) {
-    *p = '\0';
-    if (strcmp(sb->workdir, "/tmp") != 0) {
-      argv_addv(a, "--perms", "0755", "--dir");
-      argv_add(a, sb->workdir);
-    }
-    *p = '/';
-  }
-  argv_addv(a, "--bind", sb->workdir, sb->workdir, "--chdir", sb->workdir);
-  argv_addv(a, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try", "--hostname", "sandbox", "--die-with-parent", "--new-session");
-  /* bwrap keeps only what setpriv needs to switch uid (and to reach the work dir, which belongs
-   * to the sandbox's uid, for --chdir); setpriv drops them all */
-  argv_addv(a, "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-            "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_DAC_READ_SEARCH");
-  argv_add(a, "--info-fd");
-  argv_addf(a, "%d", FD_INFO);
-  if (r->nfds > FD_SECCOMP) {
-    argv_add(a, "--seccomp");
-    argv_addf(a, "%d", FD_SECCOMP);
-  }
-  argv_add(a, "--");
-  argv_add(a, sb->setpriv);
-  argv_addf(a, "--reuid=%u", sb->uid);
-  argv_addf(a, "--regid=%u", sb->uid);
-  argv_addv(a, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-            "/bin/bash", "-c");
-  argv_add(a, script);
-
-  argv_add(&r->env, "PATH=/usr/local/bin:/usr/bin:/bin");
-  argv_addf(&r->env, "HOME=%s", sb->workdir);
-  argv_add(&r->env, "LANG=C.UTF-8");
-  argv_add(&r->env, "TMPDIR=/tmp");
-  /* Archives the scripts build hold root-owned files, as they did on HPE's appliance (its host
-   * shell ran as root); the sandbox's uid would otherwise appear in them. */
-  argv_add(&r->env, "TAR_OPTIONS=--owner=root:0 --group=root:0");
-  if (a->nomem || r->env.nomem) {
-    set_nomem(e);
-    return -1;
-  }
+  if (pipe2(fds, O_CLOEXEC) < 0) goto sys;
+  r->err.fd = fds[0];
+  r->child_fd[2] = fds[1];
   return 0;
 sys:
   err_set(e, 500, "SANDBOX_UNAVAILABLE", "cannot set up the host command's pipes: %s",
@@ -821,57 +1084,41 @@ sys:
   return -1;
 }
 
-/* fork + exec bwrap; 0 once it runs. */
-static int run_start(struct run *r, int64_t wall, struct err *e) {
-  const struct sandbox_limits *L = r->L;
-  struct child_plan plan = {
-      .exe = r->sb->bwrap,
-      .argv = r->argv.v,
-      .envp = r->env.v,
-      .nfds = r->nfds,
-      .errpipe = r->exec_w,
-      .parent = getpid(),
-  };
-  memcpy(plan.src, r->child_fd, sizeof plan.src);
-  /* CPU: SIGXCPU at the limit, SIGKILL a second later. */
-  plan.rl_cpu = rlimit_capped(RLIMIT_CPU, (rlim_t)L->cpu_seconds, (rlim_t)L->cpu_seconds + 1);
-  plan.rl_as = rlimit_capped(RLIMIT_AS, L->memory_bytes, L->memory_bytes);
-  plan.rl_fsize = rlimit_capped(RLIMIT_FSIZE, L->file_bytes, L->file_bytes);
-  plan.rl_nproc = rlimit_capped(RLIMIT_NPROC, (rlim_t)L->processes, (rlim_t)L->processes);
-  plan.rl_nofile = rlimit_capped(RLIMIT_NOFILE, 1024, 1024);
-  plan.rl_core = (struct rlimit){0, 0};
-
-  r->t0 = util_mono_ms();
-  r->deadline = r->t0 + wall;
-  r->pid = fork();
-  if (r->pid < 0) {
-    err_set(e, 500, "SANDBOX_UNAVAILABLE", "fork: %s", strerror(errno));
-    return -1;
-  }
-  if (r->pid == 0) child_run(&plan);
-
-  run_close_child_fds(r);
-  int child_errno = 0;
+/* Hand the command to the supervisor. 0 sent; -1 with errno set (EPIPE etc.: the sandbox is
+ * gone). */
+static int run_send(struct run *r, const char *script, size_t len) {
+  struct sandbox_req rq = {SANDBOX_MSG_RUN, (uint32_t)len};
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(3 * sizeof(int))];
+  } cm;
+  memset(&cm, 0, sizeof cm);
+  struct iovec iov[2] = {{&rq, sizeof rq}, {(void *)script, len}};
+  struct msghdr mh = {
+      .msg_iov = iov, .msg_iovlen = 2, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(3 * sizeof(int));
+  memcpy(CMSG_DATA(c), r->child_fd, 3 * sizeof(int));
+  size_t total = sizeof rq + len, sent = 0;
   ssize_t n;
   do
-    n = read(r->exec_r, &child_errno, sizeof child_errno);
+    n = sendmsg(r->sb->proc.sock, &mh, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
-  close_fd(&r->exec_r);
-  if (n == (ssize_t)sizeof child_errno) {
-    while (waitpid(r->pid, &r->wstatus, 0) < 0 && errno == EINTR) {
+  if (n < 0) return -1;
+  sent = (size_t)n;
+  /* the rest of a long script, without the descriptors */
+  while (sent < total) {
+    if (sent < sizeof rq) { /* the header goes first, whole (8 bytes < any socket buffer) */
+      errno = EPROTO;
+      return -1;
     }
-    r->reaped = true;
-    err_set(e, 500, "SANDBOX_UNAVAILABLE", "cannot start %s: %s", r->sb->bwrap,
-            strerror(child_errno));
-    return -1;
-  }
-  r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
-  if (r->out.fd >= 0) fcntl(r->out.fd, F_SETFL, O_NONBLOCK);
-  fcntl(r->err.fd, F_SETFL, O_NONBLOCK);
-  fcntl(r->info_fd, F_SETFL, O_NONBLOCK);
-  if (r->in_fd >= 0) {
-    fcntl(r->in_fd, F_SETFL, O_NONBLOCK);
-    if (r->in_len == 0) close_fd(&r->in_fd);
+    size_t off = sent - sizeof rq;
+    n = send(r->sb->proc.sock, script + off, len - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -1;
+    sent += (size_t)n;
   }
   return 0;
 }
@@ -904,87 +1151,79 @@ static void run_check_disk(struct run *r) {
     r->stop = STOP_DISK;
 }
 
-/* Read bwrap's --info-fd; once it names the sandbox's pid 1, hold a pidfd on it. The pid cannot
- * have been reused: pid 1 stays a child of bwrap, unreaped, until bwrap is gone, and bwrap waits
- * for the command. */
-static void run_read_info(struct run *r) {
-  for (;;) {
-    ssize_t n = read(r->info_fd, r->info + r->info_len, sizeof r->info - 1 - r->info_len);
-    if (n > 0) {
-      r->info_len += (size_t)n;
-      r->info[r->info_len] = '\0';
-      if (r->info_len < sizeof r->info - 1) continue;
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else if (n < 0 && errno == EAGAIN) {
-      break;
-    }
-    close_fd(&r->info_fd); /* EOF, error or full */
-    break;
-  }
-  const char *p = strstr(r->info, "\"child-pid\":");
-  if (r->ns_pidfd < 0 && p) {
-    long pid = strtol(p + 12, NULL, 10);
-    if (pid > 1) r->ns_pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
-    if (r->ns_pidfd < 0) r->ns_done = true; /* already gone */
-  }
-}
-
-/* Until bwrap is reaped, the sandbox's pid namespace is empty and the pipes are at EOF; enforces
- * the wall clock, the output caps, the process cap (seen on stderr) and the disk limit while the
- * command runs. -1 only on a system error or out of memory (e set). */
+/* Until the supervisor says DONE — or, at a limit, until the whole sandbox is gone — and the
+ * pipes are at EOF; enforces the wall clock, the output caps, the process cap (seen on stderr)
+ * and the disk limit while the command runs. -1 only on a system error or out of memory (e
+ * set). */
 static int run_loop(struct run *r, struct err *e) {
+  struct sbproc *p = &r->sb->proc;
   int64_t term_at = -1, next_disk = r->t0 + SANDBOX_DISK_CHECK_MS;
   bool killed = false;
   for (;;) {
     int64_t now = util_mono_ms();
-    if (r->reaped && r->info_fd < 0 && (r->ns_pidfd < 0 || r->ns_done) && r->out.fd < 0 &&
-        r->err.fd < 0)
-      return 0;
-    if (r->reaped && now - r->exit_at > SANDBOX_DRAIN_MS) return 0; /* run_finish kills the rest */
-    if (!r->reaped && r->stop == STOP_NONE && now >= r->deadline)
+    bool gone = proc_gone(p);
+    if (r->stop == STOP_NONE && !r->replied && gone) r->stop = STOP_DIED;
+    bool finished = r->stop == STOP_NONE ? r->replied : gone;
+    if (finished && r->finished_at < 0) {
+      r->finished_at = now;
+      close_fd(&r->in_fd);
+    }
+    if (finished && r->out.fd < 0 && r->err.fd < 0) return 0;
+    if (finished && now - r->finished_at > SANDBOX_DRAIN_MS) return 0; /* a stray writer */
+    if (!finished && r->stop == STOP_NONE && now >= r->deadline)
       r->stop = r->session_bound ? STOP_SESSION : STOP_WALL;
-    if (!r->reaped && r->stop == STOP_NONE && now >= next_disk) {
+    if (!finished && r->stop == STOP_NONE && now >= next_disk) {
       run_check_disk(r);
       next_disk = util_mono_ms() + SANDBOX_DISK_CHECK_MS;
     }
-    /* At a limit: SIGTERM to bwrap, whose death makes the kernel SIGKILL the whole pid namespace
-     * (--die-with-parent); SIGKILL to bwrap and the namespace's pid 1 if they are still there
-     * after the grace period. */
-    if (!r->reaped && r->stop != STOP_NONE) {
+    /* At a limit the whole sandbox goes: SIGTERM to bwrap, whose death makes the kernel SIGKILL
+     * the pid namespace (--die-with-parent); SIGKILL to bwrap and the namespace's pid 1 if they
+     * are still there after the grace period. The next command starts a new sandbox. */
+    if (!gone && r->stop != STOP_NONE) {
       if (term_at < 0) {
-        kill(-r->pid, SIGTERM);
+        proc_kill(p, SIGTERM);
         term_at = now;
       } else if (!killed && now - term_at >= SANDBOX_KILL_GRACE_MS) {
-        kill(-r->pid, SIGKILL);
-        if (r->ns_pidfd >= 0) syscall(SYS_pidfd_send_signal, r->ns_pidfd, SIGKILL, NULL, 0);
+        proc_kill(p, SIGKILL);
         killed = true;
       }
     }
 
-    struct pollfd pf[6];
-    int np = 0, i_out = -1, i_err = -1, i_in = -1, i_info = -1, i_ns = -1;
+    struct pollfd pf[7];
+    int np = 0, i_out = -1, i_err = -1, i_in = -1, i_sock = -1, i_info = -1, i_ns = -1;
     if (r->out.fd >= 0) pf[i_out = np++] = (struct pollfd){r->out.fd, POLLIN, 0};
     if (r->err.fd >= 0) pf[i_err = np++] = (struct pollfd){r->err.fd, POLLIN, 0};
     if (r->in_fd >= 0) pf[i_in = np++] = (struct pollfd){r->in_fd, POLLOUT, 0};
-    if (r->info_fd >= 0) pf[i_info = np++] = (struct pollfd){r->info_fd, POLLIN, 0};
-    if (r->ns_pidfd >= 0 && !r->ns_done) pf[i_ns = np++] = (struct pollfd){r->ns_pidfd, POLLIN, 0};
-    if (r->pidfd >= 0 && !r->reaped) pf[np++] = (struct pollfd){r->pidfd, POLLIN, 0};
+    if (!r->replied && p->sock >= 0) pf[i_sock = np++] = (struct pollfd){p->sock, POLLIN, 0};
+    if (p->info_fd >= 0) pf[i_info = np++] = (struct pollfd){p->info_fd, POLLIN, 0};
+    if (p->ns_pidfd >= 0 && !p->ns_done) pf[i_ns = np++] = (struct pollfd){p->ns_pidfd, POLLIN, 0};
+    if (p->pidfd >= 0 && !p->reaped) pf[np++] = (struct pollfd){p->pidfd, POLLIN, 0};
     int64_t tmo;
-    if (r->reaped)
-      tmo = r->exit_at + SANDBOX_DRAIN_MS - now;
+    if (finished)
+      tmo = r->finished_at + SANDBOX_DRAIN_MS - now;
     else if (r->stop != STOP_NONE)
       tmo = killed ? 50 : term_at + SANDBOX_KILL_GRACE_MS - now;
     else
       tmo = (r->deadline < next_disk ? r->deadline : next_disk) - now;
-    if (r->pidfd < 0 && !r->reaped && tmo > 20) tmo = 20; /* no pidfd: look for the exit */
+    if (p->pidfd < 0 && !p->reaped && tmo > 20) tmo = 20; /* no pidfd: look for the exit */
     if (tmo < 0) tmo = 0;
     if (poll(pf, (nfds_t)np, (int)tmo) < 0 && errno != EINTR) {
       err_set(e, 500, "SANDBOX_UNAVAILABLE", "poll: %s", strerror(errno));
       return -1;
     }
-    if (i_info >= 0 && pf[i_info].revents) run_read_info(r);
-    if (i_ns >= 0 && pf[i_ns].revents) r->ns_done = true;
+    if (i_info >= 0 && pf[i_info].revents) proc_read_info(p);
+    if (i_ns >= 0 && pf[i_ns].revents) p->ns_done = true;
+    if (i_sock >= 0 && pf[i_sock].revents) {
+      int got = proc_read_reply(p, &r->rep, &r->rep_have);
+      if (got > 0 && r->rep.magic == SANDBOX_MSG_DONE) {
+        r->replied = true;
+        r->status = r->rep.status;
+      } else if (got != 0) {
+        /* EOF or garbage: the supervisor is gone; end the sandbox */
+        close_fd(&p->sock);
+        if (r->stop == STOP_NONE) r->stop = STOP_DIED;
+      }
+    }
     if (i_out >= 0 && pf[i_out].revents) {
       if (!capture_read(&r->out)) goto nomem;
       if (r->out.over && r->stop == STOP_NONE) r->stop = STOP_OUTPUT;
@@ -1002,36 +1241,22 @@ static int run_loop(struct run *r, struct err *e) {
       else
         run_feed(r);
     }
-    if (!r->reaped && wait4(r->pid, &r->wstatus, WNOHANG, &r->ru) == r->pid) {
-      r->reaped = true;
-      r->exit_at = util_mono_ms();
-      close_fd(&r->in_fd);
-      if (r->info_fd >= 0) run_read_info(r);
-      if (r->ns_pidfd < 0) r->ns_done = true; /* never learnt it: setup failed early */
-    }
+    proc_reap(p, false);
   }
 nomem:
   set_nomem(e);
   return -1;
 }
 
-/* How did it end? 0 = an ordinary exit status; -1 with e set = a limit or a setup failure. */
+/* How did it end? 0 = an ordinary exit status; -1 with e set = a limit or the sandbox's end. */
 static int run_classify(struct run *r, int st, int64_t elapsed, struct err *e) {
   const struct sandbox_limits *L = r->L;
   char b1[32], b2[32];
   enum stop_reason stop = r->stop;
   bool file_limit = false;
   if (stop == STOP_NONE) {
-    /* bwrap's own setup failed (it and setpriv prefix their messages) */
-    if (st == 1 && r->out.len == 0 && r->err.buf &&
-        (!strncmp(r->err.buf, "bwrap: ", 7) || !strncmp(r->err.buf, "setpriv: ", 9))) {
-      char msg[512];
-      snprintf(msg, sizeof msg, "%.*s", (int)strcspn(r->err.buf, "\n"), r->err.buf);
-      set_unavailable(e, "the sandbox could not be set up: %s", msg);
-      return -1;
-    }
-    /* SIGXCPU comes from RLIMIT_CPU only (bwrap reports a signal death as 128 + signal, as bash
-     * does for its children) */
+    /* SIGXCPU comes from RLIMIT_CPU only (the supervisor reports a signal death as 128 +
+     * signal, as bash does for its children) */
     if (st == 128 + SIGXCPU) {
       err_set(e, 400, "SANDBOX_CPU_LIMIT",
               "host command stopped at the CPU limit (%d s of CPU time per process)",
@@ -1105,6 +1330,14 @@ static int run_classify(struct run *r, int st, int64_t elapsed, struct err *e) {
     err_action(e, "Remove files the plan scripts no longer need from the work directory, and "
                   "check what the host command writes.");
     break;
+  case STOP_DIED: {
+    char msg[512], why[600];
+    proc_diag(&r->sb->proc, msg, sizeof msg);
+    snprintf(why, sizeof why, "%s%s", *msg ? ": " : "",
+             *msg ? msg : " (killed from outside, or its supervisor failed)");
+    set_unavailable(e, "the sandbox ended while the host command ran%s", why);
+    break;
+  }
   }
   return -1;
 }
@@ -1159,19 +1392,46 @@ int sandbox_run(struct sandbox *sb, const char *script, const void *stdin_data, 
   run_init(&r, sb);
   r.in_data = stdin_data;
   r.in_len = stdin_data ? stdin_len : 0;
-  r.session_bound = left <= L->command_wall_ms;
   int rc = -1;
-  if (run_prepare(&r, script, out != NULL, e) == 0 &&
-      run_start(&r, r.session_bound ? left : L->command_wall_ms, e) == 0) {
-    int lrc = run_loop(&r, e);
-    run_finish(&r); /* reaps (kills first if the loop failed) */
-    int64_t elapsed = util_mono_ms() - r.t0;
-    sb->used_ms += elapsed;
-    int st = WIFEXITED(r.wstatus) ? WEXITSTATUS(r.wstatus) : 128 + WTERMSIG(r.wstatus);
-    if (status) *status = st;
-    if (lrc == 0) rc = run_classify(&r, st, elapsed, e);
+  if (run_pipes(&r, out != NULL, e) == 0) {
+    /* the sandbox: the running one, else a new one; a sandbox found dead when the command is
+     * handed over never got it, so a new one gets it */
+    int sent = -1;
+    for (int attempt = 0; attempt < 2 && sent < 0; attempt++) {
+      if (!proc_alive(sb) && proc_start(sb, e) < 0) break;
+      sent = run_send(&r, script, slen);
+      if (sent < 0) {
+        if (attempt == 0 && (errno == EPIPE || errno == ECONNRESET)) {
+          proc_end(sb);
+          continue;
+        }
+        err_set(e, 500, "SANDBOX_UNAVAILABLE", "cannot hand the command to the sandbox: %s",
+                strerror(errno));
+        proc_end(sb);
+      }
+    }
+    for (int i = 0; i < 3; i++)
+      close_fd(&r.child_fd[i]); /* the supervisor has them now */
+    if (sent == 0) {
+      left = (int64_t)L->session_wall_ms - sb->used_ms; /* a start may have used some */
+      r.session_bound = left <= L->command_wall_ms;
+      r.t0 = util_mono_ms();
+      r.deadline = r.t0 + (r.session_bound ? (left > 0 ? left : 0) : L->command_wall_ms);
+      if (r.out.fd >= 0) fcntl(r.out.fd, F_SETFL, O_NONBLOCK);
+      fcntl(r.err.fd, F_SETFL, O_NONBLOCK);
+      if (r.in_fd >= 0) {
+        fcntl(r.in_fd, F_SETFL, O_NONBLOCK);
+        if (r.in_len == 0) close_fd(&r.in_fd);
+      }
+      int lrc = run_loop(&r, e);
+      int64_t elapsed = util_mono_ms() - r.t0;
+      sb->used_ms += elapsed;
+      if (status) *status = r.status;
+      if (lrc == 0) rc = run_classify(&r, r.status, elapsed, e);
+      if (lrc < 0 || r.stop != STOP_NONE) proc_end(sb); /* nothing of it runs any more */
+    }
   }
-  run_finish(&r);
+  run_close(&r);
 
   if (r.got_epipe && !pipe_was_pending) {
     struct timespec zero = {0, 0};
@@ -1199,6 +1459,8 @@ int sandbox_run(struct sandbox *sb, const char *script, const void *stdin_data, 
   }
   return rc;
 }
+
+unsigned sandbox_starts(const struct sandbox *sb) { return sb ? sb->starts : 0; }
 
 /* ---- availability ------------------------------------------------------------ */
 

@@ -35,12 +35,13 @@ struct sandbox;
  * command every entry of both directories is handed to that uid (lchown, never
  * following links), so files the daemon wrote there are the script's to
  * change. Fails with 500 SANDBOX_UNAVAILABLE (naming the Debian package
- * bubblewrap, or saying why) when the sandbox cannot be set up: bwrap or
- * setpriv missing, the daemon not root, a work directory under a system
- * directory. */
+ * bubblewrap, or saying why) when the sandbox cannot be set up: bwrap
+ * missing, the daemon not root, a work directory under a system directory.
+ * bwrap itself starts at the first sandbox_run, and again after a command
+ * stopped at a limit (which ends the sandbox). */
 int sandbox_new(const char *workdir, const struct sandbox_limits *lim, struct sandbox **out,
                 struct err *e);
-/* Frees the sandbox, releases its uid and removes its /tmp (not the work dir). */
+/* Ends the sandbox, frees it, releases its uid and removes its /tmp (not the work dir). */
 void sandbox_free(struct sandbox *sb);
 
 /* Run `script` with bash -c in the sandbox, cwd = the work dir. stdin_data
@@ -50,7 +51,8 @@ void sandbox_free(struct sandbox *sb);
  * signal when killed). Returns 0 if the command ran to an exit status — any
  * status — and -1 with e set when it could not run or was stopped at a limit.
  * Codes, all status 400 but the first:
- *   SANDBOX_UNAVAILABLE (500)  bubblewrap could not set the sandbox up
+ *   SANDBOX_UNAVAILABLE (500)  bubblewrap could not set the sandbox up, or the
+ *                              sandbox ended while the command ran
  *   SANDBOX_TIMEOUT            command_wall_ms reached
  *   SANDBOX_SESSION_TIMEOUT    session_wall_ms reached (or already used up)
  *   SANDBOX_CPU_LIMIT          a process used cpu_seconds of CPU
@@ -65,10 +67,17 @@ void sandbox_free(struct sandbox *sb);
  * *errout are NULL or malloc'd (what was captured until the stop) and the
  * caller frees them; *status is the status, or -1 when there was none.
  * One command at a time per sandbox; different sandboxes run in parallel from
- * any threads. When it returns, every process the command started is gone. */
+ * any threads (a sandbox dies with the thread that started it — PDEATHSIG —
+ * and the next command then starts a new one). When it returns, every
+ * process the command started is gone. */
 int sandbox_run(struct sandbox *sb, const char *script, const void *stdin_data, size_t stdin_len,
                 char **out, size_t *out_len, char **errout, size_t *errout_len, int *status,
                 struct err *e);
+
+/* How many times this sandbox object has started bwrap: 1 after the first command, one more
+ * after each command stopped at a limit (the sandbox ends with such a command) or after the
+ * sandbox ended between commands. */
+unsigned sandbox_starts(const struct sandbox *sb);
 
 /* Is the sandbox usable on this machine? 1, or 0 with the reason in why
  * (runs a sandboxed `true` in a throwaway work dir). */

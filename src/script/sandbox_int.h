@@ -34,4 +34,44 @@ int sandbox_tree_chown(int root, unsigned uid);
  * exist), or -1 with e set (500 SANDBOX_CLEANUP_FAILED). */
 int sandbox_tree_remove(const char *path, struct err *e);
 
+/* ---- the supervisor (sandbox_super.c) and its protocol ------------------------------------
+ * One AF_UNIX stream socket per running sandbox. The supervisor says READY once; then for each
+ * command the daemon sends a struct sandbox_req carrying the command's stdin, stdout and stderr
+ * (SCM_RIGHTS, in that order) followed by `len` bytes of script, and the supervisor answers
+ * DONE with the exit status (128 + signal when killed) once every process of the command is
+ * gone. Host byte order: both ends are the same executable. */
+#define SANDBOX_SUPER_ARG "--streamer-sandbox-supervisor-v1"
+#define SANDBOX_MAX_SCRIPT                                                                         \
+  100000 /* bytes of a command (the kernel's limit for one argument is                             \
+          * 128 KiB) */
+#define SANDBOX_MSG_READY 0x31594452u /* "RDY1" */
+#define SANDBOX_MSG_RUN 0x314e5552u   /* "RUN1" */
+#define SANDBOX_MSG_DONE 0x31454e44u  /* "DNE1" */
+
+struct sandbox_req {
+  uint32_t magic; /* SANDBOX_MSG_RUN */
+  uint32_t len;   /* bytes of script that follow */
+};
+struct sandbox_rep {
+  uint32_t magic; /* SANDBOX_MSG_READY or SANDBOX_MSG_DONE */
+  int32_t status;
+};
+
+/* The supervisor's command line: argv[SUP_ARG_*]. The rlimits are "soft:hard" decimal. */
+enum {
+  SUP_ARG_MAGIC = 1, /* SANDBOX_SUPER_ARG */
+  SUP_ARG_SOCK,      /* its socket's descriptor number */
+  SUP_ARG_UID,       /* the sandbox's uid (= gid) */
+  SUP_ARG_WORKDIR,   /* cwd of each command */
+  SUP_ARG_CPU,       /* RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC of each command */
+  SUP_ARG_AS,
+  SUP_ARG_FSIZE,
+  SUP_ARG_NPROC,
+  SUP_ARGC
+};
+
+/* Referenced by sandbox.c so that the supervisor (a constructor) is linked into every program
+ * that can start a sandbox. Returns 1. */
+int sandbox_super_linked(void);
+
 #endif

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,6 +337,10 @@ static void cannot_read_shadow(void **state) {
   refused(f, "cat /etc/shadow", &r);
   refused(f, "cat /etc/gshadow", &r);
   refused(f, "cat /proc/1/root/etc/shadow", &r);
+  /* nor through the supervisor (pid 2, root inside the sandbox) */
+  refused(f, "cat /proc/2/root/etc/shadow", &r);
+  refused(f, "ls /proc/2/fd", &r);
+  refused(f, "cat /proc/2/environ", &r);
   /* /etc holds only what the tools need */
   ok(f, "ls /etc", &r);
   assert_null(strstr(r.out, "shadow"));
@@ -472,6 +477,10 @@ static void limit_wall(void **state) {
   assert_string_equal(r.out, "started\n"); /* what was captured until the stop */
   assert_non_null(strstr(r.e.message, "1000 ms"));
   assert_int_equal(procs_of_uid(uid), 0); /* nothing survives, background jobs included */
+  /* the sandbox went with the command; the next command gets a new one, same uid */
+  assert_int_equal(sandbox_starts(f->sb), 1);
+  assert_int_equal(sandbox_uid(f), uid);
+  assert_int_equal(sandbox_starts(f->sb), 2);
   res_free(&r);
 }
 
@@ -587,6 +596,87 @@ static void command_too_long(void **state) {
   s[n] = '\0';
   limited(f, s, "SANDBOX_COMMAND_TOO_LONG", &r);
   free(s);
+  res_free(&r);
+}
+
+/* ---- one sandbox per session ------------------------------------------------------ */
+
+/* The pid namespace of a command: the same for all commands of one sandbox. */
+static char *pidns(struct fx *f, struct res *r) {
+  return strdup(ok(f, "readlink /proc/self/ns/pid", r));
+}
+
+static void one_sandbox_per_session(void **state) {
+  struct fx *f = *state;
+  struct res r = {0};
+  unsigned uid = sandbox_uid(f);
+  char *ns = pidns(f, &r);
+  /* a background job does not outlive its command, nor do processes that left its session */
+  ok(f, "sleep 60 & setsid sleep 61 & (trap '' HUP TERM; exec sleep 62) & echo started", &r);
+  assert_int_equal(procs_of_uid(uid), 0);
+  assert_string_equal(ok(f, "cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$'; true", &r),
+                      "0\n");
+  /* a command cannot end the supervisor: it runs as another uid */
+  assert_string_equal(ok(f, "sleep 60 & kill -KILL -1; wait; echo survived", &r), "survived\n");
+  refused(f, "kill -KILL 2", &r);
+  refused(f, "kill -KILL 1", &r);
+  char *ns2 = pidns(f, &r);
+  assert_string_equal(ns, ns2); /* all of them in the same sandbox */
+  assert_int_equal(sandbox_starts(f->sb), 1);
+  free(ns);
+  free(ns2);
+  res_free(&r);
+}
+
+/* bwrap of this test's sandbox (our child, its command line naming the work dir). */
+static pid_t bwrap_of(struct fx *f) {
+  DIR *d = opendir("/proc");
+  pid_t found = -1;
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+    char path[300], buf[4096];
+    snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+    FILE *fp = fopen(path, "r");
+    if (!fp) continue;
+    int ppid = -1;
+    if (!fgets(buf, sizeof buf, fp)) buf[0] = '\0';
+    fclose(fp);
+    const char *rp = strrchr(buf, ')');
+    if (!rp || sscanf(rp + 2, "%*c %d", &ppid) != 1 || ppid != getpid()) continue;
+    snprintf(path, sizeof path, "/proc/%s/cmdline", de->d_name);
+    fp = fopen(path, "r");
+    if (!fp) continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    if (!strstr(buf, "bwrap")) continue;
+    for (size_t i = 0; i + 1 < n; i++)
+      if (buf[i] == '\0') buf[i] = ' ';
+    if (strstr(buf, f->work)) found = (pid_t)atoi(de->d_name);
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+static void sandbox_restarts(void **state) {
+  struct fx *f = *state;
+  struct res r = {0};
+  ok(f, "echo one > f", &r);
+  /* killed from outside between commands: the next command starts a new one, files stay */
+  pid_t bw = bwrap_of(f);
+  assert_true(bw > 0);
+  assert_int_equal(kill(bw, SIGKILL), 0);
+  for (int i = 0; i < 200; i++) { /* until it is a zombie (nobody reaps it but the sandbox) */
+    char path[64], st[512] = "";
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)bw);
+    FILE *fp = fopen(path, "r");
+    if (fp && fgets(st, sizeof st, fp) && strstr(st, ") Z")) i = 200;
+    if (fp) fclose(fp);
+    if (i < 200) usleep(10000);
+  }
+  assert_string_equal(ok(f, "cat f", &r), "one\n");
+  assert_int_equal(sandbox_starts(f->sb), 2);
   res_free(&r);
 }
 
@@ -930,6 +1020,8 @@ int main(void) {
       T(capabilities_and_fds),
       T(limit_cpu),
       T(limit_wall),
+      T(one_sandbox_per_session),
+      T(sandbox_restarts),
       T(limit_memory),
       T(limit_processes),
       T(limit_output),
