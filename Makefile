@@ -35,6 +35,8 @@ DEB_TEST  := $(DEB_BUILD) $(DEB_RUN) libcmocka-dev qemu-utils clang libclang-rt-
 DEB_BENCH := $(DEB_BUILD) $(DEB_ISCSI_TEST) tgt fio libiscsi-dev \
              $(DEB_RUN) libguestfs-tools lvm2 fdisk e2fsprogs
 DEB_LINT  := clang-format clang-tidy cppcheck
+# make run: what examples/images/build-debian-tiny.sh builds the sample golden image with.
+DEB_SAMPLES := apt dpkg binutils dosfstools syslinux syslinux-common mtools e2fsprogs openssh-client
 
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
                -Wformat=2 -Wno-format-nonliteral -D_GNU_SOURCE -fno-strict-aliasing \
@@ -108,9 +110,15 @@ lint-deps:
 
 # --- run -------------------------------------------------------------------
 RUN_ARGS ?=
+# The samples of examples/ load at the first start (streamerd --samples), with the sample
+# golden image, built here once (build/debian-tiny.img, Debian packages fetched by apt-get).
+SAMPLE_IMAGE := build/debian-tiny.img
 run: deps
+	$(call apt_install,$(DEB_SAMPLES))
 	$(MAKE) --no-print-directory all
-	./$(BUILD)/bin/streamerd $(RUN_ARGS)
+	@[ -f $(SAMPLE_IMAGE) ] || examples/images/build-debian-tiny.sh $(SAMPLE_IMAGE) || \
+	  echo "make run: the sample golden image was not built (above); the other samples load without it"
+	./$(BUILD)/bin/streamerd --samples examples $(RUN_ARGS)
 
 # --- tests -----------------------------------------------------------------
 test: test-deps

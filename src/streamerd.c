@@ -45,6 +45,7 @@ struct options {
   char *log_level;
   char *boot_clients;
   char *boot_listen;
+  char *samples;
 };
 
 static void usage(FILE *f) {
@@ -69,6 +70,8 @@ static void usage(FILE *f) {
       "  --boot-listen ADDR:PORT     also serve /boot/ipxe (only) over plain HTTP there,\n"
       "                              for iPXE clients (default: none; see docs/boot.md)\n"
       "  --log-level LEVEL           debug, info, warn or error (default info)\n"
+      "  --samples DIR               load the sample artifacts of DIR (examples/) that this\n"
+      "                              data directory never loaded\n"
       "  --version, --help\n");
 }
 
@@ -111,6 +114,7 @@ static int apply(struct options *o, const char *key, const char *v) {
   STR("log-level", log_level)
   STR("boot-clients", boot_clients)
   STR("boot-listen", boot_listen)
+  STR("samples", samples)
 #undef STR
   if (!strcmp(key, "insecure-http")) return set_bool(key, v, &o->insecure_http);
   if (!strcmp(key, "iscsi-listen")) {
@@ -264,6 +268,7 @@ int main(int argc, char **argv) {
       {"log-level", required_argument, NULL, 0},
       {"boot-clients", required_argument, NULL, 0},
       {"boot-listen", required_argument, NULL, 0},
+      {"samples", required_argument, NULL, 0},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0},
@@ -428,6 +433,7 @@ int main(int argc, char **argv) {
   };
   api = api_start(&ac, store, tasks, &e);
   if (!api) goto fail;
+  if (o.samples && api_samples_load(api, o.samples, &e) < 0) goto fail;
   char portals[600] = "disabled";
   if (iscsi) {
     size_t np = 0;
@@ -478,6 +484,7 @@ out:
   free(o.log_level);
   free(o.boot_clients);
   free(o.boot_listen);
+  free(o.samples);
   for (int i = 0; i < o.n_iscsi; i++)
     free(o.iscsi_listen[i]);
   return rc;

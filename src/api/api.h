@@ -40,6 +40,16 @@ struct api *api_start(const struct api_config *cfg, struct store *s, struct task
                       struct err *e);
 void api_stop(struct api *a);
 
+/* streamerd --samples DIR (samples.c): create the sample plan scripts, build plans, golden
+ * images and deployment plans of DIR that this data directory never loaded. A sample that
+ * fails is logged and skipped (tried again at the next start); -1 only when DIR is not a
+ * directory or the record of loaded samples cannot be written. */
+int api_samples_load(struct api *a, const char *dir, struct err *e);
+/* Import the image file `path` of this host (kept) as golden image `name`, by a task like an
+ * upload's (golden.c). Returns the task document (a new reference) or NULL with e set. */
+json_t *api_golden_import_file(struct api *a, const char *path, const char *name,
+                               const char *description, struct err *e);
+
 /* First start: create the "administrator" user with a random password
  * written to `password_file` (mode 0600). No-op when users exist. */
 int api_bootstrap_admin(struct store *s, const char *password_file, struct err *e);

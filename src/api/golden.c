@@ -673,6 +673,7 @@ struct import {
   struct api *api;
   char id[37];
   char *path;                  /* the upload file (qcow2, vmdk, vhdx) */
+  int keep_path;               /* path is the caller's file (api_golden_import_file): kept */
   struct image_stream *stream; /* or the streamed import (raw, HPE zip) */
   char *name, *description, *filename;
   enum image_format fmt;
@@ -687,7 +688,7 @@ struct import {
 
 static void import_free(void *p) {
   struct import *im = p;
-  if (im->path) unlink(im->path);
+  if (im->path && !im->keep_path) unlink(im->path);
   image_stream_close(im->stream); /* an uncommitted import's temp file goes */
   /* After the stop the api is gone (a task that never ran is freed by the engine's stop). */
   pthread_mutex_lock(&golden_tasks.mu);
@@ -846,7 +847,7 @@ static int import_file(struct task *t, struct import *im, struct err *e) {
              e->code);
     return -1;
   }
-  unlink(im->path); /* not needed any more: free the space now */
+  if (!im->keep_path) unlink(im->path); /* not needed any more: free the space now */
   import_log_info(im, &info);
   log_line(&im->log, "sha256: %s", info.sha256);
   log_line(&im->log, "imported in %.1f s", (double)(util_mono_ms() - t0) / 1000.0);
@@ -869,6 +870,58 @@ static int import_run(struct task *t, void *arg, struct err *e) {
   int rc = im->stream ? import_streamed(t, im, e) : import_file(t, im, e);
   golden_task_leave();
   return rc;
+}
+
+/* A golden image imported from a file of this host (streamerd --samples): the same
+ * import task as an upload's, the file read in place and kept. */
+json_t *api_golden_import_file(struct api *a, const char *path, const char *name,
+                               const char *description, struct err *e) {
+  if (!a->cfg.volumes) {
+    err_set(e, 503, "VOLUMES_UNAVAILABLE", "this server has no volume store");
+    return NULL;
+  }
+  int fmt = format_of(path);
+  if (fmt < 0) {
+    err_set(e, 400, "IMAGE_UNSUPPORTED", "%s: not a .raw, .img, .qcow2, .vmdk or .vhdx file", path);
+    return NULL;
+  }
+  struct stat st;
+  errno = 0;
+  if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+    err_set(e, 400, "FILE_NOT_FOUND", "%s: %s", path, errno ? strerror(errno) : "not a file");
+    return NULL;
+  }
+  if (golden_check_new_name(a->store, name, e) < 0 ||
+      golden_check_description(description ? description : "", e) < 0)
+    return NULL;
+  struct import *im = calloc(1, sizeof *im);
+  if (!im) {
+    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
+    return NULL;
+  }
+  im->api = a;
+  util_uuid(im->id);
+  im->path = strdup(path);
+  im->keep_path = 1;
+  im->name = strdup(name);
+  im->description = strdup(description ? description : "");
+  const char *base = strrchr(path, '/');
+  im->filename = strdup(base ? base + 1 : path);
+  im->fmt = (enum image_format)fmt;
+  im->received = (uint64_t)st.st_size;
+  im->t0 = util_mono_ms();
+  im->last_pct = -1;
+  if (!im->path || !im->name || !im->description || !im->filename) {
+    import_free(im);
+    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
+    return NULL;
+  }
+  log_line(&im->log, "imported from the file %s of the server (%llu bytes)", path,
+           (unsigned long long)st.st_size);
+  json_t *assoc = assoc_of(im->id, im->name);
+  json_t *doc = task_submit(a->tasks, "Add", "streamerd", assoc, import_run, im, import_free, e);
+  json_decref(assoc);
+  return doc; /* on failure the engine freed im */
 }
 
 /* ---- a checksum that a stop left pending ------------------------------------------------- */

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 
 import harness
 import samples
@@ -157,3 +158,80 @@ def test_examples_rhel_plans_run(srv):
     assert d["status"] == "Succeeded", json.dumps(d)[:3000]
     ch = changed(d)
     assert ch.get("/etc/machine-id") == "modified" and ch.get("/etc/ssh/ssh_host_rsa_key") == "removed", ch
+
+
+def test_examples_samples_option():
+    """streamerd --samples DIR: loads every sample at the first start, the golden image
+    from its file; a sample whose golden image is not built yet is skipped and loads at a
+    later start; a sample loaded once and deleted by the user stays deleted; a rerun
+    creates no duplicates."""
+    import shutil
+    tmp = tempfile.mkdtemp(prefix="streamer-samples-")
+    try:
+        d = os.path.join(tmp, "examples")
+        for kind in ("plan-scripts", "build-plans", "deployment-plans", "golden-images"):
+            shutil.copytree(os.path.join(samples.EXAMPLES, kind), os.path.join(d, kind))
+        gdoc = os.path.join(d, "golden-images", "debian-tiny.json")
+        with open(gdoc) as f:
+            g = json.load(f)
+        g["file"] = "tiny.img"   # relative to the samples directory
+        with open(gdoc, "w") as f:
+            json.dump(g, f)
+        srv = harness.Server(extra_args=["--samples", d])
+
+        def started():
+            # the samples load right after the API starts: wait for the log's summary
+            srv.start()
+            srv.login()
+            deadline = time.time() + 120
+            while srv.read_log().count("comp=samples msg=\"samples from") < starts[0] + 1:
+                assert time.time() < deadline, srv.read_log()[-3000:]
+                time.sleep(0.05)
+            starts[0] += 1
+        starts = [0]
+        try:
+            started()
+            srv.login()
+            counts = lambda coll: srv.request("GET", coll).json()["total"]  # noqa: E731
+            n = {k: len(samples.load(k)) for k, _ in samples.KINDS}
+            assert counts("/rest/plan-scripts") == n["plan-scripts"]
+            assert counts("/rest/build-plans") == n["build-plans"]
+            # no image file yet: the tiny deployment plan waits for it
+            assert counts("/rest/deployment-plans") == n["deployment-plans"] - 1
+            assert counts("/rest/golden-images") == 0
+            assert "not loaded" in srv.read_log() and "Build it with" in srv.read_log()
+            # the user deletes a sample
+            rhel = [m for m in srv.request("GET", "/rest/deployment-plans").json()["members"]
+                    if m["name"] == "Streamer - RHEL"][0]
+            assert srv.request("DELETE", rhel["uri"]).status in (200, 202, 204)
+            srv.stop()
+            shutil.copyfile(samples.tiny_image(), os.path.join(d, "tiny.img"))
+            started()
+            gi = srv.request("GET", "/rest/golden-images").json()["members"]
+            assert gi, srv.read_log()[-3000:]
+            assert [x["name"] for x in gi] == ["Streamer Debian tiny"], gi
+            assert gi[0]["size"] == os.path.getsize(samples.tiny_image())
+            assert os.path.exists(os.path.join(d, "tiny.img"))   # the file is kept
+            dps = {m["name"]: m for m in srv.request("GET", "/rest/deployment-plans").json()["members"]}
+            assert "Streamer - RHEL" not in dps, sorted(dps)      # deleted stays deleted
+            assert dps["Streamer - Debian tiny"]["goldenImageURI"] == gi[0]["uri"]
+            assert counts("/rest/plan-scripts") == n["plan-scripts"]
+            srv.stop()
+            started()      # a third start changes nothing
+            assert counts("/rest/plan-scripts") == n["plan-scripts"]
+            assert counts("/rest/golden-images") == 1
+            assert counts("/rest/deployment-plans") == n["deployment-plans"] - 1
+        finally:
+            srv.cleanup()
+        # a --samples that is not a directory stops the start with a clear message
+        bad = harness.Server(extra_args=["--samples", os.path.join(tmp, "nope")])
+        try:
+            try:
+                bad.start()
+                raise AssertionError("streamerd started with a missing --samples directory")
+            except RuntimeError as e:
+                assert "--samples" in str(e) and "not a directory" in str(e), e
+        finally:
+            bad.cleanup()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
