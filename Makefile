@@ -25,18 +25,19 @@ DEB_RUN   := bubblewrap dos2unix libxml2-utils gawk python3
 # iPXE ROM for the boot tests, and what tests/iscsi/mkbootdisk.py builds the boot disk from.
 DEB_ISCSI_TEST := libiscsi-bin qemu-block-extra qemu-system-x86 ipxe-qemu syslinux \
              syslinux-common mtools dosfstools busybox-static linux-image-amd64
+# make run, test_examples, test_boot_linux, boot_bench: what
+# examples/images/build-debian-tiny.sh builds the sample golden image with.
+DEB_SAMPLES := apt dpkg binutils dosfstools syslinux syslinux-common mtools e2fsprogs openssh-client
 # Disk-layer tests (test_fs_disk): images made by sfdisk, lvm2 and each filesystem's mkfs.
 # libguestfs-tools: the differential tests against real guestfish (output formats, delegation).
 DEB_FS_TEST := fdisk lvm2 xfsprogs btrfs-progs squashfs-tools genisoimage ntfs-3g libguestfs-tools
 DEB_TEST  := $(DEB_BUILD) $(DEB_RUN) libcmocka-dev qemu-utils clang libclang-rt-14-dev e2fsprogs \
-             $(DEB_ISCSI_TEST) $(DEB_FS_TEST)
+             $(DEB_ISCSI_TEST) $(DEB_FS_TEST) $(DEB_SAMPLES)
 # make bench only: tgtd (the iSCSI peer), fio, libiscsi-dev (bench/iscsi_load.c); guestfish
 # (the plan-script peer) and what bench/script_bench.py builds its images with.
 DEB_BENCH := $(DEB_BUILD) $(DEB_ISCSI_TEST) tgt fio libiscsi-dev \
-             $(DEB_RUN) libguestfs-tools lvm2 fdisk e2fsprogs
+             $(DEB_RUN) libguestfs-tools lvm2 fdisk e2fsprogs $(DEB_SAMPLES)
 DEB_LINT  := clang-format clang-tidy cppcheck
-# make run: what examples/images/build-debian-tiny.sh builds the sample golden image with.
-DEB_SAMPLES := apt dpkg binutils dosfstools syslinux syslinux-common mtools e2fsprogs openssh-client
 
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
                -Wformat=2 -Wno-format-nonliteral -D_GNU_SOURCE -fno-strict-aliasing \
@@ -193,6 +194,7 @@ bench: bench-deps all $(BUILD)/bench/vol_bench $(BUILD)/bench/iscsi_load $(BUILD
 	/usr/bin/python3 bench/vol_bench.py
 	/usr/bin/python3 bench/iscsi_bench.py
 	/usr/bin/python3 bench/script_bench.py
+	/usr/bin/python3 bench/boot_bench.py
 
 clean:
 	rm -rf build
