@@ -22,8 +22,9 @@ DEB_BUILD := build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqli
 # Run time: the plan-script host shell's sandbox (bubblewrap) and the tools scripts call there.
 DEB_RUN   := bubblewrap dos2unix libxml2-utils gawk python3
 # iSCSI tests: libiscsi's tools and conformance suite, qemu's iscsi driver, qemu + its
-# iPXE ROM for the boot tests, and what tests/iscsi/mkbootdisk.py builds the boot disk from.
-DEB_ISCSI_TEST := libiscsi-bin qemu-block-extra qemu-system-x86 ipxe-qemu syslinux \
+# iPXE ROM for the boot tests (OVMF: the UEFI boot of test_boot_developer), and what
+# tests/iscsi/mkbootdisk.py builds the boot disk from.
+DEB_ISCSI_TEST := libiscsi-bin qemu-block-extra qemu-system-x86 ipxe-qemu ovmf syslinux \
              syslinux-common mtools dosfstools busybox-static linux-image-amd64
 # make run, test_examples, test_boot_linux, boot_bench: what
 # examples/images/build-debian-tiny.sh builds the sample golden image with.
