@@ -7,8 +7,8 @@ SSH host keys and a DHCP lease) is uploaded, cloned into an OS volume, and
 written over iSCSI (a pattern in the unpartitioned tail); a generalize plan
 then captures it. The downloaded HPE zip is read with independent tools
 (zipfile, mtools, debugfs): the plan's changes are in it, the iSCSI writes
-too, the OS volume is byte for byte what it was. Also: HPE's Developer
-bundle's own capture plan; refusals that change nothing; a failing plan
+too, the OS volume is byte for byte what it was. Also: the project's sample
+Debian capture plan (examples/); HPE's Developer bundle's own capture plans; refusals that change nothing; a failing plan
 that leaves nothing; a capture while the volume is being written (the image
 is one instant of the writer's sequence); a kill -9 mid-capture; the CLI.
 """
@@ -51,13 +51,15 @@ echo generalized @Stamp:none@
 def build_disk(tmp):
     """The test disk: GPT, p1 vfat ESP, p2 ext4 root."""
     root = os.path.join(tmp, "root")
-    for d in ("etc/ssh", "var/lib/dhcp", "boot/efi", "home/user"):
+    for d in ("etc/ssh", "etc/network", "root/.ssh", "var/lib/dhcp", "boot/efi", "home/user"):
         os.makedirs(os.path.join(root, d))
     files = {"etc/machine-id": "4f9a1c2b3d4e5f60718293a4b5c6d7e8\n", "etc/hostname": "golden\n",
              "etc/ssh/ssh_host_ed25519_key": "PRIVATE KEY\n", "etc/ssh/ssh_host_ed25519_key.pub": "ssh-ed25519 AAA\n",
              "etc/ssh/ssh_host_rsa_key": "PRIVATE RSA\n", "etc/ssh/sshd_config": "PermitRootLogin no\n",
              "var/lib/dhcp/dhclient.leases": "lease { fixed-address 10.0.0.9; }\n",
-             "home/user/data.bin": "x" * 200000}
+             "home/user/data.bin": "x" * 200000, "root/.ssh/authorized_keys": "ssh-ed25519 AAAA deployer\n",
+             "etc/network/interfaces": "auto eth0\niface eth0 inet static\n  address 10.0.0.9/24\n",
+             "etc/os-release": 'PRETTY_NAME="Test Linux"\nID=debian\n'}
     for p, text in files.items():
         with open(os.path.join(root, p), "w") as f:
             f.write(text)
@@ -257,6 +259,35 @@ def test_capture_generalize(srv):
     # and an upload of its download gives the same checkSum
     again = tgi.upload_ok(srv, tgi.Body("again.zip", data=data), "?name=Again")
     assert again["checkSum"] == cap["checkSum"]
+
+
+# -- the project's sample capture plan (examples/) -----------------------------------------------
+def test_capture_sample_debian_plan(srv):
+    tmp, img, gi, vol, orig = setup(srv)
+    ex = os.path.join(harness.REPO, "examples")
+    for kind in ("plan-scripts", "build-plans"):
+        for fn in sorted(os.listdir(os.path.join(ex, kind))):
+            with open(os.path.join(ex, kind, fn)) as f:
+                r = srv.request("POST", "/rest/" + kind, json.load(f))
+            assert r.status == 201, (fn, r)
+    bp = [m for m in srv.request("GET", "/rest/build-plans").json()["members"]
+          if m["name"] == "Streamer - Debian - capture"][0]
+    t, cap = capture_ok(srv, vol, bp, "Debian generalized")
+    _, raw = tgi.raw_of_zip(tgi.download(srv, cap)[2])
+    rawp = os.path.join(tmp, "sample.raw")
+    with open(rawp, "wb") as f:
+        f.write(raw)
+    part = extract(rawp, ROOT_START, ROOT_SIZE, os.path.join(tmp, "sample.ext4"))
+    assert debugfs(part, "cat /etc/machine-id") == ""
+    assert not ext_exists(part, "/etc/ssh/ssh_host_rsa_key") and not ext_exists(part, "/root/.ssh/authorized_keys")
+    assert not ext_exists(part, "/var/lib/dhcp/dhclient.leases")
+    assert debugfs(part, "cat /etc/hostname") == "localhost\n"
+    assert "10.0.0.9" not in debugfs(part, "cat /etc/network/interfaces")
+    assert debugfs(part, "cat /etc/streamer-capture").startswith("captured=")
+    subprocess.run(["e2fsck", "-fn", part], check=True, capture_output=True)
+    log = srv.request("GET", "/rest/golden-images/archive/" + cap["id"]).body
+    assert "root filesystem: Test Linux" in log and "generalized" in log, log
+    assert cap["buildPlanName"] == "Streamer - Debian - capture", cap
 
 
 # -- HPE's Developer bundle: its own capture plan ---------------------------------------------
