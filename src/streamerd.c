@@ -3,6 +3,7 @@
  * administrator), starts the iSCSI target (exporting the stored OS volumes
  * again), the task engine and the REST API, and stops them on SIGTERM/SIGINT.
  * Wiring only; the logic lives in the modules. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -20,6 +21,7 @@
 #include "api/api.h"
 #include "artifact/artifact.h"
 #include "deploy/boot.h"
+#include "deploy/deploy.h"
 #include "deploy/osvolume.h"
 #include "deploy/task.h"
 #include "iscsi/iscsi.h"
@@ -37,6 +39,9 @@ struct options {
   int insecure_http;
   char *iscsi_listen[MAX_ISCSI_PORTALS];
   int n_iscsi;
+  char *iscsi_advertise[MAX_ISCSI_PORTALS];
+  int n_advertise;
+  int fault_injection; /* tests only; command line only */
   long max_body;
   long idle_timeout;
   long http_threads;
@@ -61,6 +66,9 @@ static void usage(FILE *f) {
       "  --insecure-http             plain HTTP instead of HTTPS (loopback addresses only)\n"
       "  --iscsi-listen ADDR[:PORT]  iSCSI portal, repeatable (default 0.0.0.0:3260);\n"
       "                              \"none\" disables the iSCSI target\n"
+      "  --iscsi-advertise ADDR      address servers boot from when a portal listens on a\n"
+      "                              wildcard address (repeatable; default: the host's\n"
+      "                              first non-loopback IPv4 address)\n"
       "  --max-body BYTES            largest accepted request body (default 16777216)\n"
       "  --session-idle-timeout SEC  idle time before a session ends (default 86400)\n"
       "  --http-threads N            HTTP worker threads (default: number of CPUs)\n"
@@ -123,6 +131,20 @@ static int apply(struct options *o, const char *key, const char *v) {
       return -1;
     }
     o->iscsi_listen[o->n_iscsi++] = strdup(v);
+    return 0;
+  }
+  if (!strcmp(key, "iscsi-advertise")) {
+    struct in6_addr a6;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, v, &a4) != 1 && inet_pton(AF_INET6, v, &a6) != 1) {
+      fprintf(stderr, "streamerd: --iscsi-advertise: \"%s\" is not an IPv4 or IPv6 address\n", v);
+      return -1;
+    }
+    if (o->n_advertise == MAX_ISCSI_PORTALS) {
+      fprintf(stderr, "streamerd: at most %d advertised iSCSI addresses\n", MAX_ISCSI_PORTALS);
+      return -1;
+    }
+    o->iscsi_advertise[o->n_advertise++] = strdup(v);
     return 0;
   }
   if (!strcmp(key, "max-body")) return set_long(key, v, 1024, 1L << 40, &o->max_body);
@@ -260,6 +282,8 @@ int main(int argc, char **argv) {
       {"listen", required_argument, NULL, 0},
       {"insecure-http", no_argument, NULL, 0},
       {"iscsi-listen", required_argument, NULL, 0},
+      {"iscsi-advertise", required_argument, NULL, 0},
+      {"fault-injection", no_argument, NULL, 'F'},
       {"max-body", required_argument, NULL, 0},
       {"session-idle-timeout", required_argument, NULL, 0},
       {"http-threads", required_argument, NULL, 0},
@@ -279,6 +303,7 @@ int main(int argc, char **argv) {
   opterr = 0;
   while ((c = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
     if (c == 'c') o.config = strdup(optarg);
+    if (c == 'F') o.fault_injection = 1; /* never from the config file */
     if (c == 'h') {
       usage(stdout);
       return 0;
@@ -398,6 +423,7 @@ int main(int argc, char **argv) {
   struct vol_store *vols = NULL;
   struct iscsi_srv *iscsi = NULL;
   struct osvol_service *osvols = NULL;
+  struct deploy_service *deploy = NULL;
   int rc = 1;
   if (store_open(&store, db_path, &e) < 0) goto fail;
   if (vol_store_open(&vols, vol_dir, &e) < 0) goto fail;
@@ -417,6 +443,17 @@ int main(int argc, char **argv) {
   if (!osvols) goto fail;
   tasks = task_engine_start(store, (int)o.task_workers, &e);
   if (!tasks) goto fail;
+  /* Deployments: finish or undo what a stop left, remove orphan volumes. */
+  struct deploy_config dc = {.store = store,
+                             .volumes = vols,
+                             .osvols = osvols,
+                             .iscsi = iscsi,
+                             .tasks = tasks,
+                             .advertise = (const char *const *)o.iscsi_advertise,
+                             .nadvertise = (size_t)o.n_advertise,
+                             .faults = o.fault_injection};
+  deploy = deploy_service_open(&dc, &e);
+  if (!deploy) goto fail;
   struct api_config ac = {
       .listen = o.listen,
       .insecure_http = o.insecure_http,
@@ -430,6 +467,7 @@ int main(int argc, char **argv) {
       .osvols = osvols,
       .boot_clients = o.boot_clients,
       .boot_listen = o.boot_listen,
+      .deploy = deploy,
   };
   api = api_start(&ac, store, tasks, &e);
   if (!api) goto fail;
@@ -466,6 +504,7 @@ fail:
 out:
   api_stop(api);
   task_engine_stop(tasks);
+  deploy_service_close(deploy);
   osvol_service_close(osvols);
   if (iscsi) iscsi_stop(iscsi); /* drops the sessions, closes the exported volumes */
   if (vols) vol_store_close(vols);
@@ -487,5 +526,7 @@ out:
   free(o.samples);
   for (int i = 0; i < o.n_iscsi; i++)
     free(o.iscsi_listen[i]);
+  for (int i = 0; i < o.n_advertise; i++)
+    free(o.iscsi_advertise[i]);
   return rc;
 }

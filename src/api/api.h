@@ -29,11 +29,14 @@ struct api_config {
    * ("ADDR:PORT", NULL = none) for iPXE builds that cannot check our certificate. */
   const char *boot_clients;
   const char *boot_listen;
+  /* Server hardware and server profiles (deploy/deploy.h); NULL = none */
+  struct deploy_service *deploy;
 };
 
 struct api;
 struct vol_store;
 struct osvol_service;
+struct deploy_service;
 
 /* Start serving. The store and task engine must outlive the api. */
 struct api *api_start(const struct api_config *cfg, struct store *s, struct task_engine *te,

@@ -145,6 +145,11 @@ void upload_free(struct upload *u); /* also when the client went away */
 void route_os_volumes(struct request *r);
 void route_iscsi(struct request *r);
 
+/* ---- server hardware, server profiles, deployment groups (profiles.c) ---- */
+void route_server_hardware(struct request *r);
+void route_server_profiles(struct request *r);
+void route_deployment_groups(struct request *r);
+
 /* ---- build-plan validation, volume browsing (validate.c) ---- */
 void route_validate(struct request *r); /* /rest/build-plans/{id}/validate */
 void route_browse(struct request *r);   /* /rest/{os-volumes,golden-images}/{id}/{devices,files} */

@@ -23,7 +23,8 @@ static void method_not_allowed(struct request *r) {
  * the public rendering so that no filter can probe a secret. */
 static int has_secrets(const char *coll) {
   return is(coll, "users") || is(coll, "build-plans") || is(coll, "deployment-plans") ||
-         is(coll, "golden-images") || is(coll, "os-volumes");
+         is(coll, "golden-images") || is(coll, "os-volumes") || is(coll, "server-hardware") ||
+         is(coll, "server-profiles");
 }
 
 static const char *collection_type(const char *coll) {
@@ -33,6 +34,8 @@ static const char *collection_type(const char *coll) {
   if (is(coll, "golden-images")) return "GoldenImageCollection";
   if (is(coll, "os-volumes")) return "OSVolumeCollection";
   if (is(coll, "tasks")) return "TaskResourceCollection";
+  if (is(coll, "server-hardware")) return "server-hardware-list";
+  if (is(coll, "server-profiles")) return "ServerProfileListV12";
   if (is(coll, "users")) return "UserAndPermissionsCollection";
   return "ResourceCollection";
 }
@@ -424,6 +427,9 @@ void route_dispatch(struct request *r) {
   if (is(top, "golden-images")) return route_golden_images(r);
   if (is(top, "os-volumes")) return route_os_volumes(r);
   if (is(top, "iscsi")) return route_iscsi(r);
+  if (is(top, "server-hardware")) return route_server_hardware(r);
+  if (is(top, "server-profiles")) return route_server_profiles(r);
+  if (is(top, "deployment-groups")) return route_deployment_groups(r);
   if (is(top, "tasks")) return route_tasks(r);
   reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
 }

@@ -49,7 +49,7 @@ static int oom(struct err *e) {
 }
 
 /* ---- the public rendering ------------------------------------------------------ */
-static const char *const HIDDEN[] = {"secrets", "log", NULL};
+static const char *const HIDDEN[] = {"secrets", "log", "deployLog", NULL};
 
 static char *render_osvol(json_t *doc) {
   json_t *c = json_copy(doc);
@@ -616,6 +616,7 @@ struct doc_change {
   const char *log;                      /* a line for the volume's log, or NULL */
   int allocated;                        /* 1: refresh allocatedBytes */
   int portals;                          /* 1: refresh the portals and oeVolumeIp */
+  const char *deploy_log;               /* the deployment's log (hidden "deployLog"), or NULL */
 };
 
 /* Apply c to document `id` in a transaction of its own. */
@@ -639,6 +640,7 @@ static int doc_apply(struct osvol_service *svc, const char *id, const struct doc
   if (c->status) json_object_set_new(doc, "status", json_string(c->status));
   if (c->message) json_object_set_new(doc, "statusMessage", json_string(c->message));
   if (c->log) doc_log(doc, "%s", c->log);
+  if (c->deploy_log) json_object_set_new(doc, "deployLog", json_string(c->deploy_log));
   if (c->allocated)
     json_object_set_new(doc, "allocatedBytes", json_integer((json_int_t)allocated_of(svc, id)));
   if (c->portals) {
@@ -684,6 +686,8 @@ static void undo_create(struct osvol_service *svc, const char *id) {
   err_clear(&e);
 }
 
+void osvol_create_abort(struct osvol_service *svc, const char *id) { undo_create(svc, id); }
+
 static int check_if_match(json_t *doc, const char *if_match, struct err *e) {
   if (!if_match || !*if_match || is(if_match, "*")) return 0;
   const char *cur = json_string_value(json_object_get(doc, "eTag"));
@@ -694,6 +698,17 @@ static int check_if_match(json_t *doc, const char *if_match, struct err *e) {
   err_set(e, 412, "ETAG_MISMATCH",
           "the resource has changed since it was read (If-Match %.100s, current eTag \"%s\")",
           if_match, cur ? cur : "");
+  return -1;
+}
+
+/* A deployment's volume is managed through its server profile. */
+static int owned(json_t *doc, const char *what, struct err *e) {
+  const char *sp = json_string_value(json_object_get(doc, "serverProfileUri"));
+  if (!sp) return 0;
+  err_set(e, 409, "OS_VOLUME_IN_USE",
+          "OS volume \"%s\" belongs to server profile %s and cannot be %s directly",
+          json_string_value(json_object_get(doc, "name")), sp, what);
+  err_action(e, "Change or delete the server profile that owns it instead.");
   return -1;
 }
 
@@ -841,6 +856,12 @@ static json_t *new_doc(struct osvol_service *svc, const struct osvol_params *p, 
         (json_int_t)0, "goldenVolumeUri", "deploymentClusterUri", "statelessServerUri",
         "dependentArtifacts", "iscsi", iscsi ? iscsi : json_object(), "secrets", secrets);
     json_decref(portals);
+    if (doc && p->server_profile_uri) {
+      json_object_set_new(doc, "serverProfileUri", json_string(p->server_profile_uri));
+      json_object_set_new(doc, "deploymentPlanUri",
+                          p->deployment_plan_uri ? json_string(p->deployment_plan_uri)
+                                                 : json_null());
+    }
   }
   free(tname);
   free(uri);
@@ -970,6 +991,22 @@ out:
 }
 
 int osvol_create_finish(struct osvol_service *svc, const char *id, struct task *t, struct err *e) {
+  return osvol_create_finish_with(svc, id, t, NULL, NULL, e);
+}
+
+/* Open the new volume, run `prepare` on it, flush and close it. */
+static int prepare_volume(struct osvol_service *svc, const char *id, osvol_prepare_fn prepare,
+                          void *arg, char **log, struct err *e) {
+  struct vol *v = NULL;
+  if (vol_os_open(svc->vs, id, &v, e) < 0) return -1;
+  int rc = prepare(arg, v, log, e);
+  if (rc == 0) rc = vol_flush(v, e);
+  vol_close(v);
+  return rc;
+}
+
+int osvol_create_finish_with(struct osvol_service *svc, const char *id, struct task *t,
+                             osvol_prepare_fn prepare, void *arg, struct err *e) {
   struct store_entry *en = store_get(svc->s, OSVOL_COLL, id);
   if (!en) {
     err_set(e, 404, "RESOURCE_NOT_FOUND", "OS volume \"%.100s\" does not exist", id);
@@ -992,10 +1029,19 @@ int osvol_create_finish(struct osvol_service *svc, const char *id, struct task *
     store_entry_release(en);
     return -1;
   }
+  char *deploy_log = NULL;
+  if (prepare && prepare_volume(svc, id, prepare, arg, &deploy_log, e) < 0) {
+    log_warn("osvol", "OS volume \"%s\" (%s): not prepared: %s", en->name, id, e->message);
+    free(deploy_log);
+    undo_create(svc, id);
+    store_entry_release(en);
+    return -1;
+  }
   if (svc->iscsi) {
-    if (t) task_progress(t, 60, "Exporting it as iSCSI target %s", target_of(doc));
+    if (t) task_progress(t, 80, "Exporting it as iSCSI target %s", target_of(doc));
     if (export_doc(svc, doc, e) < 0) {
       log_warn("osvol", "OS volume \"%s\" (%s): cannot export it: %s", en->name, id, e->message);
+      free(deploy_log);
       undo_create(svc, id);
       store_entry_release(en);
       return -1;
@@ -1013,8 +1059,11 @@ int osvol_create_finish(struct osvol_service *svc, const char *id, struct task *
           svc->iscsi ? "" : "not exported: the iSCSI target is disabled (--iscsi-listen none)",
       .log = line,
       .allocated = 1,
+      .deploy_log = deploy_log,
   };
-  if (doc_apply(svc, id, &c, e) < 0) {
+  int applied = doc_apply(svc, id, &c, e);
+  free(deploy_log);
+  if (applied < 0) {
     struct err ue;
     err_init(&ue);
     if (svc->iscsi) iscsi_unexport(svc->iscsi, target_of(doc), &ue);
@@ -1181,6 +1230,10 @@ json_t *osvol_delete(struct osvol_service *svc, struct task_engine *te, const ch
     err_set(e, 404, "RESOURCE_NOT_FOUND", "OS volume \"%.100s\" does not exist", id);
     return NULL;
   }
+  if (owned(en->doc, "deleted", e) < 0) {
+    store_entry_release(en);
+    return NULL;
+  }
   char *name = strdup(en->name ? en->name : "");
   store_entry_release(en);
   if (!name || osvol_delete_begin(svc, id, if_match, e) < 0) {
@@ -1344,7 +1397,8 @@ int osvol_update(struct osvol_service *svc, const char *id, json_t *body, const 
     goto out;
   }
   if (check_if_match(old->doc, if_match, e) < 0 || busy(old->doc, "changed", e) < 0 ||
-      check_keys(body, 0, id, e) < 0 || check_fixed(body, old->doc, e) < 0)
+      owned(old->doc, "changed", e) < 0 || check_keys(body, 0, id, e) < 0 ||
+      check_fixed(body, old->doc, e) < 0)
     goto out;
   doc = json_deep_copy(old->doc);
   if (!doc) {
@@ -1535,7 +1589,9 @@ char *osvol_archive(struct osvol_service *svc, const char *ref, struct err *e) {
     return NULL;
   }
   const char *log = json_string_value(json_object_get(en->doc, "log"));
-  char *text = strdup(log ? log : "");
+  const char *dlog = json_string_value(json_object_get(en->doc, "deployLog"));
+  char *text = dlog ? util_strdup_printf("%s\n==== deployment log ====\n%s", log ? log : "", dlog)
+                    : strdup(log ? log : "");
   store_entry_release(en);
   if (!text) oom(e);
   return text;

@@ -54,6 +54,11 @@ struct osvol_params {
   const char *chap_name, *chap_secret;
   int mutual_chap; /* mutual CHAP (needs chap): mutual_name / mutual_secret */
   const char *mutual_name, *mutual_secret;
+  /* A deployment's volume (NULL otherwise): the server profile that owns it
+   * and the deployment plan it was made from, shown in the document
+   * ("serverProfileUri", "deploymentPlanUri"); REST PUT and DELETE of the
+   * volume are then refused (the profile manages it). */
+  const char *server_profile_uri, *deployment_plan_uri;
 };
 
 /* Parse and check a POST /rest/os-volumes body into *p (which then borrows
@@ -72,6 +77,17 @@ void osvol_params_free(struct osvol_params *p);
 int osvol_create_begin(struct osvol_service *svc, const struct osvol_params *p, char id_out[37],
                        struct err *e);
 int osvol_create_finish(struct osvol_service *svc, const char *id, struct task *t, struct err *e);
+/* The same, with `prepare` run on the new volume (open read-write, not yet
+ * exported) between its creation and its export: a deployment personalizes
+ * it there. prepare returns 0, or -1 with e set: the volume and document are
+ * then removed like any failed create. *log (malloc'd, may stay NULL) is
+ * kept as the volume's deployment log (hidden; part of the archive). */
+typedef int (*osvol_prepare_fn)(void *arg, struct vol *v, char **log, struct err *e);
+int osvol_create_finish_with(struct osvol_service *svc, const char *id, struct task *t,
+                             osvol_prepare_fn prepare, void *arg, struct err *e);
+/* Undo a begin whose finish will not run (the task could not be queued):
+ * the document (and a volume, if any) removed. */
+void osvol_create_abort(struct osvol_service *svc, const char *id);
 /* Deletion in two steps likewise: begin checks (404, 412 If-Match, 409
  * busy) and sets the state "Deleting"; finish drops the export and its
  * sessions, deletes the volume, then the document. */

@@ -1,0 +1,157 @@
+/* profiles.c — machines and deployments over HTTP. The rules live in
+ * deploy/hardware.c and deploy/profile.c; this file checks roles, parses
+ * bodies and maps results to replies:
+ *   GET    /rest/server-hardware                  collection (filter, query, sort, paging)
+ *   POST   /rest/server-hardware                  201 + the machine
+ *   GET    /rest/server-hardware/{id}             the machine (no CHAP secret)
+ *   PUT    /rest/server-hardware/{id}             200 + the machine
+ *   DELETE /rest/server-hardware/{id}             204 (409 while a profile uses it)
+ *   GET    /rest/server-profiles                  collection
+ *   POST   /rest/server-profiles                  202 + task "Deploy"
+ *   GET    /rest/server-profiles/{id}             the profile (password values blank)
+ *   PUT    /rest/server-profiles/{id}             202 + task "Redeploy" or "Update"
+ *   DELETE /rest/server-profiles/{id}             202 + task "Delete"
+ *   GET    /rest/deployment-groups[/{id}]         the one default group
+ * Writes need the Server administrator role (or Infrastructure). */
+#include <string.h>
+
+#include "api/api_int.h"
+#include "deploy/deploy.h"
+
+static int is(const char *a, const char *b) { return strcmp(a, b) == 0; }
+
+static void method_not_allowed(struct request *r) {
+  reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r->method, r->path);
+}
+
+static void not_found(struct request *r) {
+  reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+}
+
+static void reply_entry(struct request *r, int status, struct store_entry *en) {
+  char *t = malloc(en->len + 1);
+  if (!t) {
+    reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
+    return;
+  }
+  memcpy(t, en->text, en->len + 1);
+  reply_text(r, status, t, en->len);
+  const char *etag = json_string_value(json_object_get(en->doc, "eTag"));
+  if (etag) snprintf(r->etag, sizeof r->etag, "%s", etag);
+}
+
+static void reply_task(struct request *r, json_t *task) {
+  snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(task, "uri")));
+  reply_json(r, 202, task);
+}
+
+static int ready(struct request *r) {
+  if (r->api->cfg.deploy) return 0;
+  reply_err(r, 503, "DEPLOYMENTS_UNAVAILABLE", "this server has no deployment service");
+  return -1;
+}
+
+static void serve_get(struct request *r, const char *coll, const char *what) {
+  struct store_entry *en = store_get(r->api->store, coll, r->seg[1]);
+  if (!en) {
+    reply_err(r, 404, "RESOURCE_NOT_FOUND", "%s \"%.100s\" does not exist", what, r->seg[1]);
+    return;
+  }
+  reply_entry(r, 200, en);
+  store_entry_release(en);
+}
+
+void route_server_hardware(struct request *r) {
+  if (ready(r) < 0) return;
+  struct deploy_service *d = r->api->cfg.deploy;
+  struct err e;
+  err_init(&e);
+  struct store_entry *en = NULL;
+  if (r->nseg == 1) {
+    if (is(r->method, "GET")) return serve_collection(r, HW_COLL);
+    if (!is(r->method, "POST")) return method_not_allowed(r);
+    if (auth_require(r, ROLE_SERVER) < 0) return;
+    json_t *b = req_json(r);
+    if (!b) return;
+    if (hw_create(d, b, &en, &e) < 0) return reply_error(r, &e);
+    reply_entry(r, 201, en);
+    snprintf(r->location, sizeof r->location, "/rest/%s/%s", HW_COLL, en->id);
+    store_entry_release(en);
+    return;
+  }
+  if (r->nseg != 2) return not_found(r);
+  if (is(r->method, "GET")) return serve_get(r, HW_COLL, "server hardware");
+  if (is(r->method, "PUT")) {
+    if (auth_require(r, ROLE_SERVER) < 0) return;
+    json_t *b = req_json(r);
+    if (!b) return;
+    if (hw_update(d, r->seg[1], b, req_header(r, "If-Match"), &en, &e) < 0)
+      return reply_error(r, &e);
+    reply_entry(r, 200, en);
+    store_entry_release(en);
+    return;
+  }
+  if (is(r->method, "DELETE")) {
+    if (auth_require(r, ROLE_SERVER) < 0) return;
+    if (hw_delete(d, r->seg[1], req_header(r, "If-Match"), &e) < 0) return reply_error(r, &e);
+    return reply_no_content(r);
+  }
+  method_not_allowed(r);
+}
+
+void route_server_profiles(struct request *r) {
+  if (ready(r) < 0) return;
+  struct deploy_service *d = r->api->cfg.deploy;
+  struct err e;
+  err_init(&e);
+  json_t *task = NULL;
+  if (r->nseg == 1) {
+    if (is(r->method, "GET")) return serve_collection(r, PROFILE_COLL);
+    if (!is(r->method, "POST")) return method_not_allowed(r);
+    if (auth_require(r, ROLE_SERVER) < 0) return;
+    json_t *b = req_json(r);
+    if (!b) return;
+    task = profile_create(d, b, r->sess.user, &e);
+  } else if (r->nseg == 2) {
+    if (is(r->method, "GET")) return serve_get(r, PROFILE_COLL, "server profile");
+    if (is(r->method, "PUT")) {
+      if (auth_require(r, ROLE_SERVER) < 0) return;
+      json_t *b = req_json(r);
+      if (!b) return;
+      task = profile_update(d, r->seg[1], b, req_header(r, "If-Match"), r->sess.user, &e);
+    } else if (is(r->method, "DELETE")) {
+      if (auth_require(r, ROLE_SERVER) < 0) return;
+      task = profile_delete(d, r->seg[1], req_header(r, "If-Match"), r->sess.user, &e);
+    } else {
+      return method_not_allowed(r);
+    }
+  } else {
+    return not_found(r);
+  }
+  if (!task) return reply_error(r, &e);
+  reply_task(r, task);
+}
+
+void route_deployment_groups(struct request *r) {
+  if (!is(r->method, "GET")) return method_not_allowed(r);
+  json_t *g = deploy_group();
+  if (!g) return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
+  if (r->nseg == 2) {
+    if (!is(r->seg[1], DEPLOY_GROUP_ID)) {
+      json_decref(g);
+      reply_err(r, 404, "RESOURCE_NOT_FOUND", "deployment group \"%.100s\" does not exist",
+                r->seg[1]);
+      return;
+    }
+    return reply_json(r, 200, g);
+  }
+  if (r->nseg != 1) {
+    json_decref(g);
+    return not_found(r);
+  }
+  reply_json(r, 200,
+             json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:n, s:n, s:[o]}", "type",
+                       "DeploymentGroupCollection", "category", "deployment-groups", "uri",
+                       "/rest/deployment-groups", "start", 0, "count", 1, "total", 1, "prevPageUri",
+                       "nextPageUri", "members", g));
+}
