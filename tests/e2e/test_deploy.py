@@ -354,3 +354,227 @@ def test_hardware_rules(srv):
     assert g["count"] == 1 and g["members"][0]["name"] == "default", g
     assert srv.request("GET", g["members"][0]["uri"]).status == 200
     assert srv.request("GET", "/rest/deployment-groups/nope").status == 404
+
+
+# -- small plans for the pipeline's failure cases and load -----------------------------------------
+def small_setup(srv, content="echo deployed @Hostname@\n", name="Small", golden=True, bp_attrs=()):
+    """A 1 MiB golden image of zeros and a one-step plan. Returns the deployment plan."""
+    r = srv.request("POST", "/rest/plan-scripts", {"name": name + " script", "planType": "deploy",
+                                                   "content": content, "description": ""})
+    assert r.status == 201, r
+    ps = r.json()
+    r = srv.request("POST", "/rest/build-plans", {
+        "name": name + " plan", "oeBuildPlanType": "deploy",
+        "buildStep": [{"serialNumber": "1", "planScriptUri": ps["uri"]}],
+        "customAttributes": [{"name": "Hostname", "type": "hostname", "value": "node"}] + list(bp_attrs)})
+    assert r.status == 201, r
+    bp = r.json()
+    body = {"name": name, "oeBuildPlanURI": bp["uri"], "customAttributes": []}
+    if golden:
+        gi = tgi.upload_ok(srv, tgi.Body("zero.img", data=b"\0" * (1 << 20)),
+                           "?name=" + urllib.parse.quote(name + " image"))
+        body["goldenImageURI"] = gi["uri"]
+    r = srv.request("POST", "/rest/deployment-plans", body)
+    assert r.status == 201, r
+    return r.json()
+
+
+def restart(srv, env=None):
+    srv.stop()
+    srv.env = env
+    srv.start()
+    srv.login()
+
+
+def mac(i):
+    return "52:54:00:%02x:%02x:%02x" % ((i >> 16) & 255, (i >> 8) & 255, i & 255)
+
+
+def test_fault_at_each_step():
+    with harness.Server(extra_args=["--fault-injection"]) as srv:
+        srv.login()
+        dp = small_setup(srv)
+        hw = hardware(srv)
+        # a first deploy failing at each step leaves nothing
+        for step in ("clone", "plan", "export", "record"):
+            restart(srv, {"STREAMER_FAULT": "deploy:" + step})
+            t, _ = deploy(srv, "f-" + step, hw, dp, [{"name": "Hostname", "value": "n1"}], ok=False)
+            (e,) = t["taskErrors"]
+            assert 'failed at step "%s"' % step in e["message"], (step, e)
+            assert "INJECTED_FAULT" in (e["errorCode"], e["message"]) or "injected fault" in e["message"], e
+            consistent(srv, 0)
+            assert srv.request("GET", hw["uri"]).json()["serverProfileUri"] is None
+        # a deployed profile; a redeploy failing at each step leaves it as it was
+        restart(srv, None)
+        _, p = deploy(srv, "web", hw, dp, [{"name": "Hostname", "value": "n1"}])
+        vol = p["osDeploymentSettings"]["osVolumeUri"]
+        for step in ("clone", "plan", "export", "record"):
+            restart(srv, {"STREAMER_FAULT": "deploy:" + step})
+            t, p2 = redeploy(srv, p, {"osDeploymentSettings": {"osCustomAttributes": [
+                {"name": "Hostname", "value": "n2"}]}}, ok=False)
+            assert 'failed at step "%s"' % step in t["taskErrors"][0]["message"], t
+            assert p2["state"] == "Normal" and p2["osDeploymentSettings"]["osVolumeUri"] == vol, p2
+            assert p2["osDeploymentSettings"]["osCustomAttributes"] == p["osDeploymentSettings"]["osCustomAttributes"]
+            consistent(srv, 1)
+        # the old volume cannot be removed after a redeploy: the next start removes it
+        restart(srv, {"STREAMER_FAULT": "deploy:remove-old"})
+        t, p3 = redeploy(srv, p, {"osDeploymentSettings": {"osCustomAttributes": [
+            {"name": "Hostname", "value": "n3"}]}})
+        assert p3["osDeploymentSettings"]["osVolumeUri"] != vol, p3
+        assert srv.request("GET", vol).status == 200  # still there, owned by no deployment
+        restart(srv, None)
+        assert srv.request("GET", vol).status == 404
+        consistent(srv, 1)
+        # a delete that fails keeps the profile and its volume
+        restart(srv, {"STREAMER_FAULT": "deploy:delete"})
+        r = srv.request("DELETE", p3["uri"])
+        assert r.status == 202, r
+        t = srv.wait_task(r.json()["uri"])
+        assert t["taskState"] == "Error" and 'step "delete"' in t["taskErrors"][0]["message"], t
+        p4 = srv.request("GET", p3["uri"]).json()
+        assert p4["state"] == "Normal" and p4["status"] == "Warning", p4
+        consistent(srv, 1)
+        # without --fault-injection the variable does nothing
+        srv.stop()
+        srv.extra_args = []
+        srv.env = {"STREAMER_FAULT": "deploy:delete"}
+        srv.start()
+        srv.login()
+        delete_profile(srv, p4)
+        consistent(srv, 0)
+
+
+def test_parallel_deploys_and_retries(srv):
+    n = 200
+    dp = small_setup(srv)
+    hws = [hardware(srv, "n%03d" % i, macs=[mac(i + 1)]) for i in range(n)]
+
+    def one(i):
+        r = post_profile(srv, "p%03d" % i, hws[i], dp, [{"name": "Hostname", "value": "node-%d" % i}])
+        assert r.status == 202, r
+        return r.json()["uri"]
+
+    with concurrent.futures.ThreadPoolExecutor(32) as ex:
+        tasks = list(ex.map(one, range(n)))
+    # a retried request: the same profile again is refused, nothing changes
+    r = post_profile(srv, "p000", hws[0], dp, [{"name": "Hostname", "value": "node-0"}])
+    assert r.status == 409 and r.json()["errorCode"] in ("NAME_CONFLICT", "HARDWARE_IN_USE"), r
+    r = post_profile(srv, "p000-again", hws[0], dp, [{"name": "Hostname", "value": "node-0"}])
+    assert r.status == 409 and r.json()["errorCode"] == "HARDWARE_IN_USE", r
+    for u in tasks:
+        t = srv.wait_task(u, timeout=300)
+        assert t["taskState"] == "Completed", t
+    consistent(srv, n)
+    vols = volumes(srv)
+    assert len({v["oeVolumeIQN"] for v in vols}) == n
+    profiles = srv.request("GET", "/rest/server-profiles").json()["members"]
+    # the archive of one: its own hostname
+    p = [x for x in profiles if x["name"] == "p123"][0]
+    vid = p["osDeploymentSettings"]["osVolumeUri"].rsplit("/", 1)[1]
+    assert "deployed node-123" in srv.request("GET", "/rest/os-volumes/archive/" + vid).body
+    # deleting them all in parallel, with a busy retry of each
+    def gone(p):
+        r = srv.request("DELETE", p["uri"])
+        assert r.status == 202, r
+        again = srv.request("DELETE", p["uri"])
+        assert again.status in (409, 404), again
+        return r.json()["uri"]
+
+    with concurrent.futures.ThreadPoolExecutor(32) as ex:
+        tasks = list(ex.map(gone, profiles))
+    for u in tasks:
+        assert srv.wait_task(u, timeout=300)["taskState"] == "Completed"
+    consistent(srv, 0)
+
+
+def wait_for(cond, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_kill_during_deploy_and_redeploy():
+    with harness.Server() as srv:
+        srv.login()
+        dp = small_setup(srv)
+        slow = small_setup(srv, content="!sleep 60\necho slow @Hostname@\n", name="Slow")
+        hw = hardware(srv)
+        # 1. a first deploy killed while its plan sleeps: nothing left
+        r = post_profile(srv, "web", hw, slow, [{"name": "Hostname", "value": "n1"}])
+        assert r.status == 202, r
+        task = r.json()["uri"]
+        wait_for(lambda: os_dirs(srv) and "slow" not in srv.request("GET", task).body
+                 and srv.request("GET", task).json()["taskState"] == "Running")
+        time.sleep(0.5)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        srv.proc = None
+        srv.start()
+        srv.login()
+        t = srv.request("GET", task).json()
+        assert t["taskState"] == "Error" and "interrupted" in json.dumps(t).lower(), t
+        consistent(srv, 0)
+        assert srv.request("GET", hw["uri"]).json()["serverProfileUri"] is None
+        deploy_dir = os.path.join(srv.data_dir, "volumes", "deploy")
+        assert not os.path.isdir(deploy_dir) or os.listdir(deploy_dir) == []
+        # 2. a redeploy killed mid-plan: the profile back on its volume, the new one gone
+        _, p = deploy(srv, "web", hw, dp, [{"name": "Hostname", "value": "n1"}])
+        vol = p["osDeploymentSettings"]["osVolumeUri"]
+        r = srv.request("PUT", p["uri"], {"osDeploymentSettings": {"osDeploymentPlanUri": slow["uri"]}})
+        assert r.status == 202, r
+        task = r.json()["uri"]
+        wait_for(lambda: len(os_dirs(srv)) == 2)
+        time.sleep(0.5)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        srv.proc = None
+        srv.start()
+        srv.login()
+        assert srv.request("GET", task).json()["taskState"] == "Error"
+        p2 = srv.request("GET", p["uri"]).json()
+        assert p2["state"] == "Normal" and p2["osDeploymentSettings"]["osVolumeUri"] == vol, p2
+        assert p2["osDeploymentSettings"]["osDeploymentPlanUri"] == dp["uri"], p2
+        consistent(srv, 1)
+        assert not os.path.isdir(deploy_dir) or os.listdir(deploy_dir) == []
+        # the machine still boots the old volume: its target is live
+        vol_doc = srv.request("GET", vol).json()
+        assert vol_doc["oeVolumeIQN"] in target_names(srv)
+        delete_profile(srv, p2)
+        consistent(srv, 0)
+
+
+def test_empty_volume_nic_and_system_attributes(srv):
+    content = ("echo ip=@MgmtNIC.ipaddress@ mode=@MgmtNIC.constraint@ dhcp=@MgmtNIC.dhcp@ "
+               "mac=@_Initiator1.mac@ hwip=@_Initiator1.ip@ mac2=@_Initiator2.mac@ size=@VolumeSize@\n")
+    # the build plan declares the NIC and VolumeSize
+    nic = {"name": "MgmtNIC", "type": "nic", "value": None,
+           "constraints": json.dumps({"ipv4static": True, "ipv4dhcp": True, "ipv4disable": False,
+                                      "parameters": ["ipaddress", "netmask", "gateway", "dns1", "mac"]})}
+    vs = {"name": "VolumeSize", "type": "number", "value": "",
+          "constraints": json.dumps({"minimum": "1", "maximum": "51200"})}
+    dp = small_setup(srv, content=content, name="Empty", golden=False, bp_attrs=[nic, vs])
+    hw = hardware(srv, "n1", macs=[MAC, "52:54:00:00:00:02"], ipv4Address="10.1.0.9", netmask="255.255.0.0")
+    # no VolumeSize; a bad static address; disabled not allowed: all at once
+    r = post_profile(srv, "e", hw, dp, [{"name": "MgmtNIC.constraint", "value": "disabled"}])
+    assert r.status == 400 and len(r.json()["nestedErrors"]) == 2, r
+    r = post_profile(srv, "e", hw, dp, [{"name": "VolumeSize", "value": "16"},
+                                        {"name": "MgmtNIC.constraint", "value": "static"},
+                                        {"name": "MgmtNIC.ipaddress", "value": "10.0.0.256"}])
+    assert r.status == 400 and r.json()["errorCode"] == "INVALID_ATTRIBUTES", r
+    t, p = deploy(srv, "e", hw, dp, [{"name": "VolumeSize", "value": "16"},
+                                     {"name": "MgmtNIC.ipaddress", "value": "10.0.0.7"},
+                                     {"name": "MgmtNIC.netmask", "value": "255.255.255.0"}])
+    vol = srv.request("GET", p["osDeploymentSettings"]["osVolumeUri"]).json()
+    assert vol["size"] == 16 << 20 and vol["goldenVolumeUri"] is None, vol
+    log = srv.request("GET", "/rest/os-volumes/archive/" + vol["id"]).body
+    assert "ip=10.0.0.7 mode=static dhcp=false mac=%s hwip=10.1.0.9 mac2=52:54:00:00:00:02" % MAC in log, log
+    # redeploy in DHCP mode: the address is empty for the script
+    t, p = redeploy(srv, p, {"osDeploymentSettings": {"osCustomAttributes": [
+        {"name": "MgmtNIC.constraint", "value": "dhcp"}]}})
+    vol = srv.request("GET", p["osDeploymentSettings"]["osVolumeUri"]).json()
+    log = srv.request("GET", "/rest/os-volumes/archive/" + vol["id"]).body
+    assert "ip= mode=dhcp dhcp=true" in log, log
+    consistent(srv, 1)
