@@ -301,8 +301,10 @@ static int ps_check(struct cli *c, int argc, char **argv) {
     const char *eq = strchr(a.opt[i].value, '=');
     if (!eq || eq == a.opt[i].value)
       return cli_usage_error(CHECK_USAGE, "--attr needs NAME=VALUE, not \"%s\"", a.opt[i].value);
-    CLEANUP_FREE char *k = strndup(a.opt[i].value, (size_t)(eq - a.opt[i].value));
-    json_object_set_new(values, k, json_string(eq + 1));
+    if (json_object_setn_new(values, a.opt[i].value, (size_t)(eq - a.opt[i].value),
+                             json_string(eq + 1)) < 0)
+      return cli_usage_error(CHECK_USAGE, "--attr \"%s\": the name and value must be UTF-8 text",
+                             a.opt[i].value);
   }
   struct check_count n = {0, 0};
   int errors = 0, bad_files = 0;

@@ -609,10 +609,17 @@ static int ext_walk(struct ext *x, const char *op, const char *path, int follow,
 /* An existing object (ENOENT otherwise), its inode read. */
 static int ext_find(struct ext *x, const char *op, const char *path, int follow, struct walk *w,
                     inode_t *in, struct err *e) {
+  memset(in, 0, sizeof *in); /* defined on every return */
   if (ext_walk(x, op, path, follow, w, e) < 0) return -1;
-  if (!w->ino) return ext_errno(e, ENOENT, op, path);
+  if (!w->ino) {
+    ext_errno(e, ENOENT, op, path);
+    return -1;
+  }
   errcode_t rc = ext_iget(x, w->ino, in);
-  if (rc) return ext_fail(x, e, rc, op, path);
+  if (rc) {
+    ext_fail(x, e, rc, op, path);
+    return -1;
+  }
   return 0;
 }
 
@@ -1465,7 +1472,7 @@ static void ext_close(struct fs *f) {
 
 #define EXT_OPS(name, kind)                                                                        \
   static const struct fs_ops name = {                                                              \
-      .type = kind,                                                                                \
+      .type = (kind),                                                                              \
       .stat = ext_stat,                                                                            \
       .lstat = ext_lstat,                                                                          \
       .readdir = ext_readdir,                                                                      \

@@ -210,10 +210,18 @@ static const struct {
     [K_CORRUPT] = {500, FS_ECORRUPT, "Structure needs cleaning"},
 };
 
-static int fail(struct vfat *v, enum ekind k, const char *fmt, ...)
+/* Set v->e to an error of kind k; fail() is it, valued -1. A macro so that the -1 is visible
+ * where it is returned: the static analyzer does not inline variadic functions, and would
+ * otherwise follow `return fail(...)` as a success that left outputs unwritten. */
+static void fail_report(struct vfat *v, enum ekind k, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static int fail(struct vfat *v, enum ekind k, const char *fmt, ...) {
-  if (!v->e) return -1;
+#define fail(v, ...)                                                                               \
+  ({                                                                                               \
+    fail_report((v), __VA_ARGS__);                                                                 \
+    -1;                                                                                            \
+  })
+static void fail_report(struct vfat *v, enum ekind k, const char *fmt, ...) {
+  if (!v->e) return;
   char detail[640] = "";
   if (fmt) {
     va_list ap;
@@ -231,7 +239,6 @@ static int fail(struct vfat *v, enum ekind k, const char *fmt, ...) {
             detail);
   else
     err_set(v->e, kinds[k].status, kinds[k].code, "%s: %s: %s", op, path, kinds[k].msg);
-  return -1;
 }
 #define nomem(v) fail(v, K_NOMEM, NULL)
 
@@ -1632,7 +1639,7 @@ static int vfat_read(struct fs *f, const char *path, void *buf, size_t len, uint
   *got = 0;
   struct obj o;
   if (lookup(v, &v->w1, path, &o) < 0) return op_end(v, -1);
-  if (o.dir) return op_end(v, fail(v, K_ISDIR, NULL));
+  if (o.dir || !o.parent) return op_end(v, fail(v, K_ISDIR, NULL)); /* no parent: the root */
   if (ent_check(v, o.parent, o.idx) < 0) return op_end(v, -1);
   uint32_t size = ent_size(o.parent, o.idx);
   if (off >= size || !len) return op_end(v, 0);
@@ -1699,7 +1706,7 @@ static int vfat_truncate(struct fs *f, const char *path, uint64_t size, struct e
   op_begin(v, "truncate", path, e);
   struct obj o;
   if (check_rw(v) < 0 || lookup(v, &v->w1, path, &o) < 0) return op_end(v, -1);
-  if (o.dir) return op_end(v, fail(v, K_ISDIR, NULL));
+  if (o.dir || !o.parent) return op_end(v, fail(v, K_ISDIR, NULL)); /* no parent: the root */
   if (size > FILE_MAX) return op_end(v, fail(v, K_FBIG, "vfat files hold at most 4 GiB - 1 bytes"));
   struct vdir *d = o.parent;
   if (ent_check(v, d, o.idx) < 0) return op_end(v, -1);
@@ -1795,7 +1802,7 @@ static int vfat_unlink(struct fs *f, const char *path, struct err *e) {
   op_begin(v, "unlink", path, e);
   struct obj o;
   if (check_rw(v) < 0 || lookup(v, &v->w1, path, &o) < 0) return op_end(v, -1);
-  if (o.dir) return op_end(v, fail(v, K_ISDIR, NULL));
+  if (o.dir || !o.parent) return op_end(v, fail(v, K_ISDIR, NULL)); /* no parent: the root */
   return op_end(v, remove_entry(v, o.parent, o.idx, NULL));
 }
 

@@ -99,5 +99,7 @@ def test_check_faults_and_exit_status():
         assert rc == 2, (rc, err)
         rc, out, err = check(["--attr", "novalue", good])
         assert rc == 2 and "NAME=VALUE" in err, (rc, err)
+        rc, out, err = check([b"--attr", b"Cmd=\xff", b"-"], stdin=b"@Cmd@ /x\n")
+        assert rc == 2 and "must be UTF-8 text" in err, (rc, err)
         rc, out, err = check([os.path.join(d, "missing.txt")])
         assert rc == 2, (rc, err)
