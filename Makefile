@@ -197,6 +197,7 @@ bench: bench-deps all $(BUILD)/bench/vol_bench $(BUILD)/bench/iscsi_load $(BUILD
 	/usr/bin/python3 bench/script_bench.py
 	/usr/bin/python3 bench/boot_bench.py
 	/usr/bin/python3 bench/capture_bench.py
+	/usr/bin/python3 bench/deploy_bench.py
 
 clean:
 	rm -rf build
