@@ -8,7 +8,7 @@ constraints are all listed at once, exit 2, and nothing reaches the server
 visible attributes with their effective values (passwords masked).
 """
 import json
-import os
+import re
 import zipfile
 
 import harness
@@ -88,3 +88,58 @@ def test_cli_deploy_local_check(srv):
         assert p.returncode == 2, (args, p)
     p = cli(srv, "deploy", "web1", "--hardware", "node1", "--plan", "no such plan")
     assert p.returncode == 1 and "no deployment plan" in p.stderr, p
+
+
+def test_cli_hardware_deploy_profiles(srv):
+    gi, dp = import_developer_plan(srv)
+    login(srv)
+    p = cli(srv, "hardware", "add", "node1", "--mac", "52-54-00-AA-BB-01", "--mac", "52:54:00:aa:bb:02",
+            "--ip", "10.0.0.51", "--netmask", "255.255.255.0")
+    assert p.returncode == 0 and 'Registered server hardware "node1"' in p.stdout, p
+    assert "52:54:00:aa:bb:01, 52:54:00:aa:bb:02" in p.stdout, p.stdout
+    p = cli(srv, "hardware", "add", "node2", "--mac", "52:54:00:aa:bb:02")  # a MAC belongs to one machine
+    assert p.returncode == 1, p
+    p = cli(srv, "hardware", "list")
+    assert p.returncode == 0 and "node1" in p.stdout and "52:54:00:aa:bb:01,52:54:00:aa:bb:02" in p.stdout, p
+    p = cli(srv, "hardware", "show", "node1")
+    assert p.returncode == 0 and "(none)" in p.stdout and "/boot/ipxe?mac=52:54:00:aa:bb:01" in p.stdout, p
+    assert "10.0.0.51" in p.stdout, p.stdout
+    st, _, body = __import__("test_boot").get(srv.port, "/boot/ipxe?mac=52:54:00:aa:bb:02")
+    assert st == 200 and body.endswith("\nexit\n"), body
+    assert "-> exit-no-profile" in srv.read_log()
+
+    p = cli(srv, "deploy", "web1", "--hardware", "node1", "--plan", dp["name"], *GOOD)
+    assert p.returncode == 0, (p, srv.read_log()[-3000:])
+    assert 'Deployed server profile "web1"' in p.stdout and "state Normal" in p.stdout, p.stdout
+    assert "Primary" in p.stdout and "/boot/ipxe?mac=52:54:00:aa:bb:01" in p.stdout, p.stdout
+    assert "pa55word" not in p.stdout + p.stderr
+    p = cli(srv, "profile", "list")
+    assert p.returncode == 0 and re.search(r"web1\s+Normal\s+\S+\s+node1\s+User - Developer", p.stdout), p.stdout
+    p = cli(srv, "profile", "show", "web1")
+    assert p.returncode == 0, p
+    assert "node1 (/rest/server-hardware/" in p.stdout and "Hello from node1" in p.stdout, p.stdout
+    assert "pa55word" not in p.stdout and "Primary" in p.stdout, p.stdout
+    p = cli(srv, "hardware", "show", "node1")
+    assert p.returncode == 0 and "web1 (Normal, /rest/server-profiles/" in p.stdout, p.stdout
+    st, _, body = __import__("test_boot").get(srv.port, "/boot/ipxe?mac=52-54-00-AA-BB-02")
+    assert st == 200 and "\nsanboot iscsi:127.0.0.1::%d:0:" % srv.iscsi_port in body, body
+    # a machine in use cannot be forgotten; a second profile on it is refused
+    assert cli(srv, "hardware", "delete", "node1").returncode == 1
+    p = cli(srv, "deploy", "web2", "--hardware", "node1", "--plan", dp["name"], *GOOD)
+    assert p.returncode == 1, p
+    p = cli(srv, "profile", "delete", "web1")
+    assert p.returncode == 0 and 'Deleted server profile "web1"' in p.stdout, p
+    assert srv.request("GET", "/rest/os-volumes").json()["members"] == []
+    st, _, body = __import__("test_boot").get(srv.port, "/boot/ipxe?mac=52:54:00:aa:bb:01")
+    assert body.endswith("\nexit\n"), body
+    p = cli(srv, "profile", "show", "web1")
+    assert p.returncode == 1 and "streamer profile list" in p.stderr, p
+    # the plan's own default makes the deployment fail: exit 1, no OS volume left
+    p = cli(srv, "deploy", "web3", "--hardware", "node1", "--plan", dp["name"], "--attr", "ExampleString1=x")
+    assert p.returncode == 1, p
+    assert srv.request("GET", "/rest/os-volumes").json()["members"] == []
+    cli(srv, "profile", "delete", "web3")
+    p = cli(srv, "hardware", "delete", "node1")
+    assert p.returncode == 0, p
+    p = cli(srv, "hardware", "show", "node1")
+    assert p.returncode == 1 and "streamer hardware list" in p.stderr, p
