@@ -10,7 +10,9 @@ then captures it. The downloaded HPE zip is read with independent tools
 too, the OS volume is byte for byte what it was. Also: the project's sample
 Debian capture plan (examples/); HPE's Developer bundle's own capture plans; refusals that change nothing; a failing plan
 that leaves nothing; a capture while the volume is being written (the image
-is one instant of the writer's sequence); a kill -9 mid-capture; the CLI.
+is one instant of the writer's sequence); a kill -9 mid-capture (nothing left)
+and after the image became usable (kept; its SHA-256 computed at the next
+start); the CLI.
 """
 import hashlib
 import io
@@ -465,6 +467,46 @@ def test_capture_killed_leaves_nothing():
         d.close()
         # and a capture works after the restart
         capture_ok(srv, vol, plan(srv, "quick", "mount /dev/sda2 /\nwrite /etc/machine-id \"\"\n"), "After")
+    finally:
+        srv.cleanup()
+
+
+def test_capture_killed_after_usable():
+    """With the SHA-256 held back (STREAMER_IMAGE_HASH=hold, a test setting) the
+    captured image becomes usable (Pending) and the task waits; a kill -9 then
+    keeps the image, and the next start computes its SHA-256."""
+    srv = harness.Server()
+    srv.start()
+    try:
+        srv.login()
+        tmp, img, gi, vol, orig = setup(srv)
+        bp = plan(srv, "quick", "mount /dev/sda2 /\nwrite /etc/machine-id \"\"\n")
+        srv.stop()
+        srv.env = {"STREAMER_IMAGE_HASH": "hold"}
+        srv.start()
+        srv.login()
+        r = capture(srv, vol, bp, "Held")
+        assert r.status == 202, r
+        task, gi_uri = r.json()["uri"], r.json()["associatedResource"]["resourceUri"]
+        deadline = time.time() + 60
+        while time.time() < deadline and srv.request("GET", gi_uri).status != 200:
+            time.sleep(0.05)
+        cap = srv.request("GET", gi_uri).json()
+        assert cap["checkSumState"] == "Pending" and cap["checkSum"] == "", cap
+        t = srv.request("GET", task).json()
+        assert t["taskState"] == "Running" and t["percentComplete"] >= 90, t
+        _, raw = tgi.raw_of_zip(tgi.download(srv, cap)[2])  # usable: it downloads
+        srv.stop(sig=9)
+        srv.env = None
+        srv.start()
+        srv.login()
+        assert srv.request("GET", task).json()["taskState"] == "Error"
+        deadline = time.time() + 60
+        while time.time() < deadline and srv.request("GET", gi_uri).json()["checkSumState"] != "OK":
+            time.sleep(0.1)
+        cap = srv.request("GET", gi_uri).json()
+        assert cap["checkSumState"] == "OK" and cap["checkSum"] == sha(raw), cap
+        assert tgi.dir_files(srv, "capture") == [] and tgi.importing(srv) == []
     finally:
         srv.cleanup()
 
