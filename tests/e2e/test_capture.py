@@ -9,7 +9,8 @@ then captures it. The downloaded HPE zip is read with independent tools
 (zipfile, mtools, debugfs): the plan's changes are in it, the iSCSI writes
 too, the OS volume is byte for byte what it was. Also: the project's sample
 Debian capture plan (examples/); HPE's Developer bundle's own capture plans; refusals that change nothing; a failing plan
-that leaves nothing; a capture while the volume is being written (the image
+that leaves nothing; the storage quota and a name another capture is
+making; a capture while the volume is being written (the image
 is one instant of the writer's sequence); a kill -9 mid-capture (nothing left)
 and after the image became usable (kept; its SHA-256 computed at the next
 start); the CLI.
@@ -391,6 +392,45 @@ def test_capture_failing_plan_leaves_nothing(srv):
     assert t["taskState"] == "Error" and t["taskErrors"][0]["errorCode"] in (
         "CAPTURE_OVERLAY_FULL", "CAPTURE_PLAN_FAILED"), t
     assert tgi.golden_ids(srv) == st[0] and tgi.dir_files(srv, "golden") == st[1]
+
+
+def test_capture_quota_and_names_under_way():
+    """The storage quota: a capture that would pass it ends in Error with nothing
+    left, and one asked for when the quota is used up is refused at once. A name
+    another capture is making is refused at once too."""
+    srv = harness.Server()
+    srv.start()
+    try:
+        srv.login()
+        tmp, img, gi, vol, orig = setup(srv)
+        quick = plan(srv, "quick", "mount /dev/sda2 /\nwrite /etc/machine-id \"\"\n")
+        slow = plan(srv, "slow", "!sleep 2\nmount /dev/sda2 /\nwrite /etc/machine-id \"\"\n")
+        r = capture(srv, vol, slow, "Twice")
+        assert r.status == 202, r
+        r2 = capture(srv, vol, quick, "Twice")
+        assert r2.status == 409 and r2.json()["errorCode"] == "NAME_CONFLICT", r2
+        assert "being captured" in r2.json()["message"], r2
+        assert srv.wait_task(r.json()["uri"], timeout=120)["taskState"] == "Completed"
+        used = sum(m["allocatedBytes"] for m in srv.request("GET", "/rest/golden-images").json()["members"])
+        ids = tgi.golden_ids(srv)
+        srv.stop()
+        srv.extra_args = ["--storage-quota", str(used + 256 * 1024)]
+        srv.start()
+        srv.login()
+        r = capture(srv, vol, quick, "Over quota")
+        assert r.status == 202, r
+        t = srv.wait_task(r.json()["uri"], timeout=120)
+        assert t["taskState"] == "Error" and t["taskErrors"][0]["errorCode"] == "QUOTA_EXCEEDED", t
+        assert tgi.golden_ids(srv) == ids and tgi.importing(srv) == []
+        assert sorted(tgi.dir_files(srv, "golden")) == sorted(i + ".raw" for i in ids)
+        srv.stop()
+        srv.extra_args = ["--storage-quota", str(used)]
+        srv.start()
+        srv.login()
+        r = capture(srv, vol, quick, "Over quota")
+        assert r.status == 413 and r.json()["errorCode"] == "QUOTA_EXCEEDED", r
+    finally:
+        srv.cleanup()
 
 
 # -- a capture while the server writes ---------------------------------------------------------
