@@ -558,6 +558,12 @@ static int capture_work(struct task *t, struct job *j, struct run *r, struct err
   memset(&info, 0, sizeof info);
   if (image_stream_commit(r->stream, progress, j, &info, e) < 0) return -1;
   int64_t t_commit = util_mono_ms();
+  /* The snapshot is no longer needed: the live volume's writes stop paying
+   * for copy-before-write, and the overlay's memory goes. */
+  vol_close(r->overlay);
+  r->overlay = NULL;
+  vol_close(j->snap);
+  j->snap = NULL;
   /* From here on the golden volume exists: it goes again on failure. */
   int rc = 0;
   uint64_t quota = j->ctx.quota;
