@@ -261,12 +261,13 @@ def root_path(ex, host="10.0.2.2"):
     return "iscsi:%s::%s:%s:%s" % (host, port, lun, ex.iqn)
 
 
-def qemu_ipxe_boot(script, patterns, timeout=60, tmpdir=None):
+def qemu_ipxe_boot(script, patterns, timeout=60, tmpdir=None, mac=None):
     """Boot qemu (TCG) from its built-in iPXE ROM, which fetches `script` over
     slirp's TFTP; stream the serial console and stop at the first line matching
     one of `patterns` (regexes matched against complete lines; the key of the
     first one in `patterns` order that matched is returned in .matched) or at
-    `timeout`. qemu is always killed before this returns."""
+    `timeout`. qemu is always killed before this returns. `mac`: the NIC's MAC address
+    (qemu's default is 52:54:00:12:34:56)."""
     tmp = tempfile.mkdtemp(prefix="streamer-ipxe-", dir=tmpdir)
     out = bytearray()
     proc = None
@@ -278,7 +279,7 @@ def qemu_ipxe_boot(script, patterns, timeout=60, tmpdir=None):
         args = ["qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot",
                 "-boot", "n", "-nodefaults", "-serial", "stdio", "-vga", "none", "-monitor", "none",
                 "-netdev", "user,id=n0,tftp=%s,bootfile=boot.ipxe" % tmp,
-                "-device", "e1000,netdev=n0"]
+                "-device", "e1000,netdev=n0" + (",mac=%s" % mac if mac else "")]
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         done = threading.Event()
