@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 
 from tgtd import Tgtd
 
@@ -73,7 +74,7 @@ def upload_golden(srv, path, name, timeout=300):
     c = srv.connection()
     c.timeout = timeout
     try:
-        c.putrequest("POST", "/rest/golden-images?name=" + name)
+        c.putrequest("POST", "/rest/golden-images?name=" + urllib.parse.quote(name))
         for k, v in (("X-API-Version", "2020"), ("auth", srv.token),
                      ("Content-Type", "multipart/form-data; boundary=" + boundary),
                      ("Content-Length", str(len(head) + size + len(tail)))):
