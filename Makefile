@@ -113,14 +113,15 @@ lint-deps:
 # --- run -------------------------------------------------------------------
 RUN_ARGS ?=
 # The samples of examples/ load at the first start (streamerd --samples), with the sample
-# golden image, built here once (build/debian-tiny.img, Debian packages fetched by apt-get).
+# golden image, built here once (build/debian-tiny.img, Debian packages fetched by apt-get);
+# the iPXE boot URL on plain HTTP for local VMs only (docs/boot.md; RUN_ARGS may override).
 SAMPLE_IMAGE := build/debian-tiny.img
 run: deps
 	$(call apt_install,$(DEB_SAMPLES))
 	$(MAKE) --no-print-directory all
 	@[ -f $(SAMPLE_IMAGE) ] || examples/images/build-debian-tiny.sh $(SAMPLE_IMAGE) || \
 	  echo "make run: the sample golden image was not built (above); the other samples load without it"
-	./$(BUILD)/bin/streamerd --samples examples $(RUN_ARGS)
+	./$(BUILD)/bin/streamerd --samples examples --boot-listen 127.0.0.1:8080 $(RUN_ARGS)
 
 # --- tests -----------------------------------------------------------------
 test: test-deps
