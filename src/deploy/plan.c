@@ -253,18 +253,18 @@ static void nic_mode_values(json_t *values, const char *n, json_t *decl, json_t 
 static json_t *layer_of(struct plan *p, json_t *given, const struct plan_attr_opts *o,
                         json_t *merged_pw) {
   json_t *out = json_array();
+  json_t *carried = o ? o->carried : NULL, *dp = o ? o->dp_decls : NULL;
   size_t i;
   json_t *a;
-  json_array_foreach(o ? o->carried : NULL, i, a) {
+  json_array_foreach(carried, i, a) {
     const char *n = json_string_value(json_object_get(a, "name"));
-    if (!n || n[0] == '_' || !known_attribute(p, o->dp_decls, n) || find_by_name(given, n))
-      continue;
+    if (!n || n[0] == '_' || !known_attribute(p, dp, n) || find_by_name(given, n)) continue;
     json_array_append(out, a);
   }
   json_array_foreach(given, i, a) {
     const char *n = json_string_value(json_object_get(a, "name"));
     const char *v = json_string_value(json_object_get(a, "value"));
-    json_t *old = o ? find_by_name(o->carried, n) : NULL;
+    json_t *old = find_by_name(carried, n);
     if (v && !*v && old && json_object_get(merged_pw, n)) {
       json_array_append(out, old);
       continue;
@@ -313,7 +313,7 @@ int plan_attributes(struct plan *p, const char *what, json_t *given_in,
         violation(violations, "INVALID_ATTRIBUTE",
                   "Leave the attribute out: the deployment plan fixes its value.",
                   "attribute \"%.200s\" is not editable in deployment plan \"%.150s\"", n,
-                  o->dp_name ? o->dp_name : "");
+                  o && o->dp_name ? o->dp_name : "");
       json_decref(dv);
     }
   }
