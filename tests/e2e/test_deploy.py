@@ -578,3 +578,48 @@ def test_empty_volume_nic_and_system_attributes(srv):
     log = srv.request("GET", "/rest/os-volumes/archive/" + vol["id"]).body
     assert "ip= mode=dhcp dhcp=true" in log, log
     consistent(srv, 1)
+
+
+def test_boot_connections_per_portal_and_advertise():
+    """One boot connection per portal; a wildcard portal is advertised as each
+    --iscsi-advertise address (or the host's own address), never 0.0.0.0."""
+    wild = harness.free_port()
+    with harness.Server(extra_args=["--iscsi-listen", "0.0.0.0:%d" % wild, "--iscsi-advertise", "127.0.0.1",
+                                    "--iscsi-advertise", "127.0.0.2"]) as srv:
+        srv.login()
+        dp = small_setup(srv)
+        hw = hardware(srv)
+        _, p = deploy(srv, "multi", hw, dp, [{"name": "Hostname", "value": "n1"}])
+        conns = p["bootConnections"]
+        got = [(c["id"], c["priority"], c["targetIp"], c["targetPort"]) for c in conns]
+        assert got == [(1, "Primary", "127.0.0.1", srv.iscsi_port), (2, "Secondary", "127.0.0.1", wild),
+                       (3, "Secondary", "127.0.0.2", wild)], got
+        assert len({c["targetName"] for c in conns}) == 1, conns
+        # every advertised path logs in
+        vol = srv.request("GET", p["osDeploymentSettings"]["osVolumeUri"]).json()
+        cred = credentials(srv, vol)
+        for c in conns:
+            r = tool("iscsi-inq", "-i", hw["initiatorName"], "iscsi://%s%%%s@%s:%d/%s/0" % (
+                cred["chapName"], cred["chapSecret"], c["targetIp"], c["targetPort"], c["targetName"]))
+            assert r.returncode == 0, (c, r.stderr)
+    with harness.Server(extra_args=["--iscsi-listen", "0.0.0.0:%d" % harness.free_port()]) as srv:
+        srv.login()
+        dp = small_setup(srv)
+        _, p = deploy(srv, "auto", hardware(srv), dp, [{"name": "Hostname", "value": "n1"}])
+        ips = [c["targetIp"] for c in p["bootConnections"]]
+        assert len(ips) == 2 and "0.0.0.0" not in ips and all(ips), ips
+    # a bad address stops streamerd at start
+    s = harness.Server(extra_args=["--iscsi-advertise", "not-an-address"])
+    try:
+        s.start(wait=False)
+        assert s.proc.wait(10) == 2, s.read_log()
+        assert "iscsi-advertise" in s.read_log()
+    finally:
+        s.proc = None
+        s.cleanup()
+    # without an iSCSI target there is nothing to boot from
+    with harness.Server(iscsi_port=0) as srv:
+        srv.login()
+        dp = small_setup(srv)
+        r = post_profile(srv, "x", hardware(srv), dp)
+        assert r.status == 409 and r.json()["errorCode"] == "ISCSI_DISABLED", r
