@@ -245,6 +245,15 @@ def test_deploy_redeploy_delete(srv):
     assert srv.wait_task(r.json()["uri"])["taskState"] == "Completed"
     p3 = srv.request("GET", p2["uri"]).json()
     assert p3["name"] == "web1-renamed" and p3["osDeploymentSettings"]["osVolumeUri"] == vol2_uri
+    # a GET document sent back whole (password masked, server fields included): nothing redeploys
+    r = srv.request("PUT", p3["uri"], p3, headers={"If-Match": p3["eTag"]})
+    assert r.status == 202 and r.json()["name"] == "Update", r
+    assert srv.wait_task(r.json()["uri"])["taskState"] == "Completed"
+    r = srv.request("PUT", p3["uri"], p3, headers={"If-Match": "\"0/0\""})
+    assert r.status == 412, r
+    p3 = srv.request("GET", p2["uri"]).json()
+    assert p3["osDeploymentSettings"]["osVolumeUri"] == vol2_uri, p3
+    assert "ExamplePassword: pa55word" in file_of(srv, vol2_uri, "/EFI/BOOT/message.txt")
 
     # delete: volume, target and link gone
     delete_profile(srv, p3)
@@ -295,6 +304,7 @@ def test_attribute_violations_create_nothing(srv):
     (e,) = t["taskErrors"]
     assert 'step "plan"' in e["message"] and "Fail_OS_Deployment" in e["message"], e
     assert "pa55word" not in json.dumps(t), t
+    assert "Attempt or Intentionally Fail" in t["data"]["log"] and "********" in t["data"]["log"], t
     consistent(srv, 0)
     # roles: read-only users read, cannot deploy
     r = srv.request("POST", "/rest/users", {"userName": "ro", "password": "password-ro",
