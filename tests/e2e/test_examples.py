@@ -8,7 +8,10 @@
   /etc/network/interfaces, root's password hash (never the clear text, in the volume or
   the log), the SSH key, the first-boot marker;
 * the sample capture plan removes the host's identity (machine-id, SSH host keys,
-  DHCP lease, network configuration, authorized keys).
+  DHCP lease, network configuration, authorized keys);
+* the RHEL plans on the tiny image's ext4 root and, with their default RootDevice, on a
+  RHEL-7-like LVM2 disk (bench/script_bench.py's image);
+* streamerd --samples loads them once per data directory.
 The boot of the personalized image is tests/e2e/test_boot_linux.py.
 """
 import json
@@ -235,3 +238,46 @@ def test_examples_samples_option():
             bad.cleanup()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_examples_rhel_on_lvm_image(srv):
+    """The RHEL plans with their default RootDevice (/dev/rhel/root) on a RHEL-7-like disk:
+    MBR, /boot, LVM2 VG "rhel" (made by lvm2 itself) with root and swap, ifcfg files, shadow
+    mode 0000 — bench/script_bench.py's "legacy" image, 3 GiB sparse."""
+    import argparse
+    import sys
+    sys.path.insert(0, os.path.join(harness.REPO, "bench"))
+    import script_bench
+    tmp = tempfile.mkdtemp(prefix="streamer-rhel-")
+    try:
+        img = os.path.join(tmp, "rhel.raw")
+        script_bench.make_image("legacy", img, argparse.Namespace(disk_gib=3, bulk_files=0), tmp)
+        gi = iscsi_env.upload_golden(srv, img, "rhel-like-" + os.urandom(3).hex())
+    finally:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    made = samples.create_all(srv, skip_missing_golden=True)
+    d = validate(srv, made["rhel-deploy"]["uri"], gi["uri"], [
+        {"name": "Hostname", "value": "rhel-18"},
+        {"name": "ManagementNIC.constraint", "value": "static"},
+        {"name": "ManagementNIC.ipaddress", "value": "192.168.10.18"},
+        {"name": "ManagementNIC.netmask", "value": "255.255.255.0"},
+        {"name": "ManagementNIC.dns1", "value": "192.168.10.1"},
+        {"name": "RootPassword", "value": PASSWORD}, {"name": "SSHPublicKey", "value": KEY}])
+    assert d["status"] == "Succeeded", json.dumps(d)[:3000]
+    assert PASSWORD not in d["log"]
+    ch = {c["path"]: c for c in d["changes"] if c["device"] == "/dev/rhel/root"}
+    for p in ("/etc/hostname", "/etc/sysconfig/network", "/etc/sysconfig/network-scripts/ifcfg-eth0",
+              "/etc/hosts", "/etc/resolv.conf", "/etc/shadow", "/root/.ssh/authorized_keys", "/.autorelabel",
+              "/var/lib/streamer/first-boot"):
+        assert p in ch, (p, sorted(ch))
+    assert "mode" not in ch["/etc/shadow"].get("details", ""), ch["/etc/shadow"]   # still 0000
+    assert "HOSTNAME=rhel-18" in d["log"] and "IPADDR=192.168.10.18" in d["log"] and "PREFIX=24" in d["log"]
+    d = validate(srv, made["rhel-capture"]["uri"], gi["uri"], [])
+    assert d["status"] == "Succeeded", json.dumps(d)[:3000]
+    ch = {c["path"]: c["change"] for c in d["changes"] if c["device"] == "/dev/rhel/root"}
+    for p, c in (("/etc/machine-id", "modified"), ("/etc/ssh/ssh_host_rsa_key", "removed"),
+                 ("/etc/sysconfig/network-scripts/ifcfg-eth0", "removed"),
+                 ("/etc/sysconfig/network-scripts/ifcfg-eth1", "removed"), ("/etc/hostname", "modified")):
+        assert ch.get(p) == c, (p, c, ch)
+    assert "/etc/sysconfig/network-scripts/ifcfg-lo" not in ch, ch
