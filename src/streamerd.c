@@ -78,6 +78,8 @@ static void usage(FILE *f) {
       "  --boot-listen ADDR:PORT     also serve /boot/ipxe (only) over plain HTTP there,\n"
       "                              for iPXE clients (default: none; see docs/boot.md)\n"
       "  --log-level LEVEL           debug, info, warn or error (default info)\n"
+      "  --fault-injection           tests only (command line only): honour\n"
+      "                              STREAMER_FAULT=deploy:STEP (docs/configuration.md)\n"
       "  --samples DIR               load the sample artifacts of DIR (examples/) that this\n"
       "                              data directory never loaded\n"
       "  --version, --help\n");
