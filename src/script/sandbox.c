@@ -6,7 +6,7 @@
  *   streamerd thread ── fork ── child: new process group, PDEATHSIG, clean fds/env
  *                                 └ exec bwrap (as root, privileged mode: new mount, pid, net,
  *                                   ipc, uts, cgroup namespaces; keeps only SETUID, SETGID,
- *                                   SETPCAP, DAC_READ_SEARCH; loads our seccomp filter)
+ *                                   SETPCAP, DAC_READ_SEARCH, KILL; loads our seccomp filter)
  *                                     └ exec the supervisor (sandbox_super.c: this program's
  *                                       own executable, by descriptor), cwd = the work dir
  *                                         └ per command: fork → uid/gid = the sandbox's own,
@@ -861,7 +861,8 @@ static int proc_start(struct sandbox *sb, struct err *e) {
   /* bwrap keeps only what the supervisor needs to switch each command to the sandbox's uid (and
    * to reach the work dir, which belongs to that uid, for --chdir); commands get none */
   argv_addv(&a, "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-            "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_DAC_READ_SEARCH");
+            "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_DAC_READ_SEARCH", "--cap-add",
+            "CAP_KILL");
   argv_add(&a, "--info-fd");
   argv_addf(&a, "%d", FD_INFO);
   if (nfds > FD_SECCOMP) {

@@ -7,10 +7,9 @@
  * the supervisor instead of the program:
  *
  *   bwrap (sandbox's pid 1) └ supervisor (pid 2, root in the sandbox, keeps only CAP_SETUID,
- *                                CAP_SETGID, CAP_SETPCAP and CAP_DAC_READ_SEARCH, seccomp)
- *                                └ per command: fork → setsid, the command's three descriptors,
- *                                  rlimits, no groups, the sandbox's uid/gid (which clears every
- *                                  capability), exec /bin/bash -c SCRIPT
+ *                                CAP_SETGID, CAP_SETPCAP, CAP_DAC_READ_SEARCH and CAP_KILL,
+ * seccomp) └ per command: fork → setsid, the command's three descriptors, rlimits, no groups, the
+ * sandbox's uid/gid (which clears every capability), exec /bin/bash -c SCRIPT
  *
  * It reads framed requests from its socket (struct sandbox_req + the command's stdin, stdout and
  * stderr as SCM_RIGHTS + the script), runs each command, and when the command's shell has
@@ -167,13 +166,20 @@ __attribute__((noreturn)) static void command_exec(const struct super *s, const 
 }
 
 /* Kill every process of the sandbox but pid 1 and ourselves, and reap them all (orphans come to
- * us: we are the subreaper). */
-static void reap_all(void) {
+ * us: we are the subreaper). -1 when that fails (kill(-1) refused): the supervisor then exits,
+ * and the whole sandbox ends with it, rather than wait for processes it cannot stop. */
+static int reap_all(void) {
   for (;;) {
-    kill(-1, SIGKILL);
+    if (kill(-1, SIGKILL) < 0 && errno != ESRCH) {
+      say(2, "kill(-1)", errno);
+      return -1;
+    }
     pid_t p = waitpid(-1, NULL, __WALL);
-    if (p < 0 && errno == ECHILD) return;
-    if (p < 0 && errno != EINTR) return;
+    if (p < 0 && errno == ECHILD) return 0;
+    if (p < 0 && errno != EINTR) {
+      say(2, "waitpid", errno);
+      return -1;
+    }
   }
 }
 
@@ -244,7 +250,8 @@ static int super_main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
-  /* Our own capabilities stay (we need SETUID, SETGID, DAC_READ_SEARCH per command); what a
+  /* Our own capabilities stay (we need SETUID, SETGID, DAC_READ_SEARCH per command, and KILL:
+   * root without it may not signal the commands, which run as another uid); what a
    * command could ever get back goes: the bounding set, the inheritable and ambient sets, and
    * no_new_privs (set-uid binaries do nothing). */
   if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
@@ -292,7 +299,8 @@ static int super_main(int argc, char **argv) {
       }
       status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
     }
-    reap_all(); /* the command's background jobs die with it, as in a sandbox of its own */
+    /* the command's background jobs die with it, as in a sandbox of its own */
+    if (reap_all() < 0) return 2;
     if (reply(&s, SANDBOX_MSG_DONE, status) < 0) return 0;
   }
 }
