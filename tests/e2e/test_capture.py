@@ -10,7 +10,8 @@ then captures it. The downloaded HPE zip is read with independent tools
 too, the OS volume is byte for byte what it was. Also: the project's sample
 Debian capture plan (examples/); HPE's Developer bundle's own capture plans; refusals that change nothing; a failing plan
 that leaves nothing; the storage quota and a name another capture is
-making; a capture while the volume is being written (the image
+making; a DELETE of the volume during its capture; a capture while the
+volume is being written (the image
 is one instant of the writer's sequence); a kill -9 mid-capture (nothing left)
 and after the image became usable (kept; its SHA-256 computed at the next
 start); the CLI.
@@ -431,6 +432,30 @@ def test_capture_quota_and_names_under_way():
         assert r.status == 413 and r.json()["errorCode"] == "QUOTA_EXCEEDED", r
     finally:
         srv.cleanup()
+
+
+def test_capture_while_volume_deleted(srv):
+    """A DELETE of the OS volume while it is captured: both end well — the
+    capture holds its snapshot, the volume goes once the capture is done with it."""
+    tmp, img, gi, vol, orig = setup(srv)
+    slow = plan(srv, "slow", "!sleep 2\nmount /dev/sda2 /\nwrite /etc/machine-id \"\"\n")
+    r = capture(srv, vol, slow, "During delete")
+    assert r.status == 202, r
+    time.sleep(0.5)
+    d = srv.request("DELETE", vol["uri"])
+    assert d.status == 202, d
+    t = srv.wait_task(r.json()["uri"], timeout=120)
+    assert t["taskState"] == "Completed", t
+    assert srv.wait_task(d.json()["uri"], timeout=120)["taskState"] == "Completed"
+    assert srv.request("GET", vol["uri"]).status == 404 and tgi.dir_files(srv, "os") == []
+    cap = srv.request("GET", t["associatedResource"]["resourceUri"]).json()
+    _, raw = tgi.raw_of_zip(tgi.download(srv, cap)[2])
+    assert sha(raw) == cap["checkSum"] and raw[:ROOT_START] == orig[:ROOT_START]
+    rawp = os.path.join(tmp, "deleted.raw")
+    with open(rawp, "wb") as f:
+        f.write(raw)
+    part = extract(rawp, ROOT_START, ROOT_SIZE, os.path.join(tmp, "deleted.ext4"))
+    assert debugfs(part, "cat /etc/machine-id") == "" and debugfs(part, "cat /etc/hostname") == "golden\n"
 
 
 # -- a capture while the server writes ---------------------------------------------------------
