@@ -919,7 +919,7 @@ json_t *api_golden_import_file(struct api *a, const char *path, const char *name
   log_line(&im->log, "imported from the file %s of the server (%llu bytes)", path,
            (unsigned long long)st.st_size);
   json_t *assoc = assoc_of(im->id, im->name);
-  json_t *doc = task_submit(a->tasks, "Add", "streamerd", assoc, import_run, im, import_free, e);
+  json_t *doc = task_submit(a->tasks, "Import", "streamerd", assoc, import_run, im, import_free, e);
   json_decref(assoc);
   return doc; /* on failure the engine freed im */
 }

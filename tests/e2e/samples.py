@@ -58,3 +58,13 @@ def by_name(srv, coll, name):
         if m["name"] == name:
             return m
     return None
+
+
+def stop_checked(srv):
+    """Stop streamerd and fail on a non-zero exit or a sanitizer report (what harness.Server's
+    `with` block checks, for tests that restart a server)."""
+    rc = srv.stop()
+    log = srv.read_log()
+    assert "ERROR: AddressSanitizer" not in log and "ERROR: LeakSanitizer" not in log and \
+        "runtime error:" not in log, log[-4000:]
+    assert rc == 0, "streamerd exit status %r\n%s" % (rc, log[-4000:])

@@ -148,5 +148,6 @@ def test_boot_linux_deploy_capture_redeploy():
         # node-17 still boots its own volume (untouched by the capture), now a second boot
         out, _ = boot(srv, MAC17, "node-17")
         assert out["first-boot"] == "none" and out["boots"] == "2" and len(out["machine-id"]) == 32, out
+        samples.stop_checked(srv)
     finally:
         srv.cleanup()

@@ -207,7 +207,7 @@ def test_examples_samples_option():
             rhel = [m for m in srv.request("GET", "/rest/deployment-plans").json()["members"]
                     if m["name"] == "Streamer - RHEL"][0]
             assert srv.request("DELETE", rhel["uri"]).status in (200, 202, 204)
-            srv.stop()
+            samples.stop_checked(srv)
             shutil.copyfile(samples.tiny_image(), os.path.join(d, "tiny.img"))
             started()
             gi = srv.request("GET", "/rest/golden-images").json()["members"]
@@ -219,11 +219,12 @@ def test_examples_samples_option():
             assert "Streamer - RHEL" not in dps, sorted(dps)      # deleted stays deleted
             assert dps["Streamer - Debian tiny"]["goldenImageURI"] == gi[0]["uri"]
             assert counts("/rest/plan-scripts") == n["plan-scripts"]
-            srv.stop()
+            samples.stop_checked(srv)
             started()      # a third start changes nothing
             assert counts("/rest/plan-scripts") == n["plan-scripts"]
             assert counts("/rest/golden-images") == 1
             assert counts("/rest/deployment-plans") == n["deployment-plans"] - 1
+            samples.stop_checked(srv)
         finally:
             srv.cleanup()
         # a --samples that is not a directory stops the start with a clear message
