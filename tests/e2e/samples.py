@@ -2,6 +2,7 @@
 build plans, deployment plans as the JSON files the REST API takes), creating them on a
 server, and the Debian tiny golden image (examples/images/build-debian-tiny.sh), built
 once per test run."""
+import hashlib
 import json
 import os
 import subprocess
@@ -26,14 +27,38 @@ def load(kind):
     return out
 
 
+def _builder_key(cache):
+    """What the built image depends on: the builder, mkbootdisk.py, the cached .debs."""
+    h = hashlib.sha256()
+    for p in (os.path.join(EXAMPLES, "images", "build-debian-tiny.py"),
+              os.path.join(harness.REPO, "tests", "iscsi", "mkbootdisk.py")):
+        with open(p, "rb") as f:
+            h.update(f.read())
+    debs = os.path.join(cache, "debs")
+    h.update("\n".join(sorted(os.listdir(debs)) if os.path.isdir(debs) else []).encode())
+    return h.hexdigest()
+
+
 def tiny_image():
-    """The Debian tiny image, built by the example builder (once per process)."""
+    """The Debian tiny image, built by the example builder; reused while the builder and
+    the cached Debian packages are unchanged (tests upload copies and never write it)."""
     if "path" not in _tiny:
+        cache = os.path.join(harness.REPO, "build", "debian-tiny")
         out = os.path.join(harness.BUILD, "debian-tiny", "test-tiny.img")
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        r = subprocess.run([os.path.join(EXAMPLES, "images", "build-debian-tiny.sh"), out],
-                           capture_output=True, text=True, timeout=1800)
-        assert r.returncode == 0, "build-debian-tiny.sh failed:\n%s%s" % (r.stdout, r.stderr)
+        stamp = out + ".key"
+        key = _builder_key(cache)
+        try:
+            with open(stamp) as f:
+                fresh = f.read() == key and os.path.exists(out)
+        except OSError:
+            fresh = False
+        if not fresh:
+            r = subprocess.run([os.path.join(EXAMPLES, "images", "build-debian-tiny.sh"), out],
+                               capture_output=True, text=True, timeout=1800)
+            assert r.returncode == 0, "build-debian-tiny.sh failed:\n%s%s" % (r.stdout, r.stderr)
+            with open(stamp, "w") as f:
+                f.write(_builder_key(cache))   # the .debs it just downloaded count too
         _tiny["path"] = out
     return _tiny["path"]
 
