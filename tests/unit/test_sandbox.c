@@ -608,11 +608,16 @@ static char *pidns(struct fx *f, struct res *r) {
 
 static void one_sandbox_per_session(void **state) {
   struct fx *f = *state;
+  f->lim.command_wall_ms = 15000; /* a command held by a job that was not killed fails soon */
   struct res r = {0};
   unsigned uid = sandbox_uid(f);
   char *ns = pidns(f, &r);
   /* a background job does not outlive its command, nor do processes that left its session */
-  ok(f, "sleep 60 & setsid sleep 61 & (trap '' HUP TERM; exec sleep 62) & echo started", &r);
+  assert_string_equal(ok(f,
+                         "sleep 60 & setsid sleep 61 & (trap '' HUP TERM; exec sleep 62) & "
+                         "sleep 0.3; cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$'",
+                         &r),
+                      "3\n"); /* they run */
   assert_int_equal(procs_of_uid(uid), 0);
   assert_string_equal(ok(f, "cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$'; true", &r),
                       "0\n");
