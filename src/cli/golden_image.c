@@ -1,6 +1,7 @@
 /* golden_image.c — `streamer golden-image ...`: list, show, upload (a
  * streamed multipart POST, then the import task), download (the HPE zip),
- * update (name, description) and delete (a task) over /rest/golden-images. */
+ * update (name, description), delete (a task) and archive (the import or
+ * capture log) over /rest/golden-images. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@ static const char GI_HELP[] =
     "  download REF FILE                  download it as an HPE golden image zip (- = stdout)\n"
     "  update REF [--name N] [--description D]\n"
     "  delete REF [--no-wait]\n"
+    "  archive REF                        print its log (the import's, or the capture's)\n"
     "\n"
     "REF is an id, a uri (/rest/golden-images/ID) or an exact name.\n";
 static const char LIST_USAGE[] = "usage: streamer golden-image list [--filter F] [--sort S]\n"
@@ -50,6 +52,13 @@ static const char DELETE_USAGE[] =
     "\n"
     "Delete the golden image and its volume (refused while deployment plans use it or\n"
     "OS volumes are cloned from it). Waits for the delete task unless --no-wait.\n";
+
+static const char ARCHIVE_USAGE[] =
+    "usage: streamer golden-image archive REF\n"
+    "\n"
+    "Print the golden image's log (GET /rest/golden-images/archive/{id}): for an upload,\n"
+    "the import's; for a capture (streamer capture), the capture build plan's run and the\n"
+    "copy's figures.\n";
 
 static void human(json_t *v, char *out, size_t size) {
   if (!json_is_integer(v)) {
@@ -319,10 +328,26 @@ static int gi_delete(struct cli *c, int argc, char **argv) {
   return CLI_OK;
 }
 
+static int gi_archive(struct cli *c, int argc, char **argv) {
+  struct args a;
+  int rc = args_parse(c, &a, argc, argv, NULL, 1, 1, ARCHIVE_USAGE);
+  if (rc || a.help) return rc;
+  json_t *gi CLEANUP_JSON = NULL;
+  if ((rc = ref_get(c, &COLL_GOLDEN_IMAGES, a.pos[0], &gi))) return rc;
+  CLEANUP_FREE char *path = util_strdup_printf("/rest/golden-images/archive/%s", res_id(gi));
+  long status = 0;
+  json_t *body CLEANUP_JSON = NULL;
+  CLEANUP_FREE char *raw = NULL;
+  if ((rc = http_do(c, "GET", path, NULL, NULL, 1, &status, &body, &raw))) return rc;
+  if (status < 200 || status > 299) return answer_error(c, status, body, raw);
+  fputs(raw ? raw : "", stdout);
+  return CLI_OK;
+}
+
 int cmd_golden_image(struct cli *c, int argc, char **argv) {
-  static const struct subcmd subs[] = {{"list", gi_list, NULL},     {"show", gi_show, NULL},
-                                       {"upload", gi_upload, NULL}, {"download", gi_download, NULL},
-                                       {"update", gi_update, NULL}, {"delete", gi_delete, NULL},
-                                       {NULL, NULL, NULL}};
+  static const struct subcmd subs[] = {
+      {"list", gi_list, NULL},         {"show", gi_show, NULL},     {"upload", gi_upload, NULL},
+      {"download", gi_download, NULL}, {"update", gi_update, NULL}, {"delete", gi_delete, NULL},
+      {"archive", gi_archive, NULL},   {NULL, NULL, NULL}};
   return cli_dispatch(c, "golden-image", GI_HELP, subs, argc, argv);
 }

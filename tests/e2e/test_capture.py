@@ -588,6 +588,8 @@ def test_capture_cli(srv):
     cap = [m for m in srv.request("GET", "/rest/golden-images").json()["members"] if m["name"] == "From CLI"][0]
     assert cap["description"] == "via cli" and cap["osVolumeURI"] == vol["uri"], cap
     assert cap["checkSum"] in r.stdout
+    r = srv.cli("golden-image", "archive", "From CLI", env=env)
+    assert r.returncode == 0 and 'capture of OS volume "node1"' in r.stdout and cap["checkSum"] in r.stdout, r
     r = srv.cli("--json", "capture", vol["id"], "--build-plan", bp["uri"], "--name", "From CLI 2", env=env)
     assert r.returncode == 0 and json.loads(r.stdout)["imageCapture"] is True, r
     # refusals: exit 1 with the server's error; usage errors exit 2
