@@ -228,9 +228,34 @@ int zip_local_header(const unsigned char *lh, size_t n, const char *what, struct
   return check_sizes(label, method, m->csize, m->usize, e);
 }
 
-/* Locate and vet the one member of the zip (fsize bytes) that r reads. */
+/* The largest parts of the zip that zip_locate reads: the end of central
+ * directory record with a comment of up to 64 KiB, one central directory
+ * entry (46 bytes, then name, extra and comment of up to 64 KiB each, and room
+ * to see a second entry's signature), and the local header's name and extra. */
+#define LOCATE_TAIL_MAX (22 + 65535)
+#define LOCATE_CD_MAX (46 + 3 * 65535 + 4)
+#define LOCATE_LVAR_MAX (2 * 65535 + 1)
+
+static int locate(const struct zip_reader *r, uint64_t fsize, const char *src, const char *what,
+                  struct zip_member *m, unsigned char *scratch, struct err *e);
+
+/* Locate and vet the one member of the zip (fsize bytes) that r reads. One
+ * scratch buffer, freed here (explicitly: clang's analyzer does not follow
+ * the cleanup attribute through the many early returns). */
 int zip_locate(const struct zip_reader *r, uint64_t fsize, const char *src, const char *what,
                struct zip_member *m, struct err *e) {
+  unsigned char *scratch = malloc(LOCATE_TAIL_MAX + LOCATE_CD_MAX + LOCATE_LVAR_MAX);
+  if (!scratch) {
+    image_oom(e);
+    return -1;
+  }
+  int rc = locate(r, fsize, src, what, m, scratch, e);
+  free(scratch);
+  return rc;
+}
+
+static int locate(const struct zip_reader *r, uint64_t fsize, const char *src, const char *what,
+                  struct zip_member *m, unsigned char *scratch, struct err *e) {
   unsigned char head[4] = {0};
   int starts_local = fsize >= 4 && zread(r, head, 4, 0) == 0 && rd32(head) == SIG_LOCAL;
   if (fsize < 22) {
@@ -239,10 +264,9 @@ int zip_locate(const struct zip_reader *r, uint64_t fsize, const char *src, cons
     return -1;
   }
   /* The end of central directory record: 22 bytes and a comment of up to 64 KiB. */
-  size_t tail_len = fsize < 22 + 65535 ? (size_t)fsize : 22 + 65535;
+  size_t tail_len = fsize < LOCATE_TAIL_MAX ? (size_t)fsize : LOCATE_TAIL_MAX;
   uint64_t tail_off = fsize - tail_len;
-  CLEANUP_FREE unsigned char *tail = malloc(tail_len);
-  if (!tail) return image_oom(e);
+  unsigned char *tail = scratch;
   if (zread(r, tail, tail_len, tail_off) < 0) return zread_error(e, what, src);
   size_t i = tail_len - 22 + 1;
   int found = 0;
@@ -308,10 +332,9 @@ int zip_locate(const struct zip_reader *r, uint64_t fsize, const char *src, cons
   }
   if (cd_off > cd_limit || cd_size > cd_limit - cd_off || cd_size < 46)
     return zip_corrupt(e, what, "the central directory lies outside the zip");
-  if (cd_size > 46 + 3 * 65535 + 4)
+  if (cd_size > LOCATE_CD_MAX)
     return zip_corrupt(e, what, "the central directory is larger than one entry can be");
-  CLEANUP_FREE unsigned char *cd = malloc(cd_size);
-  if (!cd) return image_oom(e);
+  unsigned char *cd = scratch + LOCATE_TAIL_MAX;
   if (zread(r, cd, cd_size, cd_off) < 0) return zread_error(e, what, src);
   if (rd32(cd) != SIG_CENTRAL)
     return zip_corrupt(e, what, "no central directory entry where the end record says");
@@ -363,8 +386,7 @@ int zip_locate(const struct zip_reader *r, uint64_t fsize, const char *src, cons
   uint64_t data_off = lho + 30 + lnlen + lxlen;
   if (data_off > cd_off || csize > cd_off - data_off)
     return zip_corrupt(e, what, "the member's data runs into the central directory");
-  CLEANUP_FREE unsigned char *lvar = malloc(lnlen + lxlen + 1);
-  if (!lvar) return image_oom(e);
+  unsigned char *lvar = scratch + LOCATE_TAIL_MAX + LOCATE_CD_MAX;
   if (zread(r, lvar, lnlen + lxlen, lho + 30) < 0) return zread_error(e, what, src);
   if (lnlen != nlen || memcmp(lvar, m->name, nlen))
     return zip_corrupt(e, what, "the local header names another file than the central directory");
@@ -438,7 +460,8 @@ int zinf_init(struct zinf *zi, struct sink_worker *w, uint64_t limit, const char
   zi->in = malloc(ZIN_CAP);
   if (!zi->z || !zi->in) {
     zinf_free(zi);
-    return image_oom(e);
+    image_oom(e);
+    return -1;
   }
   zi->out = sink_worker_next(w);
   zi->pos = INFLATE_WINDOW;
