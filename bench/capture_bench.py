@@ -14,7 +14,10 @@ Streamer, --repeat times: POST /rest/golden-images {"imageCapture": true, ...} w
 generalize capture plan (mount the root, empty /etc/machine-id, remove SSH host keys
 and DHCP leases); times from the POST: the 202, the golden image usable (its document
 exists: it can be downloaded and cloned; the first byte of its download is fetched
-then), the task Completed (SHA-256 recorded). The phases from the capture log. The
+then), the task Completed (the contract since the follow-up checksum task: the image
+usable, its SHA-256 possibly still Pending), and, separately, the SHA-256 recorded
+(the follow-up task "Compute checksum" that data.checksumTaskUri names Completed, the
+document's checkSumState OK). The phases from the capture log. The
 first capture starts with the page cache of the source golden volume dropped (cold),
 the others warm. Then the whole download of one capture is read and hashed: its
 length and SHA-256 must match the document, and its ext4 must show the plan's changes
@@ -202,11 +205,28 @@ def capture_once(srv, vol, bp, name, golden_path, cold):
         raise SetupError("capture task: %s" % json.dumps(t)[:1500])
     if usable is None:
         usable = done
+    # the SHA-256: by the follow-up task, unless the capture already had it
+    ct_uri = t["data"].get("checksumTaskUri")
+    state_at_completed = t["data"]["checkSumState"]
+    if ct_uri:
+        while True:
+            ct = srv.request("GET", ct_uri).json()
+            if ct["taskState"] not in ("New", "Starting", "Running"):
+                break
+            if time.monotonic() - t0 > 1200:
+                raise SetupError("the checksum task did not finish")
+            time.sleep(0.05)
+        if ct["taskState"] != "Completed":
+            raise SetupError("checksum task: %s" % json.dumps(ct)[:1500])
+    checksum_ok = time.monotonic() - t0
     gi = srv.request("GET", gi_uri).json()
+    if gi["checkSumState"] != "OK" or len(gi["checkSum"]) != 64:
+        raise SetupError("checksum not recorded: %s" % json.dumps(gi)[:800])
     archive = srv.request("GET", "/rest/golden-images/archive/" + gi["id"]).body
     return {"cold": cold, "post_202_s": round(t202, 3), "usable_s": round(usable, 2),
-            "download_ttfb_s": round(ttfb or 0, 4), "completed_s": round(done, 2), "golden_image": gi,
-            "log": archive}
+            "download_ttfb_s": round(ttfb or 0, 4), "completed_s": round(done, 2),
+            "checksum_state_at_completed": state_at_completed, "checksum_ok_s": round(checksum_ok, 2),
+            "golden_image": gi, "log": archive}
 
 
 def check_download(srv, gi, work):
@@ -311,9 +331,9 @@ def phases(log_text):
     m = re.search(r"golden volume written and committed in ([0-9.]+) s", log_text)
     if m:
         p["copy_commit_s"] = float(m.group(1))
-    m = re.search(r"sha256: [0-9a-f]{64} \(([0-9.]+) s after", log_text)
+    m = re.search(r"sha256: [0-9a-f]{64} \(task Compute checksum, ([0-9.]+) s after", log_text)
     if m:
-        p["sha256_done_s"] = float(m.group(1))
+        p["checksum_task_s"] = float(m.group(1))
     return p
 
 
@@ -365,9 +385,10 @@ def main():
                 g = r.pop("golden_image")
                 r["allocated"] = g["allocatedBytes"]
                 r["id"] = g["id"]
-                log("capture %d (%s): 202 %.3f s, usable %.2f s, completed %.2f s, %.2f GiB allocated" % (
-                    i, "cold" if r["cold"] else "warm", r["post_202_s"], r["usable_s"], r["completed_s"],
-                    r["allocated"] / GIB))
+                log("capture %d (%s): 202 %.3f s, usable %.2f s, completed %.2f s (checksum %s), "
+                    "checksum OK %.2f s, %.2f GiB allocated" % (
+                        i, "cold" if r["cold"] else "warm", r["post_202_s"], r["usable_s"], r["completed_s"],
+                        r["checksum_state_at_completed"], r["checksum_ok_s"], r["allocated"] / GIB))
                 runs.append(r)
                 if i == 0:
                     result["download_check"] = check_download(srv, g, work)
@@ -401,12 +422,14 @@ def main():
 def report(r):
     print("\nCapture of a %d GiB OS volume holding %.1f GiB of data (+ %d MiB written into the clone)"
           % (r["size"] // GIB, r["data"] / GIB, r["write_mib"]))
-    print("| run | 202 | usable (document, download's first byte) | Completed (SHA-256 recorded) | plan | copy + commit |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| run | 202 | usable (document, download's first byte) | Completed (usable; checkSumState) "
+          "| SHA-256 recorded (checksum task) | plan | copy + commit |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for i, c in enumerate(r["captures"]):
-        print("| %d %s | %.3f s | %.2f s (+%.1f ms) | %.2f s | %.2f s | %.2f s |" % (
+        print("| %d %s | %.3f s | %.2f s (+%.1f ms) | %.2f s (%s) | %.2f s | %.2f s | %.2f s |" % (
             i, "cold" if c["cold"] else "warm", c["post_202_s"], c["usable_s"], c["download_ttfb_s"] * 1000,
-            c["completed_s"], c.get("plan_s", 0), c.get("copy_commit_s", 0)))
+            c["completed_s"], c["checksum_state_at_completed"], c["checksum_ok_s"], c.get("plan_s", 0),
+            c.get("copy_commit_s", 0)))
     p = r.get("peers")
     if p:
         best = min(c["completed_s"] for c in r["captures"])
@@ -418,9 +441,13 @@ def report(r):
         print("  appliance path (copy + zip): %.1f s" % p["appliance_s"])
         print("  ratios: Streamer Completed / qemu-img raw %.2f, / qcow2 %.2f, / copy+zip %.3f; usable / qemu-img raw %.2f"
               % (best / p["qemu_raw_s"], best / p["qemu_qcow2_s"], best / p["appliance_s"], usable / p["qemu_raw_s"]))
-    best = min(c["completed_s"] for c in r["captures"])
-    print("\ntarget: capture <= %.0f s (POST to Completed, image downloadable): best %.2f s -> %s"
-          % (TARGET_S, best, "met" if best <= TARGET_S else "NOT met"))
+    done = [c["completed_s"] for c in r["captures"]]
+    ok = [c["checksum_ok_s"] for c in r["captures"]]
+    print("\ntarget: capture <= %.0f s (POST to Completed, image usable): %d of %d runs, best %.2f s, worst %.2f s"
+          " -> %s" % (TARGET_S, sum(d <= TARGET_S for d in done), len(done), min(done), max(done),
+                      "met" if max(done) <= TARGET_S else "met in some runs" if min(done) <= TARGET_S
+                      else "NOT met"))
+    print("SHA-256 recorded (not part of the target): %.2f-%.2f s after the POST" % (min(ok), max(ok)))
 
 
 if __name__ == "__main__":

@@ -924,15 +924,25 @@ json_t *api_golden_import_file(struct api *a, const char *path, const char *name
   return doc; /* on failure the engine freed im */
 }
 
-/* ---- a checksum that a stop left pending ------------------------------------------------- */
+/* ---- "Compute checksum": the SHA-256 of a golden image recorded after it is usable ----
+ * Started for each image a stop left Pending (at start: hashed from the file)
+ * and by a capture (which hands over the stream whose SHA-256 thread follows
+ * its writes: the hashing goes on where it is). */
 struct checksum {
   struct api *api;
   char id[37 + 64];
   char name[300];
+  struct image_stream *stream; /* NULL: hash the committed file */
   struct task *task;
   int last_pct;
   int64_t last_ms;
 };
+
+static void checksum_free(void *arg) {
+  struct checksum *c = arg;
+  image_stream_close(c->stream); /* committed: only its SHA-256 thread goes */
+  free(c);
+}
 
 static void checksum_progress(void *arg, uint64_t done, uint64_t total) {
   struct checksum *c = arg;
@@ -953,19 +963,63 @@ static int checksum_run(struct task *t, void *arg, struct err *e) {
   int64_t t0 = util_mono_ms();
   task_progress(t, 0, "Computing the SHA-256 of golden image \"%s\"", c->name);
   char sha[65];
-  int rc = image_sha256(c->api->cfg.volumes, c->id, &golden_tasks.stopping, checksum_progress, c,
-                        sha, e);
+  int rc = c->stream ? image_stream_sha256(c->stream, &golden_tasks.stopping, checksum_progress, c,
+                                           sha, e)
+                     : image_sha256(c->api->cfg.volumes, c->id, &golden_tasks.stopping,
+                                    checksum_progress, c, sha, e);
+  if (rc < 0 && !strcmp(e->code, "CHECKSUM_INTERRUPTED"))
+    err_set(e, 503, "CHECKSUM_INTERRUPTED",
+            "streamerd stopped before the SHA-256 of golden image \"%s\" was computed; it stays "
+            "Pending and is computed again at the next start",
+            c->name);
   if (rc == 0) {
-    char line[200], ts[32];
+    char line[240], ts[32];
     util_iso8601(util_now_ms(), ts);
-    snprintf(line, sizeof line,
-             "%s sha256: %s (computed at start in %.1f s: streamerd had stopped before)", ts, sha,
-             (double)(util_mono_ms() - t0) / 1000.0);
+    snprintf(line, sizeof line, "%s sha256: %s (task Compute checksum, %.1f s%s)", ts, sha,
+             (double)(util_mono_ms() - t0) / 1000.0,
+             c->stream ? " after the image was usable" : " at start: streamerd had stopped before");
     rc = golden_set_checksum(c->api->store, c->id, sha, line, e);
   }
-  if (rc == 0) task_progress(t, 100, "Golden image \"%s\": sha256 %s", c->name, sha);
+  if (rc == 0) {
+    char uri[160];
+    snprintf(uri, sizeof uri, "/rest/golden-images/%s", c->id);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "type", "GoldenImageChecksum",
+                             "goldenImageUri", uri, "checkSum", sha, "checkSumState", "OK");
+    char line[400];
+    snprintf(line, sizeof line, "Golden image \"%.200s\": sha256 %s", c->name, sha);
+    task_set_output(t, data, line);
+    task_progress(t, 100, "Golden image \"%s\": sha256 %s", c->name, sha);
+  }
   golden_task_leave();
   return rc;
+}
+
+/* Queue "Compute checksum" for golden image id; takes `stream` (may be NULL)
+ * in every case. Returns the task document (a new reference) or NULL. */
+static json_t *checksum_submit(struct api *a, const char *id, const char *name,
+                               struct image_stream *stream, struct err *e) {
+  struct checksum *c = calloc(1, sizeof *c);
+  if (!c) {
+    image_stream_close(stream);
+    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
+    return NULL;
+  }
+  c->api = a;
+  c->last_pct = -1;
+  c->stream = stream;
+  snprintf(c->id, sizeof c->id, "%s", id);
+  snprintf(c->name, sizeof c->name, "%s", name ? name : id);
+  json_t *assoc = assoc_of(id, c->name);
+  json_t *doc = task_submit(a->tasks, "Compute checksum", "streamerd", assoc, checksum_run, c,
+                            checksum_free, e);
+  json_decref(assoc);
+  return doc; /* on failure the engine freed c */
+}
+
+/* capture_ctx.checksum: the capture's follow-up task. */
+static json_t *capture_checksum(void *arg, const char *id, const char *name,
+                                struct image_stream *stream, struct err *e) {
+  return checksum_submit(arg, id, name, stream, e);
 }
 
 /* Golden images whose SHA-256 a stop interrupted: computed again, by a task each. */
@@ -975,18 +1029,9 @@ static void resume_checksums(struct api *a) {
   if (store_list(a->store, GOLDEN_COLL, &v, &n) < 0) return;
   for (size_t i = 0; i < n; i++) {
     if (!golden_checksum_pending(v[i]->doc) || golden_is_deleting(v[i]->doc)) continue;
-    struct checksum *c = calloc(1, sizeof *c);
-    if (!c) break;
-    c->api = a;
-    c->last_pct = -1;
-    snprintf(c->id, sizeof c->id, "%s", v[i]->id);
-    snprintf(c->name, sizeof c->name, "%s", v[i]->name ? v[i]->name : v[i]->id);
-    json_t *assoc = assoc_of(v[i]->id, c->name);
     struct err e;
     err_init(&e);
-    json_t *doc =
-        task_submit(a->tasks, "Compute checksum", "streamerd", assoc, checksum_run, c, free, &e);
-    json_decref(assoc);
+    json_t *doc = checksum_submit(a, v[i]->id, v[i]->name, NULL, &e);
     if (!doc)
       log_error("golden", "golden image %s: cannot compute its pending SHA-256: %s", v[i]->id,
                 e.message);
@@ -1284,7 +1329,9 @@ static void post_not_upload(struct request *r) {
                             .reserved = &a->upload_bytes,
                             .stopping = &golden_tasks.stopping,
                             .enter = golden_task_enter,
-                            .leave = golden_task_leave};
+                            .leave = golden_task_leave,
+                            .checksum = capture_checksum,
+                            .checksum_arg = a};
     json_t *task = capture_submit(&c, b, r->sess.user, &e);
     if (!task) return reply_error(r, &e);
     snprintf(r->location, sizeof r->location, "%s",

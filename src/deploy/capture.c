@@ -13,8 +13,12 @@
  *      deallocated runs as holes unread, zero blocks found, CRC-32; the
  *      SHA-256 on a thread that follows the writes), commits it (durable,
  *      renamed into place) and creates the golden image document — usable
- *      from then on — with the capture log as its archive;
- *   3. waits for the SHA-256 and records it.
+ *      from then on — with the capture log as its archive; the task ends
+ *      there (Completed);
+ *   3. the SHA-256, unless already done, is handed over (with the stream
+ *      whose thread is computing it) to a follow-up task "Compute checksum"
+ *      (ctx.checksum) named in the output (checksumTaskUri); the document is
+ *      checkSumState "Pending" until that task records it.
  * A failure before the document exists removes the temp file (the stream
  * does) or the committed volume; the OS volume is only ever read. A stop
  * or a crash: the golden volume's temp file, a volume without a document
@@ -44,10 +48,10 @@
 #define BP_COLL "build-plans"
 #define PROGRESS_MS 250
 /* percentComplete: the plan 0..PCT_PLAN, the copy ..PCT_COPIED, the commit
- * ..PCT_USABLE (the document exists), the SHA-256 ..100. */
+ * ..PCT_USABLE, the document 100. */
 #define PCT_PLAN 10
-#define PCT_COPIED 80
-#define PCT_USABLE 90
+#define PCT_COPIED 85
+#define PCT_USABLE 99
 
 static int oom(struct err *e) {
   err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
@@ -613,41 +617,44 @@ static int capture_work(struct task *t, struct job *j, struct run *r, struct err
            j->name, j->id, j->vol_name, (unsigned long long)info.size,
            (unsigned long long)info.allocated);
 
-  /* 3: the SHA-256 */
-  char sha[65];
-  if (info.sha256[0]) {
-    memcpy(sha, info.sha256, sizeof sha);
-  } else {
-    task_progress(t, PCT_USABLE, "Golden image \"%s\" is usable; computing its SHA-256", j->name);
-    j->pct_lo = PCT_USABLE;
-    j->pct_hi = 99;
-    if (image_stream_sha256(r->stream, j->ctx.stopping, progress, j, sha, e) < 0) {
-      if (!strcmp(e->code, "CHECKSUM_INTERRUPTED"))
-        err_set(e, 503, "CHECKSUM_INTERRUPTED",
-                "golden image \"%s\" is usable, but streamerd stopped before its SHA-256 was "
-                "computed; it is computed again at the next start",
-                j->name);
-      return -1;
+  /* 3: the SHA-256, by a follow-up task unless already done */
+  json_t *data =
+      json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s}", "type", "GoldenImageCapture",
+                "goldenImageUri", gi_uri, "osVolumeUri", j->vol_uri, "buildPlanUri", bp_uri, "size",
+                (json_int_t)info.size, "allocatedBytes", (json_int_t)info.allocated, "checkSum",
+                info.sha256, "checkSumState", info.sha256[0] ? "OK" : "Pending");
+  if (!data) return oom(e);
+  if (!info.sha256[0]) {
+    struct err ce;
+    err_init(&ce);
+    struct image_stream *s = r->stream;
+    r->stream = NULL; /* the follow-up task's now */
+    json_t *ct = j->ctx.checksum ? j->ctx.checksum(j->ctx.checksum_arg, j->id, j->name, s, &ce)
+                                 : (image_stream_close(s), NULL);
+    const char *ct_uri = json_string_value(json_object_get(ct, "uri"));
+    if (ct_uri) {
+      json_object_set_new(data, "checksumTaskUri", json_string(ct_uri));
+    } else {
+      log_warn("capture",
+               "golden image \"%s\": cannot start its SHA-256 (%s); it stays Pending "
+               "until the next start",
+               j->name, ce.message[0] ? ce.message : "no checksum task");
     }
-    char line[200], ts[32];
-    util_iso8601(util_now_ms(), ts);
-    snprintf(line, sizeof line, "%s sha256: %s (%.2f s after the capture started)", ts, sha,
-             (double)(util_mono_ms() - t0) / 1000.0);
-    if (golden_set_checksum(j->ctx.store, j->id, sha, line, e) < 0) {
-      if (e->status != 404) return -1;
-      err_clear(e); /* deleted meanwhile */
-    }
+    json_decref(ct);
+    err_clear(&ce);
   }
-  json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "type", "GoldenImageCapture",
-                           "goldenImageUri", gi_uri, "osVolumeUri", j->vol_uri, "buildPlanUri",
-                           bp_uri, "size", (json_int_t)info.size, "allocatedBytes",
-                           (json_int_t)info.allocated, "checkSum", sha);
   char line[600];
   snprintf(line, sizeof line, "Captured golden image \"%.200s\" from OS volume \"%.200s\"", j->name,
            j->vol_name);
   task_set_output(t, data, line);
-  task_progress(t, 100, "Captured golden image \"%s\": %llu bytes, sha256 %s", j->name,
-                (unsigned long long)info.size, sha);
+  if (info.sha256[0])
+    task_progress(t, 100, "Captured golden image \"%s\": %llu bytes, sha256 %s", j->name,
+                  (unsigned long long)info.size, info.sha256);
+  else
+    task_progress(t, 100,
+                  "Captured golden image \"%s\": %llu bytes, usable; its SHA-256 is being "
+                  "computed by the task Compute checksum",
+                  j->name, (unsigned long long)info.size);
   return 0;
 }
 

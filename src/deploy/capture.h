@@ -8,6 +8,9 @@
  * throwaway overlay of the snapshot, writes the result as a new golden
  * volume (vol/image.h: sparse, SHA-256 and CRC-32 of the raw content) and
  * creates its golden image document, with the run's log as its archive.
+ * The task ends there (the image is usable); the SHA-256, if not done yet,
+ * is recorded by a follow-up task "Compute checksum" (ctx.checksum) while
+ * the document's checkSumState is "Pending".
  * Any failure leaves no document and no file. Knows no HTTP. See
  * src/deploy/README.md and docs/api.md "Capture". */
 #ifndef STREAMER_CAPTURE_H
@@ -22,6 +25,7 @@
 
 struct vol_store;
 struct osvol_service;
+struct image_stream;
 
 struct capture_ctx {
   struct store *store;
@@ -38,6 +42,13 @@ struct capture_ctx {
    * stopping, so that whoever owns the pointers above can wait for leave. */
   int (*enter)(struct err *e);
   void (*leave)(void);
+  /* Queue the task "Compute checksum" of the new golden image `id`, which
+   * finishes the SHA-256 of `stream` (committed; the callee owns it in every
+   * case). Returns the task document (a new reference) or NULL with e set:
+   * the image then stays Pending until the next start. */
+  json_t *(*checksum)(void *arg, const char *id, const char *name, struct image_stream *stream,
+                      struct err *e);
+  void *checksum_arg;
 };
 
 /* Limits of one capture. */

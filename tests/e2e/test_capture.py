@@ -12,9 +12,11 @@ Debian capture plan (examples/); HPE's Developer bundle's own capture plans; ref
 that leaves nothing; the storage quota and a name another capture is
 making; a DELETE of the volume during its capture; a capture while the
 volume is being written (the image
-is one instant of the writer's sequence); a kill -9 mid-capture (nothing left)
-and after the image became usable (kept; its SHA-256 computed at the next
-start); the CLI.
+is one instant of the writer's sequence); a kill -9 mid-capture (nothing left);
+the capture task Completed as soon as the image is usable and its SHA-256
+recorded by the follow-up task "Compute checksum" (the SHA-256 of the
+downloaded bytes), a stop during that task (the image kept Pending, its
+SHA-256 computed at the next start); the CLI.
 """
 import hashlib
 import io
@@ -167,14 +169,34 @@ def capture(srv, vol, bp, name, **extra):
 
 
 def capture_ok(srv, vol, bp, name, **extra):
+    """The capture task Completed (the image usable), then its SHA-256 recorded."""
     r = capture(srv, vol, bp, name, **extra)
     assert r.status == 202, r
     t = r.json()
     assert t["name"] == "Capture" and r.headers["location"] == t["uri"], t
     t = srv.wait_task(t["uri"], timeout=120)
     assert t["taskState"] == "Completed" and t["percentComplete"] == 100, t
-    gi = srv.request("GET", t["associatedResource"]["resourceUri"]).json()
-    return t, gi
+    return t, checksum_ok(srv, t)
+
+
+def checksum_ok(srv, t):
+    """The golden image of capture task t once its SHA-256 is recorded: by the
+    follow-up task the capture's output names, unless the capture knew it."""
+    data = t["data"]
+    if data["checkSumState"] == "Pending":
+        assert data["checkSum"] == "" and data["checksumTaskUri"].startswith("/rest/tasks/"), data
+        ct = srv.wait_task(data["checksumTaskUri"], timeout=120)
+        assert ct["name"] == "Compute checksum" and ct["taskState"] == "Completed", ct
+        assert ct["associatedResource"]["resourceUri"] == data["goldenImageUri"], ct
+        assert ct["data"]["checkSumState"] == "OK" and len(ct["data"]["checkSum"]) == 64, ct
+    else:
+        assert data["checkSumState"] == "OK" and len(data["checkSum"]) == 64, data
+        assert "checksumTaskUri" not in data, data
+    gi = srv.request("GET", data["goldenImageUri"]).json()
+    assert gi["checkSumState"] == "OK", gi
+    assert gi["checkSum"] == (ct["data"]["checkSum"] if data["checkSumState"] == "Pending"
+                              else data["checkSum"]), (gi, data)
+    return gi
 
 
 def state(srv):
@@ -212,7 +234,8 @@ def test_capture_generalize(srv):
     assert cap["buildPlanName"] == "generalize" and cap["description"] == "captured", cap
     assert cap["checkSumState"] == "OK" and cap["size"] == SIZE and cap["format"] == "capture", cap
     assert cap["state"] == "OK" and cap["status"] == "OK", cap
-    assert t["data"]["goldenImageUri"] == cap["uri"] and t["data"]["checkSum"] == cap["checkSum"], t
+    assert t["data"]["goldenImageUri"] == cap["uri"], t
+    assert t["data"]["checkSum"] in ("", cap["checkSum"]), t
     # the download: HPE's zip, one raw member, the checkSum of its bytes
     status, headers, data = tgi.download(srv, cap)
     assert status == 200 and headers["content-disposition"] == 'attachment; filename="Captured.zip"'
@@ -448,7 +471,7 @@ def test_capture_while_volume_deleted(srv):
     assert t["taskState"] == "Completed", t
     assert srv.wait_task(d.json()["uri"], timeout=120)["taskState"] == "Completed"
     assert srv.request("GET", vol["uri"]).status == 404 and tgi.dir_files(srv, "os") == []
-    cap = srv.request("GET", t["associatedResource"]["resourceUri"]).json()
+    cap = checksum_ok(srv, t)
     _, raw = tgi.raw_of_zip(tgi.download(srv, cap)[2])
     assert sha(raw) == cap["checkSum"] and raw[:ROOT_START] == orig[:ROOT_START]
     rawp = os.path.join(tmp, "deleted.raw")
@@ -536,10 +559,15 @@ def test_capture_killed_leaves_nothing():
         srv.cleanup()
 
 
-def test_capture_killed_after_usable():
-    """With the SHA-256 held back (STREAMER_IMAGE_HASH=hold, a test setting) the
-    captured image becomes usable (Pending) and the task waits; a kill -9 then
-    keeps the image, and the next start computes its SHA-256."""
+def test_capture_checksum_follow_up_and_stop():
+    """With the SHA-256 started only at the commit (STREAMER_IMAGE_HASH=after, a
+    test setting) the capture task Completes with checkSumState Pending and the
+    follow-up task "Compute checksum" records the SHA-256 of the bytes a download
+    gives. With it held back (STREAMER_IMAGE_HASH=hold) the
+    capture task still Completes as soon as the image is usable: its output says
+    Pending and names the follow-up task "Compute checksum", which runs. A stop
+    of streamerd then ends that task (CHECKSUM_INTERRUPTED) and keeps the image
+    Pending; the next start computes its SHA-256 — that of the downloaded bytes."""
     srv = harness.Server()
     srv.start()
     try:
@@ -547,28 +575,55 @@ def test_capture_killed_after_usable():
         tmp, img, gi, vol, orig = setup(srv)
         bp = plan(srv, "quick", "mount /dev/sda2 /\nwrite /etc/machine-id \"\"\n")
         srv.stop()
+        srv.env = {"STREAMER_IMAGE_HASH": "after"}
+        srv.start()
+        srv.login()
+        r = capture(srv, vol, bp, "After")
+        assert r.status == 202, r
+        t = srv.wait_task(r.json()["uri"], timeout=120)
+        assert t["taskState"] == "Completed" and t["data"]["checkSumState"] == "Pending", t
+        assert "its SHA-256 is being computed" in t["taskStatus"] or \
+            "Compute checksum" in json.dumps(t["progressUpdates"]), t
+        cap = checksum_ok(srv, t)
+        _, raw = tgi.raw_of_zip(tgi.download(srv, cap)[2])
+        ct = srv.request("GET", t["data"]["checksumTaskUri"]).json()
+        assert ct["data"]["checkSum"] == sha(raw) == cap["checkSum"], (ct, cap)
+        assert ct["data"]["goldenImageUri"] == cap["uri"], ct
+        arch = srv.request("GET", "/rest/golden-images/archive/" + cap["id"]).body
+        assert "sha256: " + sha(raw) + " (task Compute checksum" in arch, arch
+        srv.stop()
         srv.env = {"STREAMER_IMAGE_HASH": "hold"}
         srv.start()
         srv.login()
         r = capture(srv, vol, bp, "Held")
         assert r.status == 202, r
-        task, gi_uri = r.json()["uri"], r.json()["associatedResource"]["resourceUri"]
-        deadline = time.time() + 60
-        while time.time() < deadline and srv.request("GET", gi_uri).status != 200:
-            time.sleep(0.05)
+        t = srv.wait_task(r.json()["uri"], timeout=120)
+        assert t["taskState"] == "Completed" and t["percentComplete"] == 100, t
+        data = t["data"]
+        assert data["checkSumState"] == "Pending" and data["checkSum"] == "", data
+        ct_uri, gi_uri = data["checksumTaskUri"], data["goldenImageUri"]
+        ct = srv.request("GET", ct_uri).json()
+        assert ct["name"] == "Compute checksum" and ct["taskState"] in ("New", "Running"), ct
+        assert ct["associatedResource"]["resourceUri"] == gi_uri, ct
         cap = srv.request("GET", gi_uri).json()
         assert cap["checkSumState"] == "Pending" and cap["checkSum"] == "", cap
-        t = srv.request("GET", task).json()
-        assert t["taskState"] == "Running" and t["percentComplete"] >= 90, t
-        _, raw = tgi.raw_of_zip(tgi.download(srv, cap)[2])  # usable: it downloads
-        srv.stop(sig=9)
+        _, raw = tgi.raw_of_zip(tgi.download(srv, cap)[2])  # usable: it downloads ...
+        v2 = volume(srv, cap, "clone")  # ... and clones
+        assert v2["state"] != "Error", v2
+        srv.stop()
         srv.env = None
         srv.start()
         srv.login()
-        assert srv.request("GET", task).json()["taskState"] == "Error"
-        deadline = time.time() + 60
-        while time.time() < deadline and srv.request("GET", gi_uri).json()["checkSumState"] != "OK":
-            time.sleep(0.1)
+        ct = srv.request("GET", ct_uri).json()
+        assert ct["taskState"] == "Error", ct
+        assert ct["taskErrors"][0]["errorCode"] in ("CHECKSUM_INTERRUPTED", "TASK_INTERRUPTED"), ct
+        assert srv.request("GET", gi_uri).json()["checkSumState"] in ("Pending", "OK")
+        tasks = srv.request("GET", "/rest/tasks").json()["members"]
+        again = [x for x in tasks if x["name"] == "Compute checksum" and x["uri"] != ct_uri
+                 and x["associatedResource"]["resourceUri"] == gi_uri]
+        assert len(again) == 1, tasks
+        ct2 = srv.wait_task(again[0]["uri"], timeout=120)
+        assert ct2["taskState"] == "Completed" and ct2["data"]["checkSum"] == sha(raw), ct2
         cap = srv.request("GET", gi_uri).json()
         assert cap["checkSumState"] == "OK" and cap["checkSum"] == sha(raw), cap
         assert tgi.dir_files(srv, "capture") == [] and tgi.importing(srv) == []
@@ -582,7 +637,7 @@ def test_capture_cli(srv):
     bp = plan(srv, "generalize", GENERALIZE)
     env = {"STREAMER_SERVER": srv.url, "STREAMER_TOKEN": srv.token}
     r = srv.cli("capture", "node1", "--build-plan", "generalize", "--name", "From CLI",
-                "--description", "via cli", env=env)
+                "--description", "via cli", "--wait-checksum", env=env)
     assert r.returncode == 0, r
     assert "Captured golden image \"From CLI\"" in r.stdout and "sha256 " in r.stdout, r.stdout
     cap = [m for m in srv.request("GET", "/rest/golden-images").json()["members"] if m["name"] == "From CLI"][0]
@@ -592,6 +647,13 @@ def test_capture_cli(srv):
     assert r.returncode == 0 and 'capture of OS volume "node1"' in r.stdout and cap["checkSum"] in r.stdout, r
     r = srv.cli("--json", "capture", vol["id"], "--build-plan", bp["uri"], "--name", "From CLI 2", env=env)
     assert r.returncode == 0 and json.loads(r.stdout)["imageCapture"] is True, r
+    # without --wait-checksum: the SHA-256, unless already known, is being computed
+    r = srv.cli("capture", "node1", "--build-plan", "generalize", "--name", "From CLI 3", env=env)
+    assert r.returncode == 0, r
+    assert "sha256 " in r.stdout or "its SHA-256 is being computed by task /rest/tasks/" in r.stdout, r
+    r = srv.cli("capture", "node1", "--build-plan", "generalize", "--name", "w", "--no-wait",
+                "--wait-checksum", env=env)
+    assert r.returncode == 2 and "exclude" in r.stderr, r
     # refusals: exit 1 with the server's error; usage errors exit 2
     r = srv.cli("capture", "node1", "--build-plan", "generalize", "--name", "From CLI", env=env)
     assert r.returncode == 1 and "already exists" in r.stderr, r
