@@ -154,6 +154,8 @@ extern const struct coll_info COLL_PLAN_SCRIPTS, COLL_BUILD_PLANS, COLL_DEPLOYME
 /* Resolve and GET the resource named by `ref`; *out = the resource. Prints
  * "no plan script named ..." and returns CLI_ESERVER when there is none. */
 int ref_get(struct cli *c, const struct coll_info *ci, const char *ref, json_t **out);
+/* The filter expression "FIELD='NAME'" (quotes doubled) for api_list; malloc'd. */
+char *ref_name_filter(const char *field, const char *name);
 
 /* ---- output.c: tables, key/value, JSON ------------------------------- */
 void out_json(json_t *j);

@@ -49,6 +49,11 @@ static const char DEPLOY_USAGE[] =
     "task is followed with a progress bar, and the boot connections printed: the machine\n"
     "boots its OS volume through GET /boot/ipxe?mac=... (docs/boot.md).\n"
     "\n"
+    "When a server profile named PROFILE exists already, its machine is redeployed\n"
+    "(PUT /rest/server-profiles/ID): a new OS volume is made with DP and the values given\n"
+    "laid over the profile's current ones, and the old volume is removed only once the new\n"
+    "one is ready (--hardware, if given, must name the profile's machine).\n"
+    "\n"
     "Exit status: 0 deployed, 1 the server refused or the deployment failed, 2 usage\n"
     "error or invalid attribute values, 3 cannot reach the server.\n";
 
@@ -405,8 +410,6 @@ int cmd_deploy(struct cli *c, int argc, char **argv) {
   if (rc || a.help) return rc;
   const char *name = a.pos[0], *hwref = args_get(&a, "hardware"), *dpref = args_get(&a, "plan");
   if (!*name) return cli_usage_error(DEPLOY_USAGE, "PROFILE cannot be empty");
-  if (!hwref && !args_has(&a, "check"))
-    return cli_usage_error(DEPLOY_USAGE, "--hardware is required");
   if (!dpref) return cli_usage_error(DEPLOY_USAGE, "--plan is required");
   json_t *given CLEANUP_JSON = json_array();
   for (int i = 0; i < a.nopt; i++) {
@@ -445,27 +448,65 @@ int cmd_deploy(struct cli *c, int argc, char **argv) {
     plan_info_clear(&p);
     return CLI_OK;
   }
+  /* An existing profile of that name: redeploy it. */
+  json_t *existing CLEANUP_JSON = NULL;
+  {
+    CLEANUP_FREE char *filter = ref_name_filter("name", name);
+    json_t *list CLEANUP_JSON = NULL;
+    if ((rc = api_list(c, "server-profiles", filter, NULL, &list))) {
+      plan_info_clear(&p);
+      return rc;
+    }
+    json_t *m = json_array_get(json_object_get(list, "members"), 0);
+    if (json_is_object(m) && strcmp(jstr(m, "name"), name) == 0) existing = json_incref(m);
+  }
+  if (!existing && !hwref) {
+    plan_info_clear(&p);
+    return cli_usage_error(DEPLOY_USAGE, "--hardware is required (no server profile \"%s\" yet)",
+                           name);
+  }
   json_t *hw CLEANUP_JSON = NULL;
-  if ((rc = ref_get(c, &COLL_SERVER_HARDWARE, hwref, &hw))) {
+  if (existing && !hwref) {
+    rc = api_call(c, "GET", jstr(existing, "serverHardwareUri"), NULL, NULL, &hw);
+  } else {
+    rc = ref_get(c, &COLL_SERVER_HARDWARE, hwref, &hw);
+  }
+  if (rc) {
     plan_info_clear(&p);
     return rc;
   }
+  if (existing && strcmp(jstr(hw, "uri"), jstr(existing, "serverHardwareUri")) != 0) {
+    plan_info_clear(&p);
+    return cli_usage_error(DEPLOY_USAGE,
+                           "server profile \"%s\" is deployed to another machine (%s); a "
+                           "profile cannot move: delete it first or choose another name",
+                           name, jstr(existing, "serverHardwareUri"));
+  }
   if (!c->json) print_plan(c, &p, merged);
-  json_t *body CLEANUP_JSON =
-      json_pack("{s:s, s:s, s:s, s:{s:s, s:O}}", "type", "ServerProfileV12", "name", name,
-                "serverHardwareUri", jstr(hw, "uri"), "osDeploymentSettings", "osDeploymentPlanUri",
-                jstr(p.dp, "uri"), "osCustomAttributes", given);
+  json_t *body CLEANUP_JSON = NULL;
+  if (existing)
+    body = json_pack("{s:{s:s, s:O}}", "osDeploymentSettings", "osDeploymentPlanUri",
+                     jstr(p.dp, "uri"), "osCustomAttributes", given);
+  else
+    body = json_pack("{s:s, s:s, s:s, s:{s:s, s:O}}", "type", "ServerProfileV12", "name", name,
+                     "serverHardwareUri", jstr(hw, "uri"), "osDeploymentSettings",
+                     "osDeploymentPlanUri", jstr(p.dp, "uri"), "osCustomAttributes", given);
   plan_info_clear(&p);
   const char *desc = args_get(&a, "description");
   if (desc) json_object_set_new(body, "description", json_string(desc));
   json_t *reply CLEANUP_JSON = NULL;
-  if ((rc = api_call(c, "POST", "/rest/server-profiles", body, NULL, &reply))) return rc;
+  if (existing)
+    rc = api_call(c, "PUT", jstr(existing, "uri"), body, jstr(existing, "eTag"), &reply);
+  else
+    rc = api_call(c, "POST", "/rest/server-profiles", body, NULL, &reply);
+  if (rc) return rc;
   int wait = !args_has(&a, "no-wait");
   if (!wait) {
     if (c->json)
       out_json(reply);
     else
-      printf("Deploying server profile \"%s\" in task %s (streamer task wait %s).\n", name,
+      printf("%s server profile \"%s\" in task %s (streamer task wait %s).\n",
+             existing ? "Redeploying" : "Deploying", name,
              *jstr(reply, "taskState") ? jstr(reply, "uri") : jstr(reply, "taskUri"),
              *jstr(reply, "taskState") ? res_id(reply) : jstr(reply, "taskUri"));
     return CLI_OK;
@@ -487,8 +528,9 @@ int cmd_deploy(struct cli *c, int argc, char **argv) {
     return CLI_OK;
   }
   char *vol = name_of(c, jstr(json_object_get(prof, "osDeploymentSettings"), "osVolumeUri"));
-  printf("Deployed server profile \"%s\" (id %s) to \"%s\": OS volume %s, state %s.\n",
-         jstr(prof, "name"), res_id(prof), jstr(hw, "name"), vol, jstr(prof, "state"));
+  printf("%s server profile \"%s\" (id %s) to \"%s\": OS volume %s, state %s.\n",
+         existing ? "Redeployed" : "Deployed", jstr(prof, "name"), res_id(prof), jstr(hw, "name"),
+         vol, jstr(prof, "state"));
   free(vol);
   printf("boot connections:\n");
   print_boot_connections(prof, "  ");

@@ -17,7 +17,7 @@ const struct coll_info COLL_SERVER_HARDWARE = {"server-hardware", "server hardwa
 const struct coll_info COLL_SERVER_PROFILES = {"server-profiles", "server profile", "name"};
 
 /* name='X' with quotes doubled, wrapped in double quotes like the HPE SDKs. */
-static char *name_filter(const char *field, const char *name) {
+char *ref_name_filter(const char *field, const char *name) {
   size_t n = strlen(name);
   char *q = malloc(2 * n + 1);
   if (!q) return NULL;
@@ -87,7 +87,7 @@ int ref_get(struct cli *c, const struct coll_info *ci, const char *ref, json_t *
     return CLI_OK;
   }
 
-  CLEANUP_FREE char *filter = name_filter(ci->name_field, ref);
+  CLEANUP_FREE char *filter = ref_name_filter(ci->name_field, ref);
   json_t *list CLEANUP_JSON = NULL;
   rc = api_list(c, ci->coll, filter, NULL, &list);
   if (rc) return rc;

@@ -123,6 +123,22 @@ def test_cli_hardware_deploy_profiles(srv):
     assert p.returncode == 0 and "web1 (Normal, /rest/server-profiles/" in p.stdout, p.stdout
     st, _, body = __import__("test_boot").get(srv.port, "/boot/ipxe?mac=52-54-00-AA-BB-02")
     assert st == 200 and "\nsanboot iscsi:127.0.0.1::%d:0:" % srv.iscsi_port in body, body
+    # deploy of an existing profile redeploys it (a new OS volume; the old one goes)
+    vols = srv.request("GET", "/rest/os-volumes").json()["members"]
+    assert len(vols) == 1, vols
+    p = cli(srv, "deploy", "web1", "--plan", dp["name"], "--attr", "ExampleString1=Hello again")
+    assert p.returncode == 0, (p, srv.read_log()[-3000:])
+    assert 'Redeployed server profile "web1"' in p.stdout and "state Normal" in p.stdout, p.stdout
+    vols2 = srv.request("GET", "/rest/os-volumes").json()["members"]
+    assert len(vols2) == 1 and vols2[0]["uri"] != vols[0]["uri"], (vols, vols2)
+    p = cli(srv, "profile", "show", "web1")
+    assert p.returncode == 0 and "Hello again" in p.stdout and "Hello from node1" not in p.stdout, p.stdout
+    # a profile cannot move to another machine; nothing changes
+    assert cli(srv, "hardware", "add", "node9", "--mac", "52:54:00:aa:bb:09").returncode == 0
+    p = cli(srv, "deploy", "web1", "--hardware", "node9", "--plan", dp["name"])
+    assert p.returncode == 2 and "cannot move" in p.stderr, p
+    assert srv.request("GET", "/rest/os-volumes").json()["members"] == vols2
+    assert cli(srv, "hardware", "delete", "node9").returncode == 0
     # a machine in use cannot be forgotten; a second profile on it is refused
     assert cli(srv, "hardware", "delete", "node1").returncode == 1
     p = cli(srv, "deploy", "web2", "--hardware", "node1", "--plan", dp["name"], *GOOD)
