@@ -776,19 +776,7 @@ static int after_change(struct store_txn *t, enum artifact_kind k, const char *i
 }
 
 int artifact_check_if_match(json_t *doc, const char *if_match, struct err *e) {
-  if (!if_match || !*if_match || strcmp(if_match, "*") == 0) return 0;
-  const char *etag = json_string_value(json_object_get(doc, "eTag"));
-  /* Tolerate the quoted form of RFC 7232. */
-  size_t l = strlen(if_match);
-  if (l >= 2 && if_match[0] == '"' && if_match[l - 1] == '"') {
-    if (etag && strlen(etag) == l - 2 && strncmp(etag, if_match + 1, l - 2) == 0) return 0;
-  } else if (etag && strcmp(etag, if_match) == 0) {
-    return 0;
-  }
-  err_set(e, 412, "ETAG_MISMATCH",
-          "the resource has changed since it was read (If-Match \"%.100s\", current eTag \"%s\")",
-          if_match, etag ? etag : "");
-  return -1;
+  return util_check_if_match(json_string_value(json_object_get(doc, "eTag")), if_match, e);
 }
 
 static int finish(struct store_txn *t, struct store *s, enum artifact_kind k, const char *id,

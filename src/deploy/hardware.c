@@ -32,16 +32,7 @@ const char *deploy_uri_id(const char *ref, const char *coll) {
 }
 
 int deploy_if_match(json_t *doc, const char *if_match, struct err *e) {
-  if (!if_match || !*if_match || is(if_match, "*")) return 0;
-  const char *cur = json_string_value(json_object_get(doc, "eTag"));
-  size_t n = strlen(if_match);
-  if (cur && (is(if_match, cur) || (n >= 2 && if_match[0] == '"' && if_match[n - 1] == '"' &&
-                                    strlen(cur) == n - 2 && !strncmp(if_match + 1, cur, n - 2))))
-    return 0;
-  err_set(e, 412, "ETAG_MISMATCH",
-          "the resource has changed since it was read (If-Match %.100s, current eTag \"%s\")",
-          if_match, cur ? cur : "");
-  return -1;
+  return util_check_if_match(json_string_value(json_object_get(doc, "eTag")), if_match, e);
 }
 
 /* ---- the public rendering: no secrets ------------------------------------------- */

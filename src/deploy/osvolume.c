@@ -688,19 +688,6 @@ static void undo_create(struct osvol_service *svc, const char *id) {
 
 void osvol_create_abort(struct osvol_service *svc, const char *id) { undo_create(svc, id); }
 
-static int check_if_match(json_t *doc, const char *if_match, struct err *e) {
-  if (!if_match || !*if_match || is(if_match, "*")) return 0;
-  const char *cur = json_string_value(json_object_get(doc, "eTag"));
-  size_t n = strlen(if_match);
-  if (cur && (is(if_match, cur) || (n >= 2 && if_match[0] == '"' && if_match[n - 1] == '"' &&
-                                    strlen(cur) == n - 2 && !strncmp(if_match + 1, cur, n - 2))))
-    return 0;
-  err_set(e, 412, "ETAG_MISMATCH",
-          "the resource has changed since it was read (If-Match %.100s, current eTag \"%s\")",
-          if_match, cur ? cur : "");
-  return -1;
-}
-
 /* A deployment's volume is managed through its server profile. */
 static int owned(json_t *doc, const char *what, struct err *e) {
   const char *sp = json_string_value(json_object_get(doc, "serverProfileUri"));
@@ -1098,7 +1085,9 @@ int osvol_delete_begin(struct osvol_service *svc, const char *id, const char *if
     err_set(e, 404, "RESOURCE_NOT_FOUND", "OS volume \"%.100s\" does not exist", id);
     goto out;
   }
-  if (check_if_match(en->doc, if_match, e) < 0 || busy(en->doc, "deleted", e) < 0) goto out;
+  if (util_check_if_match(json_string_value(json_object_get(en->doc, "eTag")), if_match, e) < 0 ||
+      busy(en->doc, "deleted", e) < 0)
+    goto out;
   doc = json_deep_copy(en->doc);
   if (!doc) {
     oom(e);
@@ -1396,9 +1385,9 @@ int osvol_update(struct osvol_service *svc, const char *id, json_t *body, const 
     err_set(e, 404, "RESOURCE_NOT_FOUND", "OS volume \"%.100s\" does not exist", id);
     goto out;
   }
-  if (check_if_match(old->doc, if_match, e) < 0 || busy(old->doc, "changed", e) < 0 ||
-      owned(old->doc, "changed", e) < 0 || check_keys(body, 0, id, e) < 0 ||
-      check_fixed(body, old->doc, e) < 0)
+  if (util_check_if_match(json_string_value(json_object_get(old->doc, "eTag")), if_match, e) < 0 ||
+      busy(old->doc, "changed", e) < 0 || owned(old->doc, "changed", e) < 0 ||
+      check_keys(body, 0, id, e) < 0 || check_fixed(body, old->doc, e) < 0)
     goto out;
   doc = json_deep_copy(old->doc);
   if (!doc) {

@@ -360,3 +360,17 @@ uint32_t util_crc32c_sw(uint32_t crc, const void *buf, size_t len) {
     crc = crc32c_tab[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
   return ~crc;
 }
+
+int util_check_if_match(const char *etag, const char *if_match, struct err *e) {
+  if (!if_match || !*if_match || strcmp(if_match, "*") == 0) return 0;
+  size_t l = strlen(if_match);
+  if (l >= 2 && if_match[0] == '"' && if_match[l - 1] == '"') {
+    if (etag && strlen(etag) == l - 2 && strncmp(etag, if_match + 1, l - 2) == 0) return 0;
+  } else if (etag && strcmp(etag, if_match) == 0) {
+    return 0;
+  }
+  err_set(e, 412, "ETAG_MISMATCH",
+          "the resource has changed since it was read (If-Match %.100s, current eTag \"%s\")",
+          if_match, etag ? etag : "");
+  return -1;
+}

@@ -69,6 +69,10 @@ char *util_token(size_t nbytes);
 /* ---- strings ---------------------------------------------------------- */
 char *util_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int util_strcaseeq(const char *a, const char *b); /* NULL-safe, ASCII case-insensitive */
+/* HTTP If-Match against a document's eTag (NULL = none): 0 when it holds
+ * (if_match NULL, empty or "*", or equal to etag, bare or in RFC 7232 quotes),
+ * else -1 with e set to 412 ETAG_MISMATCH. */
+int util_check_if_match(const char *etag, const char *if_match, struct err *e);
 /* Parse a boolean that clients send as true/false, "true"/"false" (any case). -1 if neither. */
 int util_json_bool(json_t *v);
 /* Write `len` bytes to `path` atomically (tmp file + fsync + rename) with `mode`. */
