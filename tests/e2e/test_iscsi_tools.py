@@ -229,6 +229,11 @@ def test_iscsi_deleted_volume_disappears(srv):
         try:
             p.stdin.write("read 0 64k\n")
             p.stdin.flush()
+            # the session is open (its first read done) before the delete: a
+            # delete racing qemu's login is another case (a connection closed
+            # mid-login, which libiscsi may retry without end)
+            first = p.stdout.readline()
+            assert "read 65536/65536 bytes" in first, first
             env.tgt.delete(a)
             try:
                 p.communicate("read 0 64k\nquit\n", timeout=60)
