@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "artifact/artifact.h"
+#include "deploy/deploy_int.h"
 #include "deploy/osvolume.h"
 #include "deploy/validate.h"
 #include "fs/fs.h"
@@ -18,18 +19,6 @@
 static int oom(struct err *e) {
   err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
   return -1;
-}
-
-/* The entry `ref` names in `coll`: "/rest/<coll>/<id>", a bare id, or (not
- * for URIs) an exact name. */
-static struct store_entry *lookup(struct store *s, const char *coll, const char *ref) {
-  char prefix[64];
-  snprintf(prefix, sizeof prefix, "/rest/%s/", coll);
-  size_t n = strlen(prefix);
-  if (strncmp(ref, prefix, n) == 0) return store_get(s, coll, ref + n);
-  struct store_entry *en = store_get(s, coll, ref);
-  if (!en && strncmp(ref, "/rest/", 6) != 0) en = store_get_by_name(s, coll, ref);
-  return en;
 }
 
 int validate_source_open(const struct validate_ctx *c, enum validate_source k, const char *ref,
@@ -46,7 +35,7 @@ int validate_source_open(const struct validate_ctx *c, enum validate_source k, c
       err_set(e, 503, "VOLUMES_UNAVAILABLE", "this server has no OS volumes");
       return -1;
     }
-    struct store_entry *en = lookup(c->store, OSVOL_COLL, ref);
+    struct store_entry *en = deploy_lookup(c->store, OSVOL_COLL, ref);
     if (!en) {
       err_set(e, 404, "RESOURCE_NOT_FOUND", "OS volume \"%.300s\" does not exist", ref);
       return -1;
@@ -59,7 +48,7 @@ int validate_source_open(const struct validate_ctx *c, enum validate_source k, c
     err_set(e, 503, "VOLUMES_UNAVAILABLE", "this server has no volume store");
     return -1;
   }
-  struct store_entry *en = lookup(c->store, GOLDEN_COLL, ref);
+  struct store_entry *en = deploy_lookup(c->store, GOLDEN_COLL, ref);
   if (!en) {
     err_set(e, 404, "RESOURCE_NOT_FOUND", "golden image \"%.300s\" does not exist", ref);
     return -1;

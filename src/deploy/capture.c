@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 
 #include "artifact/artifact.h"
+#include "deploy/deploy_int.h"
 #include "deploy/osvolume.h"
 #include "deploy/plan_int.h"
 #include "fs/fs.h"
@@ -203,18 +204,6 @@ static int check_body(json_t *body, const char **name, const char **desc, const 
   return 0;
 }
 
-/* The entry `ref` names in `coll`: "/rest/<coll>/<id>", a bare id, or (not
- * for URIs) an exact name. */
-static struct store_entry *lookup(struct store *s, const char *coll, const char *ref) {
-  char prefix[64];
-  snprintf(prefix, sizeof prefix, "/rest/%s/", coll);
-  size_t n = strlen(prefix);
-  if (strncmp(ref, prefix, n) == 0) return store_get(s, coll, ref + n);
-  struct store_entry *en = store_get(s, coll, ref);
-  if (!en && strncmp(ref, "/rest/", 6) != 0) en = store_get_by_name(s, coll, ref);
-  return en;
-}
-
 /* A capture takes no attribute values: every one its scripts use must get a
  * value from a default (the build plan's or the token's own). */
 static int check_needed(struct plan *p, struct err *e) {
@@ -293,7 +282,7 @@ json_t *capture_submit(const struct capture_ctx *c, json_t *body, const char *ow
     goto out;
   }
   /* the build plan: a capture plan, its scripts, values for what they need */
-  bp = lookup(c->store, BP_COLL, bref);
+  bp = deploy_lookup(c->store, BP_COLL, bref);
   if (!bp) {
     err_set(e, 400, "BUILD_PLAN_NOT_FOUND", "build plan \"%.300s\" does not exist", bref);
     goto out;
@@ -311,7 +300,7 @@ json_t *capture_submit(const struct capture_ctx *c, json_t *body, const char *ow
       check_needed(&j->plan, e) < 0)
     goto out;
   /* the OS volume, as it is now */
-  ve = lookup(c->store, OSVOL_COLL, vref);
+  ve = deploy_lookup(c->store, OSVOL_COLL, vref);
   if (!ve) {
     err_set(e, 400, "OS_VOLUME_NOT_FOUND", "OS volume \"%.300s\" does not exist", vref);
     goto out;

@@ -15,6 +15,9 @@ struct deploy_service {
 void hw_register(struct store *s);
 /* "/rest/<coll>/<id>" -> id; a bare id as is; NULL for another collection. */
 const char *deploy_uri_id(const char *ref, const char *coll);
+/* The entry `ref` names in `coll`: "/rest/<coll>/<id>", a bare id, or (not
+ * for URIs) an exact name; NULL when none (release it). */
+struct store_entry *deploy_lookup(struct store *s, const char *coll, const char *ref);
 /* Does a document's If-Match check pass? 0, or -1 with 412 set. */
 int deploy_if_match(json_t *doc, const char *if_match, struct err *e);
 

@@ -512,9 +512,13 @@ struct store_entry *hw_find_by_mac(struct store *s, const char *mac) {
   return id[0] ? store_get(s, HW_COLL, id) : NULL;
 }
 
-struct store_entry *hw_lookup(struct store *s, const char *ref) {
-  const char *id = deploy_uri_id(ref, HW_COLL);
-  struct store_entry *en = id ? store_get(s, HW_COLL, id) : NULL;
-  if (!en && ref && strncmp(ref, "/rest/", 6) != 0) en = store_get_by_name(s, HW_COLL, ref);
+struct store_entry *deploy_lookup(struct store *s, const char *coll, const char *ref) {
+  const char *id = deploy_uri_id(ref, coll);
+  struct store_entry *en = id ? store_get(s, coll, id) : NULL;
+  if (!en && ref && strncmp(ref, "/rest/", 6) != 0) en = store_get_by_name(s, coll, ref);
   return en;
+}
+
+struct store_entry *hw_lookup(struct store *s, const char *ref) {
+  return deploy_lookup(s, HW_COLL, ref);
 }

@@ -567,10 +567,10 @@ static const char *str_of(json_t *o, const char *k) {
 /* The deployment plan a reference names: URI (/rest/deployment-plans/ or
  * OneView's /rest/os-deployment-plans/), id or exact name. */
 static struct store_entry *dp_lookup(struct store *s, const char *ref) {
-  const char *id = deploy_uri_id(ref, DP_COLL);
-  if (!id) id = deploy_uri_id(ref, "os-deployment-plans");
-  struct store_entry *en = id ? store_get(s, DP_COLL, id) : NULL;
-  if (!en && ref && strncmp(ref, "/rest/", 6) != 0) en = store_get_by_name(s, DP_COLL, ref);
+  static const char oneview[] = "/rest/os-deployment-plans/";
+  struct store_entry *en = deploy_lookup(s, DP_COLL, ref);
+  if (!en && ref && strncmp(ref, oneview, sizeof oneview - 1) == 0)
+    en = store_get(s, DP_COLL, ref + sizeof oneview - 1);
   return en;
 }
 
