@@ -95,7 +95,9 @@ struct request {
 /* ---- responses (http.c) ---- */
 void reply_json(struct request *r, int status, json_t *doc);            /* steals doc */
 void reply_text(struct request *r, int status, char *text, size_t len); /* steals JSON text */
-void reply_error(struct request *r, struct err *e);                     /* clears e */
+/* A stored document's public text, with its eTag. */
+void reply_entry(struct request *r, int status, struct store_entry *en);
+void reply_error(struct request *r, struct err *e); /* clears e */
 void reply_err(struct request *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void reply_no_content(struct request *r);

@@ -1299,15 +1299,6 @@ static void method_not_allowed(struct request *r) {
   reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r->method, r->path);
 }
 
-static void reply_entry(struct request *r, int status, struct store_entry *en) {
-  char *t = malloc(en->len + 1);
-  if (!t) return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
-  memcpy(t, en->text, en->len + 1);
-  reply_text(r, status, t, en->len);
-  const char *etag = json_string_value(json_object_get(en->doc, "eTag"));
-  if (etag) snprintf(r->etag, sizeof r->etag, "%s", etag);
-}
-
 /* POST /rest/golden-images that is not a multipart upload. */
 static void post_not_upload(struct request *r) {
   if (auth_require(r, ROLE_DEPLOY) < 0) return;

@@ -28,18 +28,6 @@ static void not_found(struct request *r) {
   reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
 }
 
-static void reply_entry(struct request *r, int status, struct store_entry *en) {
-  char *t = malloc(en->len + 1);
-  if (!t) {
-    reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
-    return;
-  }
-  memcpy(t, en->text, en->len + 1);
-  reply_text(r, status, t, en->len);
-  const char *etag = json_string_value(json_object_get(en->doc, "eTag"));
-  if (etag) snprintf(r->etag, sizeof r->etag, "%s", etag);
-}
-
 static void reply_task(struct request *r, json_t *task) {
   snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(task, "uri")));
   reply_json(r, 202, task);

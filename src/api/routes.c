@@ -239,7 +239,7 @@ void serve_collection(struct request *r, const char *coll) {
   query_free(q);
 }
 
-static void reply_entry(struct request *r, int status, struct store_entry *en) {
+void reply_entry(struct request *r, int status, struct store_entry *en) {
   char *t = malloc(en->len + 1);
   if (!t) {
     reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");

@@ -159,6 +159,9 @@ char *ref_name_filter(const char *field, const char *name);
 
 /* ---- output.c: tables, key/value, JSON ------------------------------- */
 void out_json(json_t *j);
+/* The strings of a JSON array joined with sep, e.g. "a, b, c" (malloc'd; NULL
+ * when out of memory). */
+char *out_joined(json_t *arr, const char *sep);
 struct table;
 struct table *table_new(int ncols, const char *const *headers);
 void table_add(struct table *t, const char *const *cells); /* copies the cells */

@@ -43,19 +43,6 @@ static int mac_ok(const char *s) {
   return 1;
 }
 
-static char *joined(json_t *arr, const char *sep) {
-  size_t len = 1, i;
-  json_t *v;
-  json_array_foreach(arr, i, v) { len += strlen(json_string_value(v) ?: "") + strlen(sep); }
-  char *s = calloc(1, len);
-  if (!s) return NULL;
-  json_array_foreach(arr, i, v) {
-    if (i) strcat(s, sep);
-    strcat(s, json_string_value(v) ?: "");
-  }
-  return s;
-}
-
 static int hw_add(struct cli *c, int argc, char **argv) {
   static const struct opt_spec spec[] = {
       {"mac", 1},       {"initiator", 1},        {"ip", 1},          {"netmask", 1},
@@ -105,7 +92,7 @@ static int hw_add(struct cli *c, int argc, char **argv) {
     out_json(hw);
     return CLI_OK;
   }
-  char *m = joined(json_object_get(hw, "macAddresses"), ", ");
+  char *m = out_joined(json_object_get(hw, "macAddresses"), ", ");
   printf("Registered server hardware \"%s\" (id %s).\n", jstr(hw, "name"), res_id(hw));
   printf("  MACs:        %s\n  initiator:   %s\n  CHAP name:   %s\n", m ? m : "",
          jstr(hw, "initiatorName"), jstr(hw, "chapName"));
@@ -131,7 +118,7 @@ static int hw_list(struct cli *c, int argc, char **argv) {
   size_t i;
   json_t *m;
   json_array_foreach(json_object_get(list, "members"), i, m) {
-    char *macs = joined(json_object_get(m, "macAddresses"), ",");
+    char *macs = out_joined(json_object_get(m, "macAddresses"), ",");
     const char *puri = jstr(m, "serverProfileUri");
     const char *pname = *puri ? jstr(profiles, puri) : "";
     const char *row[] = {jstr(m, "name"), macs ? macs : "", jstr(m, "initiatorName"),
@@ -160,7 +147,7 @@ static int hw_show(struct cli *c, int argc, char **argv) {
       "chapName", "ipv4Address", "netmask", NULL};
   struct kv *k = kv_new();
   kv_fields(k, hw, order);
-  char *macs = joined(json_object_get(hw, "macAddresses"), ", ");
+  char *macs = out_joined(json_object_get(hw, "macAddresses"), ", ");
   kv_add(k, "macAddresses", macs ? macs : "");
   free(macs);
   const char *puri = jstr(hw, "serverProfileUri");

@@ -174,3 +174,16 @@ void kv_free(struct kv *k) {
   free(k->values);
   free(k);
 }
+
+char *out_joined(json_t *arr, const char *sep) {
+  size_t len = 1, i;
+  json_t *v;
+  json_array_foreach(arr, i, v) { len += strlen(json_string_value(v) ?: "") + strlen(sep); }
+  char *s = calloc(1, len);
+  if (!s) return NULL;
+  json_array_foreach(arr, i, v) {
+    if (i) strcat(s, sep);
+    strcat(s, json_string_value(v) ?: "");
+  }
+  return s;
+}

@@ -93,20 +93,6 @@ static void human(json_t *v, char *out, size_t size) {
   snprintf(out, size, u ? "%.1f %s" : "%.0f %s", b, units[u]);
 }
 
-/* "a, b, c" of a JSON array of strings (malloc'd). */
-static char *joined(json_t *arr, const char *sep) {
-  size_t len = 1, i;
-  json_t *v;
-  json_array_foreach(arr, i, v) { len += strlen(json_string_value(v) ?: "") + strlen(sep); }
-  char *s = calloc(1, len);
-  if (!s) return NULL;
-  json_array_foreach(arr, i, v) {
-    if (i) strcat(s, sep);
-    strcat(s, json_string_value(v) ?: "");
-  }
-  return s;
-}
-
 static int vol_list(struct cli *c, int argc, char **argv) {
   struct args a;
   int rc = args_parse(c, &a, argc, argv, LIST_OPTS, 0, 0, LIST_USAGE);
@@ -147,8 +133,8 @@ static int vol_list(struct cli *c, int argc, char **argv) {
 /* The lines that tell how to reach the target. */
 static void print_target(json_t *vol, const char *indent) {
   json_t *iscsi = json_object_get(vol, "iscsi");
-  char *portals = joined(json_object_get(iscsi, "portals"), ", ");
-  char *inits = joined(json_object_get(iscsi, "initiatorNames"), ", ");
+  char *portals = out_joined(json_object_get(iscsi, "portals"), ", ");
+  char *inits = out_joined(json_object_get(iscsi, "initiatorNames"), ", ");
   printf("%starget:      %s\n", indent, jstr(iscsi, "targetName"));
   printf("%sportals:     %s\n", indent, portals && *portals ? portals : "(iSCSI disabled)");
   printf("%sLUN:         %lld\n", indent,
