@@ -1,0 +1,102 @@
+/* bundle.c — artifact bundle documents, extraction, creation, backup and
+ * restore. The zip format itself (reading, vetting, writing) is bundle_zip.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "artifact/bundle.h"
+#include "artifact/bundle_int.h"
+
+static char *render_bundle(json_t *doc) { return json_dumps(doc, JSON_COMPACT); }
+
+void bundle_register(struct store *s) {
+  store_set_render(s, BUNDLE_COLL, render_bundle);
+  store_set_render(s, BUNDLE_BACKUP_COLL, render_bundle);
+}
+
+int bundle_record(struct store *s, const char *id, const char *name, const char *description,
+                  json_t *contents, uint64_t size, const char *sha256, int imported,
+                  struct store_entry **out, struct err *e) {
+  json_t *jn = json_string(name ? name : "");
+  if (artifact_check_name("artifact bundle", jn, e) < 0) {
+    json_decref(jn);
+    return -1;
+  }
+  json_decref(jn);
+  json_t *doc = json_deep_copy(contents);
+  if (!doc) doc = json_object();
+  char *uri = util_strdup_printf("/rest/%s/%s", BUNDLE_COLL, id);
+  char *dl = util_strdup_printf("/rest/%s/download/%s", BUNDLE_COLL, id);
+  json_t *head = json_pack(
+      "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:I, s:s, s:s, s:s, s:s, s:s}",
+      "type", "ArtifactsBundle", "uri", uri, "category", BUNDLE_COLL, "id", id, "artifactsbundleID",
+      id, "name", name, "description", description ? description : "", "readOnly",
+      bundle_contents_read_only(contents), "importbundle", imported, "recoverBundle", 0,
+      "backupService", 0, "size", (json_int_t)size, "checksum", sha256 ? sha256 : "", "checkSum",
+      sha256 ? sha256 : "", "downloadURI", dl, "status", "OK", "state", "OK");
+  free(uri);
+  free(dl);
+  if (!head) {
+    json_decref(doc);
+    err_set(e, 400, "INVALID_FIELD", "artifact bundle: the name or description is not UTF-8 text");
+    return -1;
+  }
+  /* head's fields first, then the contents (keys already in head skipped). */
+  const char *k;
+  json_t *v;
+  json_object_foreach(doc, k, v) {
+    if (!json_object_get(head, k)) json_object_set(head, k, v);
+  }
+  json_decref(doc);
+  if (!json_object_get(head, "extracted")) json_object_set_new(head, "extracted", json_false());
+  json_object_set_new(head, "lastExtracted", json_null());
+  json_object_set_new(head, "lastBackUpDownloadTime", json_null());
+  struct store_txn *t = store_begin(s);
+  if (!t) {
+    json_decref(head);
+    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
+    return -1;
+  }
+  int rc = store_put(t, BUNDLE_COLL, id, name, head, e);
+  json_decref(head);
+  if (rc < 0) {
+    if (e->status == 409) {
+      err_set(e, 409, "NAME_CONFLICT", "an artifact bundle named \"%s\" already exists", name);
+      err_action(e, "Choose another name, or delete or rename the existing bundle.");
+    }
+    store_rollback(t);
+    return -1;
+  }
+  if (store_commit(t, e) < 0) return -1;
+  if (out) *out = store_get(s, BUNDLE_COLL, id);
+  return 0;
+}
+
+static void not_yet(struct err *e, const char *what) {
+  err_set(e, 501, "NOT_IMPLEMENTED", "artifact bundles: %s is not implemented yet", what);
+}
+
+int bundle_extract(const struct bundle_ctx *c, const char *id, const char *path,
+                   const struct bundle_extract_opts *o, json_t **report, struct err *e) {
+  not_yet(e, "extraction");
+  return -1;
+}
+
+json_t *bundle_create_plan(struct store *s, json_t *body, struct err *e) {
+  not_yet(e, "creation");
+  return NULL;
+}
+
+json_t *bundle_backup_plan(struct store *s, struct err *e) {
+  not_yet(e, "backup");
+  return NULL;
+}
+
+int bundle_write(const struct bundle_ctx *c, json_t *plan, const char *path, struct err *e) {
+  not_yet(e, "writing");
+  return -1;
+}
+
+int bundle_restore(const struct bundle_ctx *c, const char *path, json_t **report, struct err *e) {
+  not_yet(e, "restore");
+  return -1;
+}
