@@ -56,6 +56,7 @@ struct api {
   pthread_mutex_t cache_lock;
   struct collection_cache cache[COLLECTION_CACHE_SLOTS];
   char *uploads_dir;           /* VOLUMES/uploads: golden image uploads being received */
+  char *bundles_dir;           /* VOLUMES/bundles: artifact bundles and backups (bundles.c) */
   uint64_t upload_bytes;       /* bytes reserved by uploads in progress (atomic) */
   struct boot_nets boot_nets;  /* --boot-clients */
   struct MHD_Daemon *boot_mhd; /* --boot-listen: plain HTTP, /boot/ only */
@@ -134,14 +135,44 @@ void sessions_free(struct api *a);
 int golden_api_init(struct api *a, struct err *e); /* uploads dir, recovery; at start */
 void golden_api_fini(struct api *a);
 void route_golden_images(struct request *r);
-/* Is this the first call of a golden image upload (POST /rest/golden-images,
- * multipart/form-data)? Then the body is streamed to upload_data instead of
- * being buffered, and upload_end produces the reply. */
+/* What is uploaded: POST multipart/form-data to /rest/golden-images, to
+ * /rest/artifact-bundles or to /rest/artifact-bundles/backups/archive. */
+enum upload_kind { UPLOAD_GOLDEN = 1, UPLOAD_BUNDLE, UPLOAD_BACKUP };
+/* Is this the first call of an upload? Returns its kind (0: not an upload).
+ * Then the body is streamed to upload_data instead of being buffered, and
+ * upload_end produces the reply. */
 int upload_wanted(struct MHD_Connection *conn, const char *method, const char *url);
-void upload_begin(struct request *r); /* headers only; may reply at once */
+void upload_begin(struct request *r, int kind); /* headers only; may reply at once */
 void upload_data(struct request *r, const char *data, size_t size);
 void upload_end(struct request *r);
 void upload_free(struct upload *u); /* also when the client went away */
+/* Content-Disposition of a download: attachment; filename="<name>.zip" (',' and
+ * ':' as '.'), plus filename*= (RFC 5987) when the name is not ASCII. */
+void download_disposition(const char *name, char *out, size_t size);
+
+/* ---- artifact bundles and backups (bundles.c) ---- */
+int bundle_api_init(struct api *a, struct err *e); /* VOLUMES/bundles, stale .part files */
+void bundle_api_fini(struct api *a);               /* stops and waits for bundle tasks */
+void route_artifact_bundles(struct request *r);
+/* A bundle or backup upload received to a file by golden.c's upload machinery. */
+struct upload_done {
+  char id[37];
+  char *path;           /* VOLUMES/bundles/<id>.part; bundles.c's after a 0 return */
+  const char *filename; /* as sent, without directories */
+  uint64_t size;
+  char sha256[65];
+  struct task *task; /* created at the first byte; bundles.c's after a 0 return */
+  const char *name;  /* query, form field or file name without .zip */
+  const char *description, *lenient, *group; /* query or form; may be NULL */
+};
+/* Before the body: checks of the query (name); 0, or -1 with a reply set. */
+int bundle_upload_check(struct request *r, enum upload_kind k, const char *name);
+/* The task's associatedResource (a new reference). */
+json_t *bundle_upload_assoc(enum upload_kind k, const char *id, const char *name);
+/* The body is in: start the task (202 reply), or -1 with e set (the caller
+ * removes the file and ends the task). */
+int bundle_upload_finish(struct request *r, enum upload_kind k, struct upload_done *d,
+                         struct err *e);
 
 /* ---- OS volumes and iSCSI targets (osvolumes.c) ---- */
 void route_os_volumes(struct request *r);

@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -194,9 +195,11 @@ struct field {
 
 struct upload {
   struct api *api;
+  enum upload_kind kind; /* a golden image, or a bundle / backup handed to bundles.c */
   struct MHD_PostProcessor *pp;
-  char id[37]; /* the new golden image's id */
-  char *path;  /* VOLUMES/uploads/<id>.part (qcow2, vmdk, vhdx) */
+  char id[37]; /* the new golden image's (or bundle's) id */
+  char *path;  /* VOLUMES/uploads/<id>.part (qcow2, vmdk, vhdx), VOLUMES/bundles/<id>.part */
+  gnutls_hash_hd_t hash; /* bundles: the SHA-256 of the file as it arrives */
   int fd;
   struct image_stream *stream; /* raw and HPE zip: imported while they arrive */
   char *buf;
@@ -218,8 +221,9 @@ struct upload {
   char *scan;                  /* the body's start, searched for the file part's header */
   size_t scan_len;
   int scan_done;
-  char *raw_filename;          /* its filename= as sent, also when not quoted */
-  struct field f_name, f_desc; /* form fields */
+  char *raw_filename;              /* its filename= as sent, also when not quoted */
+  struct field f_name, f_desc;     /* form fields */
+  struct field f_lenient, f_group; /* bundles: lenient, deploymentGrpUri */
   struct task *task;
   char owner[128];
   int last_pct;
@@ -365,6 +369,54 @@ static char *final_name(struct upload *u) {
   return n;
 }
 
+static int open_part_file(struct upload *u) {
+  u->fd = open(u->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (u->fd < 0) {
+    upload_fail(u, 500, "IO_ERROR", "cannot create %s: %s", u->path, strerror(errno));
+    return -1;
+  }
+  u->buf = malloc(UPLOAD_BUF);
+  if (!u->buf) {
+    upload_fail(u, 500, "OUT_OF_MEMORY", "out of memory");
+    drop_file(u);
+    return -1;
+  }
+  return 0;
+}
+
+/* A bundle or backup (.zip only): written to VOLUMES/bundles/<id>.part and
+ * hashed as it arrives; the task is bundles.c's (bundle_upload_assoc). */
+static void file_part_start_bundle(struct upload *u) {
+  size_t n = strlen(u->filename);
+  if (n < 5 || strcasecmp(u->filename + n - 4, ".zip") != 0) {
+    upload_fail(u, 400, "BUNDLE_NOT_ZIP",
+                "\"%.200s\": artifact bundles and backups are uploaded as .zip files", u->filename);
+    err_action(&u->err, "Upload the bundle's .zip file as it was downloaded.");
+    return;
+  }
+  if (open_part_file(u) < 0) return;
+  if (gnutls_hash_init(&u->hash, GNUTLS_DIG_SHA256) < 0) {
+    u->hash = NULL;
+    upload_fail(u, 500, "OUT_OF_MEMORY", "out of memory");
+    drop_file(u);
+    return;
+  }
+  char *name = final_name(u);
+  json_t *assoc = bundle_upload_assoc(u->kind, u->id, name ? name : "");
+  free(name);
+  struct err e;
+  err_init(&e);
+  u->task = task_create(u->api->tasks, "Upload", u->owner, assoc, &e);
+  json_decref(assoc);
+  if (!u->task) {
+    upload_fail_err(u, &e);
+    drop_file(u);
+    return;
+  }
+  u->last_ms = util_mono_ms();
+  task_progress(u->task, 0, "Receiving \"%s\"", u->filename);
+}
+
 /* The first bytes of the file part: check its name and format, open the
  * file, create the task. */
 static void file_part_start(struct upload *u, const char *raw_filename) {
@@ -382,6 +434,10 @@ static void file_part_start(struct upload *u, const char *raw_filename) {
     upload_fail(u, 400, "UPLOAD_NO_FILENAME",
                 "the \"file\" part has no file name (Content-Disposition: form-data; "
                 "name=\"file\"; filename=\"image.zip\")");
+    return;
+  }
+  if (u->kind != UPLOAD_GOLDEN) {
+    file_part_start_bundle(u);
     return;
   }
   int fmt = format_of(u->filename);
@@ -402,18 +458,8 @@ static void file_part_start(struct upload *u, const char *raw_filename) {
       upload_fail_err(u, &e);
       return;
     }
-  } else {
-    u->fd = open(u->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (u->fd < 0) {
-      upload_fail(u, 500, "IO_ERROR", "cannot create %s: %s", u->path, strerror(errno));
-      return;
-    }
-    u->buf = malloc(UPLOAD_BUF);
-    if (!u->buf) {
-      upload_fail(u, 500, "OUT_OF_MEMORY", "out of memory");
-      drop_file(u);
-      return;
-    }
+  } else if (open_part_file(u) < 0) {
+    return;
   }
   char *name = final_name(u);
   json_t *assoc = assoc_of(u->id, name ? name : "");
@@ -486,6 +532,7 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
       err_clear(&e);
     }
   } else if (u->in_file) {
+    if (u->hash) gnutls_hash(u->hash, data, size);
     const char *p = data;
     size_t left = size;
     while (left > 0) {
@@ -501,6 +548,10 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
     field_add(&u->f_name, data, size, NAME_MAX_LEN);
   } else if (is(key, "description")) {
     field_add(&u->f_desc, data, size, DESC_MAX_LEN);
+  } else if (is(key, "lenient")) {
+    field_add(&u->f_lenient, data, size, 16);
+  } else if (is(key, "deploymentGrpUri") || is(key, "deploymentGroupURI")) {
+    field_add(&u->f_group, data, size, 512);
   }
   return MHD_YES;
 }
@@ -570,14 +621,22 @@ static void scan_filename(struct upload *u, const char *data, size_t size) {
   }
 }
 
+static int url_is(const char *url, size_t n, const char *path) {
+  return n == strlen(path) && strncmp(url, path, n) == 0;
+}
+
 int upload_wanted(struct MHD_Connection *conn, const char *method, const char *url) {
   if (!is(method, "POST")) return 0;
   size_t n = strlen(url);
   while (n > 1 && url[n - 1] == '/')
     n--;
-  if (n != strlen("/rest/golden-images") || strncmp(url, "/rest/golden-images", n) != 0) return 0;
+  int kind = url_is(url, n, "/rest/golden-images")                      ? UPLOAD_GOLDEN
+             : url_is(url, n, "/rest/artifact-bundles")                 ? UPLOAD_BUNDLE
+             : url_is(url, n, "/rest/artifact-bundles/backups/archive") ? UPLOAD_BACKUP
+                                                                        : 0;
+  if (!kind) return 0;
   const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-  return ct && media_is(ct, "multipart/form-data");
+  return ct && media_is(ct, "multipart/form-data") ? kind : 0;
 }
 
 void upload_free(struct upload *u) {
@@ -589,6 +648,7 @@ void upload_free(struct upload *u) {
   u->failed = 1; /* the post processor may flush into on_part: ignore it */
   if (u->pp) MHD_destroy_post_processor(u->pp);
   drop_file(u);
+  if (u->hash) gnutls_hash_deinit(u->hash, NULL);
   if (u->task) task_abandon(u->task, &u->err);
   if (u->reserved) unreserve(u->api, u->reserved);
   err_clear(&u->err);
@@ -599,25 +659,31 @@ void upload_free(struct upload *u) {
   free(u->cur_filename);
   free(u->f_name.v);
   free(u->f_desc.v);
+  free(u->f_lenient.v);
+  free(u->f_group.v);
   free(u->log.text);
   free(u->scan);
   free(u->raw_filename);
   free(u);
 }
 
-void upload_begin(struct request *r) {
+void upload_begin(struct request *r, int kind) {
   if (req_prepare(r) < 0) return;
   if (auth_check(r) < 0 || auth_require(r, ROLE_DEPLOY) < 0) return;
   struct api *a = r->api;
-  if (!a->cfg.volumes || !a->uploads_dir) {
+  if (!a->cfg.volumes || !a->uploads_dir || (kind != UPLOAD_GOLDEN && !a->bundles_dir)) {
     reply_err(r, 503, "VOLUMES_UNAVAILABLE", "this server has no volume store");
     return;
   }
   struct err e;
   err_init(&e);
   const char *qn = req_arg(r, "name"), *qd = req_arg(r, "description");
-  if (qn && *qn && golden_check_new_name(a->store, qn, &e) < 0) return reply_error(r, &e);
-  if (qd && golden_check_description(qd, &e) < 0) return reply_error(r, &e);
+  if (kind != UPLOAD_GOLDEN) {
+    if (bundle_upload_check(r, (enum upload_kind)kind, qn) < 0) return;
+  } else {
+    if (qn && *qn && golden_check_new_name(a->store, qn, &e) < 0) return reply_error(r, &e);
+    if (qd && golden_check_description(qd, &e) < 0) return reply_error(r, &e);
+  }
   uint64_t total = 0;
   const char *cl = req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
   if (cl) total = strtoull(cl, NULL, 10);
@@ -629,13 +695,15 @@ void upload_begin(struct request *r) {
   struct upload *u = calloc(1, sizeof *u);
   if (!u) return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
   u->api = a;
+  u->kind = (enum upload_kind)kind;
   snprintf(u->owner, sizeof u->owner, "%s", r->sess.user);
   u->fd = -1;
   u->last_pct = -1;
   u->t0 = util_mono_ms();
   err_init(&u->err);
   util_uuid(u->id);
-  u->path = util_strdup_printf("%s/%s.part", a->uploads_dir, u->id);
+  u->path = util_strdup_printf("%s/%s.part",
+                               kind == UPLOAD_GOLDEN ? a->uploads_dir : a->bundles_dir, u->id);
   u->q_name = qn && *qn ? qn : NULL; /* live as long as the connection */
   u->q_desc = qd && *qd ? qd : NULL;
   u->hdr_filename = req_header(r, "uploadfilename");
@@ -1073,8 +1141,9 @@ void upload_end(struct request *r) {
                 u->f_name.too_long ? NAME_MAX_LEN : DESC_MAX_LEN);
   char *name = u->failed ? NULL : final_name(u);
   const char *desc = u->q_desc ? u->q_desc : u->f_desc.v ? u->f_desc.v : "";
-  if (!u->failed && (golden_check_new_name(r->api->store, name ? name : "", &e) < 0 ||
-                     golden_check_description(desc, &e) < 0))
+  if (!u->failed && u->kind == UPLOAD_GOLDEN &&
+      (golden_check_new_name(r->api->store, name ? name : "", &e) < 0 ||
+       golden_check_description(desc, &e) < 0))
     upload_fail_err(u, &e);
   if (!u->failed && u->fd >= 0 && ftruncate(u->fd, (off_t)u->received) < 0)
     upload_fail(u, 507, "INSUFFICIENT_STORAGE", "cannot complete the upload file: %s",
@@ -1092,6 +1161,35 @@ void upload_end(struct request *r) {
     copy.nested = json_incref(u->err.nested);
     reply_error(r, &copy);
     return; /* upload_free (at the end of the request) cleans up and ends the task */
+  }
+  if (u->kind != UPLOAD_GOLDEN) {
+    struct upload_done d = {
+        .path = u->path,
+        .filename = u->filename,
+        .size = u->received,
+        .task = u->task,
+        .name = name,
+        .description = u->q_desc ? u->q_desc : u->f_desc.v,
+        .lenient = req_arg(r, "lenient") ? req_arg(r, "lenient") : u->f_lenient.v,
+        .group = req_arg(r, "deploymentGrpUri") ? req_arg(r, "deploymentGrpUri") : u->f_group.v};
+    memcpy(d.id, u->id, sizeof d.id);
+    unsigned char dig[32];
+    gnutls_hash_deinit(u->hash, dig);
+    u->hash = NULL;
+    for (int i = 0; i < 32; i++)
+      snprintf(d.sha256 + 2 * i, 3, "%02x", dig[i]);
+    int rc = bundle_upload_finish(r, (enum upload_kind)u->kind, &d, &e);
+    free(name);
+    if (rc < 0) {
+      upload_fail_err(u, &e);
+      struct err copy = u->err;
+      copy.nested = json_incref(u->err.nested);
+      reply_error(r, &copy);
+      return;
+    }
+    u->path = NULL; /* bundles.c's now, with the task */
+    u->task = NULL;
+    return;
   }
   log_line(&u->log, "received %llu bytes (file \"%s\") in %.1f s", (unsigned long long)u->received,
            u->filename, (double)(util_mono_ms() - u->t0) / 1000.0);
@@ -1155,7 +1253,7 @@ static void download_free(void *cls) { image_export_close(cls); }
 
 /* attachment; filename="<name>.zip" (',' and ':' as '.', quotes escaped),
  * plus filename*= (RFC 5987) when the name is not ASCII. */
-static void content_disposition(const char *name, char *out, size_t size) {
+void download_disposition(const char *name, char *out, size_t size) {
   char plain[600], ext[1800];
   size_t o = 0, x = 0;
   int ascii = 1;
@@ -1209,7 +1307,7 @@ static void serve_download(struct request *r, const char *id) {
     return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
   }
   char cd[2600];
-  content_disposition(en->name ? en->name : id, cd, sizeof cd);
+  download_disposition(en->name ? en->name : id, cd, sizeof cd);
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, cd);
   store_entry_release(en);
   r->resp_custom = resp;

@@ -352,8 +352,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     r->url = url;
     *con_cls = r;
     /* A golden image upload streams to disk: no --max-body, no buffering. */
-    if (upload_wanted(conn, method, url)) {
-      upload_begin(r);
+    int kind = upload_wanted(conn, method, url);
+    if (kind) {
+      upload_begin(r, kind);
       if (!r->status) return MHD_YES;
       r->close_conn = 1; /* answered before the body was read */
       log_info("api", "%s %s -> %d user=%s", method, r->path ? r->path : url, r->status,
@@ -563,7 +564,7 @@ struct api *api_start(const struct api_config *cfg, struct store *s, struct task
     api_stop(a);
     return NULL;
   }
-  if (golden_api_init(a, e) < 0) {
+  if (golden_api_init(a, e) < 0 || bundle_api_init(a, e) < 0) {
     api_stop(a);
     return NULL;
   }
@@ -612,6 +613,7 @@ void api_stop(struct api *a) {
   if (!a) return;
   if (a->boot_mhd) MHD_stop_daemon(a->boot_mhd);
   if (a->mhd) MHD_stop_daemon(a->mhd);
+  bundle_api_fini(a);
   golden_api_fini(a);
   sessions_free(a);
   for (int i = 0; i < COLLECTION_CACHE_SLOTS; i++) {

@@ -37,6 +37,8 @@ static const char *collection_type(const char *coll) {
   if (is(coll, "server-hardware")) return "server-hardware-list";
   if (is(coll, "server-profiles")) return "ServerProfileListV12";
   if (is(coll, "users")) return "UserAndPermissionsCollection";
+  if (is(coll, "artifact-bundles")) return "ArtifactsBundleCollection";
+  if (is(coll, "artifact-bundle-backups")) return "ArtifactsBundleBackupCollection";
   return "ResourceCollection";
 }
 
@@ -425,6 +427,7 @@ void route_dispatch(struct request *r) {
   if (is(top, "build-plans")) return route_artifact(r, ART_BUILD_PLAN);
   if (is(top, "deployment-plans")) return route_artifact(r, ART_DEPLOYMENT_PLAN);
   if (is(top, "golden-images")) return route_golden_images(r);
+  if (is(top, "artifact-bundles")) return route_artifact_bundles(r);
   if (is(top, "os-volumes")) return route_os_volumes(r);
   if (is(top, "iscsi")) return route_iscsi(r);
   if (is(top, "server-hardware")) return route_server_hardware(r);

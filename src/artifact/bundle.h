@@ -74,4 +74,19 @@ int bundle_write(const struct bundle_ctx *c, json_t *plan, const char *path, str
  * artifacts created since the backup are kept. All-or-nothing. */
 int bundle_restore(const struct bundle_ctx *c, const char *path, json_t **report, struct err *e);
 
+/* Bundle and backup documents as the api changes them (bundle_doc.c). */
+/* 0 if `name` is a valid bundle name not yet taken (400 / 409 NAME_CONFLICT). */
+int bundle_check_new_name(struct store *s, const char *name, struct err *e);
+/* Rename bundle `id` (404, 400, 409 NAME_CONFLICT, 412 If-Match); the same name is a no-op. */
+int bundle_rename(struct store *s, const char *id, const char *name, const char *if_match,
+                  struct store_entry **out, struct err *e);
+/* Remove bundle `id`'s document (404 when gone); its file is the caller's. */
+int bundle_delete_doc(struct store *s, const char *id, struct err *e);
+/* Record the backup `id` (its file already at its final path), replacing the
+ * previous backup document in the same transaction; old_id = the previous
+ * backup's id ("" if none) so that the caller removes its file. */
+int bundle_backup_record(struct store *s, const char *id, const char *group_uri, uint64_t size,
+                         const char *sha256, struct store_entry **out, char old_id[37],
+                         struct err *e);
+
 #endif
