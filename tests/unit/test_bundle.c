@@ -1,0 +1,437 @@
+/* test_bundle.c — artifact bundles: inspection of every corpus bundle,
+ * MANIFEST.MF and checksum-file parsing, each hostile-input refusal of the
+ * reader (zips built with our writer, then damaged byte by byte), extraction
+ * into an empty store with a field-by-field comparison against the zip's
+ * JSON, conflicts, and the write → inspect round trip. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "artifact/bundle.h"
+#include "artifact/bundle_int.h"
+
+static char dir[] = "/tmp/streamer-test-bundle-XXXXXX";
+
+static int setup(void **state) {
+  strcpy(dir, "/tmp/streamer-test-bundle-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  return 0;
+}
+
+static int teardown(void **state) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "chmod -R u+w '%s'; rm -rf '%s'", dir, dir);
+  return system(cmd);
+}
+
+/* Every corpus bundle path (NULL-terminated, malloc'd), or NULL without the corpus. */
+static char **corpus(void) {
+  const char *research = getenv("STREAMER_RESEARCH");
+  if (!research) research = "/work/shared/research";
+  char root[512];
+  snprintf(root, sizeof root, "%s/bundles", research);
+  DIR *d = opendir(root);
+  if (!d) return NULL;
+  char **v = calloc(512, sizeof *v);
+  size_t n = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (de->d_name[0] == '.') continue;
+    char sub[1024];
+    snprintf(sub, sizeof sub, "%s/%s", root, de->d_name);
+    DIR *s = opendir(sub);
+    if (!s) continue;
+    struct dirent *f;
+    while ((f = readdir(s)) && n < 511) {
+      size_t l = strlen(f->d_name);
+      if (l > 4 && strcmp(f->d_name + l - 4, ".zip") == 0)
+        v[n++] = util_strdup_printf("%s/%s", sub, f->d_name);
+    }
+    closedir(s);
+  }
+  closedir(d);
+  return v;
+}
+
+static void free_list(char **v) {
+  for (size_t i = 0; v && v[i]; i++)
+    free(v[i]);
+  free(v);
+}
+
+static void test_corpus_inspect(void **state) {
+  char **v = corpus();
+  if (!v) skip();
+  size_t n = 0, with_gi = 0;
+  for (; v[n]; n++) {
+    struct err e;
+    err_init(&e);
+    json_t *c = bundle_inspect(v[n], 0, &e);
+    if (!c) fail_msg("%s: %s %s", v[n], e.code, e.message);
+    assert_true(json_integer_value(json_object_get(c, "artifactsCount")) > 0);
+    json_t *gi = json_object_get(c, "goldenimage");
+    if (json_array_size(gi)) {
+      with_gi++;
+      assert_int_equal(json_integer_value(json_object_get(json_array_get(gi, 0), "size")),
+                       104857600);
+    }
+    assert_true(json_is_object(json_object_get(c, "manifest")));
+    json_decref(c);
+  }
+  assert_int_equal(n, 88);
+  assert_true(with_gi >= 1);
+  free_list(v);
+}
+
+static void test_manifest(void **state) {
+  struct err e;
+  err_init(&e);
+  const char *t = "Artifact Name:X\nDescription:a \\\"b\\\"\\nc\nRead Only:true\n"
+                  "Time Stamp:2020-12-10T15:28:13.352Z\nArtifact Type:USER";
+  json_t *m = bundle_manifest_parse(t, strlen(t), &e);
+  assert_non_null(m);
+  assert_string_equal(json_string_value(json_object_get(m, "artifactName")), "X");
+  assert_string_equal(json_string_value(json_object_get(m, "description")), "a \"b\"\nc");
+  assert_true(json_is_true(json_object_get(m, "readOnly")));
+  char *f = bundle_manifest_format("X", "a \"b\"\nc", 1, "2020-12-10T15:28:13.352Z");
+  assert_string_equal(f, t); /* HPE's exact text: five keys, no final newline */
+  free(f);
+  json_decref(m);
+  /* A continuation line and a final newline. */
+  const char *c = "Artifact Name:Y\nDescription:one\ntwo\nRead Only:false\nTime Stamp:T\n"
+                  "Artifact Type:USER\n";
+  m = bundle_manifest_parse(c, strlen(c), &e);
+  assert_non_null(m);
+  assert_string_equal(json_string_value(json_object_get(m, "description")), "one\ntwo");
+  assert_true(json_is_false(json_object_get(m, "readOnly")));
+  assert_string_equal(json_string_value(json_object_get(m, "artifactType")), "USER");
+  json_decref(m);
+  const char *bad[] = {"Description:x\n", "nonsense", "Artifact Name:A\nRead Only:maybe",
+                       "Artifact Name:A\nArtifact Name:B"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    err_init(&e);
+    assert_null(bundle_manifest_parse(bad[i], strlen(bad[i]), &e));
+    assert_string_equal(e.code, "BUNDLE_MANIFEST");
+  }
+}
+
+/* ---- building test zips ------------------------------------------------------------ */
+struct mem {
+  const char *name, *data;
+  int stored; /* write with level 0 (still deflate framing) */
+};
+
+static const char *PS_ID = "11111111-2222-3333-4444-555555555555";
+static const char *BP_ID = "aaaaaaaa-2222-3333-4444-555555555555";
+static const char *MF = "Artifact Name:T\nDescription:d\nRead Only:false\nTime Stamp:"
+                        "2021-01-01T00:00:00.000Z\nArtifact Type:USER";
+
+static char *ps_json(const char *id, const char *name) {
+  return util_strdup_printf(
+      "{\"type\":\"PlanScript\",\"uri\":null,\"id\":\"%s\",\"name\":\"%s\",\"description\":"
+      "\"x\",\"planType\":\"deploy\",\"content\":\"echo @A:1@\",\"customAttributes\":null,"
+      "\"hpProvided\":false}",
+      id, name);
+}
+
+static char *bp_json(const char *id, const char *ps_id) {
+  return util_strdup_printf(
+      "{\"type\":\"OeBuildPlan\",\"buildPlanid\":\"%s\",\"name\":\"BP\",\"description\":\"\","
+      "\"oeBuildPlanType\":\"deploy\",\"hpProvided\":false,\"customAttributes\":[],"
+      "\"buildStep\":[{\"serialNumber\":\"1\",\"planScriptUri\":\"/rest/plan-scripts/%s\","
+      "\"planScriptName\":\"PS\",\"parameters\":null}]}",
+      id, ps_id);
+}
+
+/* Write members (and a SHA256SUM of them when sums) to path. */
+static void build(const char *path, const struct mem *m, size_t n, int sums) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  assert_true(fd >= 0);
+  struct bzw *w = bzw_open(fd, 1600000000000LL);
+  struct err e;
+  err_init(&e);
+  char *lines = strdup("");
+  for (size_t i = 0; i < n; i++) {
+    char hexd[65];
+    assert_int_equal(bzw_begin(w, m[i].name, m[i].stored ? 0 : 6, 0, &e), 0);
+    assert_int_equal(bzw_data(w, m[i].data, strlen(m[i].data), &e), 0);
+    assert_int_equal(bzw_end(w, hexd, &e), 0);
+    char *nl = util_strdup_printf("%s%s\t%s\n", lines, m[i].name, hexd);
+    free(lines);
+    lines = nl;
+  }
+  if (sums) {
+    assert_int_equal(bzw_begin(w, "SHA256SUM.sha256sum", 6, 0, &e), 0);
+    assert_int_equal(bzw_data(w, lines, strlen(lines), &e), 0);
+    assert_int_equal(bzw_end(w, NULL, &e), 0);
+  }
+  free(lines);
+  assert_int_equal(bzw_finish(w, &e), 0);
+  bzw_free(w);
+  close(fd);
+}
+
+static unsigned char *slurp(const char *path, size_t *len) {
+  struct err e;
+  err_init(&e);
+  unsigned char *p = (unsigned char *)util_read_file(path, len, &e);
+  assert_non_null(p);
+  return p;
+}
+
+static void spit(const char *path, const unsigned char *p, size_t len) {
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(p, 1, len, f), len);
+  fclose(f);
+}
+
+/* Offset of the central directory entry (or, local, the local header) of member `name`. */
+static size_t find_hdr(const unsigned char *p, size_t len, const char *name, int local) {
+  uint32_t sig = local ? 0x04034b50 : 0x02014b50;
+  size_t nameoff = local ? 30 : 46, nl = strlen(name);
+  for (size_t i = 0; i + nameoff + nl <= len; i++) {
+    uint32_t s = (uint32_t)p[i] | (uint32_t)p[i + 1] << 8 | (uint32_t)p[i + 2] << 16 |
+                 (uint32_t)p[i + 3] << 24;
+    if (s == sig && memcmp(p + i + nameoff, name, nl) == 0) return i;
+  }
+  fail_msg("no header for %s", name);
+  return 0;
+}
+
+static void expect(const char *path, int lenient, const char *code) {
+  struct err e;
+  err_init(&e);
+  json_t *c = bundle_inspect(path, lenient, &e);
+  if (!code) {
+    if (!c) fail_msg("expected success, got %s: %s", e.code, e.message);
+    json_decref(c);
+    return;
+  }
+  if (c) fail_msg("expected %s, got success", code);
+  if (strcmp(e.code, code) != 0) fail_msg("expected %s, got %s: %s", code, e.code, e.message);
+  assert_int_equal(e.status, 400);
+  if (getenv("TEST_BUNDLE_VERBOSE")) printf("%-28s %s\n", code, e.message);
+  err_clear(&e);
+}
+
+static void test_hostile(void **state) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/h.zip", dir);
+  char psn[128], bpn[128];
+  snprintf(psn, sizeof psn, "%s_planscript.json", PS_ID);
+  snprintf(bpn, sizeof bpn, "%s_buildplan.json", BP_ID);
+  char *ps = ps_json(PS_ID, "PS"), *bp = bp_json(BP_ID, PS_ID);
+  struct mem good[] = {{psn, ps, 0}, {bpn, bp, 0}, {"MANIFEST.MF", MF, 0}};
+  build(path, good, 3, 1);
+  expect(path, 0, NULL);
+  build(path, good, 3, 0); /* no checksum file: accepted, not verified */
+  expect(path, 0, NULL);
+
+  size_t len;
+  unsigned char *p;
+  /* Not a zip; truncated. */
+  spit(path, (const unsigned char *)"hello world, not a zip at all", 29);
+  expect(path, 0, "BUNDLE_NOT_ZIP");
+  build(path, good, 3, 1);
+  p = slurp(path, &len);
+  spit(path, p, len / 2);
+  expect(path, 0, "BUNDLE_NOT_ZIP");
+  free(p);
+
+  /* Names. */
+  const char *names[] = {"../evil_planscript.json",
+                         "/etc/passwd",
+                         "C:evil",
+                         "a\\b",
+                         "dir/",
+                         "sub/x.json",
+                         "bad\x01name"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    struct mem m[] = {{names[i], "{}", 0}, {"MANIFEST.MF", MF, 0}};
+    build(path, m, 2, 0);
+    expect(path, 0, "BUNDLE_MEMBER_NAME");
+  }
+  { /* not UTF-8 */
+    struct mem m[] = {{"caf\xe9", "{}", 0}, {"MANIFEST.MF", MF, 0}};
+    build(path, m, 2, 0);
+    expect(path, 0, "BUNDLE_MEMBER_NAME");
+  }
+  /* Duplicate. */
+  {
+    struct mem m[] = {{psn, ps, 0}, {psn, ps, 0}, {"MANIFEST.MF", MF, 0}};
+    build(path, m, 3, 0);
+    expect(path, 0, "BUNDLE_DUPLICATE_MEMBER");
+  }
+  /* Symlink: Unix creator, mode 0120777. */
+  build(path, good, 3, 1);
+  p = slurp(path, &len);
+  size_t c = find_hdr(p, len, psn, 0);
+  p[c + 5] = 3;
+  p[c + 40] = 0xff;
+  p[c + 41] = 0xa1;
+  spit(path, p, len);
+  expect(path, 0, "BUNDLE_SYMLINK");
+  free(p);
+  /* Encrypted. */
+  build(path, good, 3, 1);
+  p = slurp(path, &len);
+  c = find_hdr(p, len, psn, 0);
+  p[c + 8] |= 1;
+  spit(path, p, len);
+  expect(path, 0, "BUNDLE_ENCRYPTED");
+  free(p);
+  /* Unsupported method (bzip2) in both headers. */
+  build(path, good, 3, 1);
+  p = slurp(path, &len);
+  p[find_hdr(p, len, psn, 0) + 10] = 12;
+  p[find_hdr(p, len, psn, 1) + 8] = 12;
+  spit(path, p, len);
+  expect(path, 0, "BUNDLE_UNSUPPORTED_METHOD");
+  free(p);
+  /* CRC. */
+  build(path, good, 3, 1);
+  p = slurp(path, &len);
+  p[find_hdr(p, len, psn, 0) + 16] ^= 0x55;
+  spit(path, p, len);
+  expect(path, 0, "BUNDLE_CRC");
+  free(p);
+  /* Declared size lying (larger, then smaller). */
+  build(path, good, 3, 1);
+  p = slurp(path, &len);
+  c = find_hdr(p, len, psn, 0);
+  p[c + 24] += 1;
+  spit(path, p, len);
+  expect(path, 0, "BUNDLE_ZIP_BOMB");
+  p[c + 24] -= 2;
+  spit(path, p, len);
+  expect(path, 0, "BUNDLE_ZIP_BOMB");
+  free(p);
+  /* A JSON member of 20 MiB (over the limit and the ratio). */
+  {
+    size_t big = 20u << 20;
+    char *s = malloc(big + 1);
+    memset(s, ' ', big);
+    s[big] = 0;
+    s[0] = '{';
+    s[big - 1] = '}';
+    struct mem m[] = {{psn, s, 0}, {"MANIFEST.MF", MF, 0}};
+    build(path, m, 2, 0);
+    expect(path, 0, "BUNDLE_ZIP_BOMB");
+    free(s);
+  }
+  /* Too many members. */
+  {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    struct bzw *w = bzw_open(fd, 0);
+    struct err e;
+    err_init(&e);
+    for (int i = 0; i < BUNDLE_MAX_MEMBERS + 1; i++) {
+      char n[32];
+      snprintf(n, sizeof n, "m%d", i);
+      assert_int_equal(bzw_begin(w, n, 0, 0, &e), 0);
+      assert_int_equal(bzw_end(w, NULL, &e), 0);
+    }
+    assert_int_equal(bzw_finish(w, &e), 0);
+    bzw_free(w);
+    close(fd);
+    expect(path, 0, "BUNDLE_TOO_MANY_MEMBERS");
+  }
+  /* No manifest; a bad manifest. */
+  {
+    struct mem m[] = {{psn, ps, 0}};
+    build(path, m, 1, 1);
+    expect(path, 0, "BUNDLE_NO_MANIFEST");
+    struct mem m2[] = {{psn, ps, 0}, {"MANIFEST.MF", "garbage", 0}};
+    build(path, m2, 2, 1);
+    expect(path, 0, "BUNDLE_MANIFEST");
+  }
+  /* Checksum mismatch: a plan script (always refused), MANIFEST.MF only (lenient accepts). */
+  {
+    build(path, good, 3, 1);
+    p = slurp(path, &len);
+    /* Flip a digit of the plan script's line in the checksum file: rebuild instead. */
+    free(p);
+    char *lines = util_strdup_printf("%s\t%064d\n", psn, 0);
+    struct mem m[] = {{psn, ps, 0}, {"MANIFEST.MF", MF, 0}, {"SHA256SUM.sha256sum", lines, 0}};
+    build(path, m, 3, 0);
+    expect(path, 0, "BUNDLE_CHECKSUM_MISMATCH");
+    expect(path, 1, "BUNDLE_CHECKSUM_MISMATCH");
+    free(lines);
+    /* Correct digest for the plan script, wrong one for MANIFEST.MF. */
+    build(path, good, 1, 1); /* to learn the plan script's digest */
+    struct err e;
+    err_init(&e);
+    json_t *ct = bundle_inspect(path, 0, &e);
+    assert_null(ct); /* no manifest */
+    int fd = open(path, O_RDONLY);
+    struct bz z;
+    assert_int_equal(bz_open(&z, fd, &e), 0);
+    char *txt;
+    size_t tl;
+    assert_int_equal(bz_read_small(&z, 0, 0, &txt, &tl, &e), 0);
+    lines = util_strdup_printf("%s\t%s\nMANIFEST.MF\t%064d\n", psn, z.m[0].sha256, 0);
+    free(txt);
+    bz_close(&z);
+    close(fd);
+    struct mem m2[] = {{psn, ps, 0}, {"MANIFEST.MF", MF, 0}, {"SHA256SUM.sha256sum", lines, 0}};
+    build(path, m2, 3, 0);
+    expect(path, 0, "BUNDLE_CHECKSUM_MISMATCH");
+    ct = bundle_inspect(path, 1, &e);
+    assert_non_null(ct);
+    json_t *integ = json_object_get(ct, "integrity");
+    assert_true(json_is_true(json_object_get(integ, "lenient")));
+    assert_true(json_is_false(json_object_get(integ, "verified")));
+    json_decref(ct);
+    free(lines);
+  }
+  /* Unknown member; bad JSON; id not the member's; dangling step; dangling DP. */
+  {
+    struct mem m[] = {{psn, ps, 0}, {"README.txt", "hi", 0}, {"MANIFEST.MF", MF, 0}};
+    build(path, m, 3, 0);
+    expect(path, 0, "BUNDLE_UNKNOWN_MEMBER");
+    struct mem m2[] = {{psn, "{\"type\":", 0}, {"MANIFEST.MF", MF, 0}};
+    build(path, m2, 2, 0);
+    expect(path, 0, "BUNDLE_JSON");
+    char *other = ps_json("99999999-2222-3333-4444-555555555555", "PS");
+    struct mem m3[] = {{psn, other, 0}, {"MANIFEST.MF", MF, 0}};
+    build(path, m3, 2, 0);
+    expect(path, 0, "BUNDLE_JSON");
+    free(other);
+    struct mem m4[] = {{bpn, bp, 0}, {"MANIFEST.MF", MF, 0}};
+    build(path, m4, 2, 0);
+    expect(path, 0, "BUNDLE_DANGLING_REFERENCE");
+    char dpn[128];
+    snprintf(dpn, sizeof dpn, "%s_deploymentplan.json", PS_ID);
+    char *dp = util_strdup_printf("{\"type\":\"OEDeploymentPlan\",\"id\":\"%s\",\"name\":\"DP\","
+                                  "\"oeBuildPlanURI\":\"nope\",\"goldenImageURI\":null}",
+                                  PS_ID);
+    struct mem m5[] = {{dpn, dp, 0}, {"MANIFEST.MF", MF, 0}};
+    build(path, m5, 2, 0);
+    expect(path, 0, "BUNDLE_DANGLING_REFERENCE");
+    free(dp);
+  }
+  free(ps);
+  free(bp);
+}
+
+int main(void) {
+  if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_corpus_inspect, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_manifest, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_hostile, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
