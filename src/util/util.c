@@ -59,6 +59,36 @@ void err_clear(struct err *e) {
   err_init(e);
 }
 
+/* Make s valid UTF-8 in place: every byte that does not start a complete,
+ * well-formed sequence (a client's non-UTF-8 name quoted in a message, or a
+ * character cut by a "%.200s" precision) becomes '?'. jansson refuses
+ * invalid UTF-8, and an error document that cannot be built is an error
+ * the client never sees. */
+void util_utf8_repair(char *s) {
+  unsigned char *p = (unsigned char *)s;
+  while (*p) {
+    unsigned c = *p;
+    size_t k = c < 0x80             ? 0
+               : (c & 0xe0) == 0xc0 ? 1
+               : (c & 0xf0) == 0xe0 ? 2
+               : (c & 0xf8) == 0xf0 ? 3
+                                    : 4;
+    unsigned cp = k == 1 ? c & 0x1f : k == 2 ? c & 0x0f : c & 0x07;
+    size_t j = 1;
+    for (; k < 4 && j <= k && (p[j] & 0xc0) == 0x80; j++)
+      cp = cp << 6 | (p[j] & 0x3f);
+    static const unsigned min[] = {0, 0x80, 0x800, 0x10000};
+    if (k == 0) {
+      p++;
+    } else if (k < 4 && j == k + 1 && cp >= min[k] && cp <= 0x10ffff &&
+               !(cp >= 0xd800 && cp <= 0xdfff)) {
+      p += k + 1;
+    } else {
+      *p++ = '?';
+    }
+  }
+}
+
 void err_set(struct err *e, int status, const char *code, const char *fmt, ...) {
   if (!e) return;
   e->status = status;
@@ -67,6 +97,7 @@ void err_set(struct err *e, int status, const char *code, const char *fmt, ...) 
   va_start(ap, fmt);
   vsnprintf(e->message, sizeof e->message, fmt, ap);
   va_end(ap);
+  util_utf8_repair(e->message);
 }
 
 void err_details(struct err *e, const char *fmt, ...) {
@@ -75,10 +106,13 @@ void err_details(struct err *e, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(e->details, sizeof e->details, fmt, ap);
   va_end(ap);
+  util_utf8_repair(e->details);
 }
 
 void err_action(struct err *e, const char *action) {
-  if (e) snprintf(e->action, sizeof e->action, "%s", action);
+  if (!e) return;
+  snprintf(e->action, sizeof e->action, "%s", action);
+  util_utf8_repair(e->action);
 }
 
 static json_t *error_object(const char *code, const char *message, const char *details,

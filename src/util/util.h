@@ -45,6 +45,9 @@ void err_set(struct err *e, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void err_details(struct err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void err_action(struct err *e, const char *action);
+/* Replace what is not well-formed UTF-8 in s by '?' (err_set, err_details and err_action
+ * do it to their text: jansson refuses invalid UTF-8). */
+void util_utf8_repair(char *s);
 /* Append {"errorCode","message","details":"","recommendedActions":[...],...} to e->nested. */
 void err_nest(struct err *e, const char *code, const char *message, const char *action);
 /* One HPE error document {"errorCode","message","details":"","recommendedActions":[action],

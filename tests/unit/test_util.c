@@ -12,6 +12,23 @@
 
 #include "util/util.h"
 
+static void utf8_repair(void **state) {
+  (void)state;
+  char a[] = "ok \xc3\xa9 \xe2\x80\x9c \xf0\x9f\x98\x80 end";
+  util_utf8_repair(a);
+  assert_string_equal(a, "ok \xc3\xa9 \xe2\x80\x9c \xf0\x9f\x98\x80 end"); /* valid: unchanged */
+  char b[] = "Q\xff\xfeQ \xc3 \xe2\x80 \xc0\xaf \xed\xa0\x80 x\xe2\x80";
+  util_utf8_repair(b); /* stray, cut, overlong, surrogate, cut at the end */
+  assert_string_equal(b, "Q??Q ? ?? ?? ??? x??");
+  struct err e;
+  err_init(&e);
+  err_set(&e, 400, "X", "member \"%.3s\"", "ab\xc3\xa9"); /* the precision cuts the é */
+  assert_string_equal(e.message, "member \"ab?\"");
+  json_t *j = err_to_json(&e);
+  assert_non_null(j);
+  json_decref(j);
+}
+
 static void crc32c_vectors(void **state) {
   (void)state;
   assert_int_equal(util_crc32c(0, "123456789", 9), 0xE3069283u);
@@ -46,6 +63,7 @@ static void crc32c_incremental(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(utf8_repair),
       cmocka_unit_test(crc32c_vectors),
       cmocka_unit_test(crc32c_incremental),
   };
