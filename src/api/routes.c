@@ -69,7 +69,11 @@ static void url_encode(char *buf, size_t size, const char *s) {
 static json_t *page_uri(struct request *r, long start, long count, const char *const *filters,
                         int nf, const char *query, const char *sort) {
   char buf[4096];
-  snprintf(buf, sizeof buf, "/rest/%s?start=%ld&count=%ld", r->seg[0], start, count);
+  size_t o = (size_t)snprintf(buf, sizeof buf, "/rest");
+  for (int i = 0; i < r->nseg && o < sizeof buf - 64; i++) /* e.g. /rest/artifact-bundles/backups */
+    o += (size_t)snprintf(buf + o, sizeof buf - 64 - o, "/%s", r->seg[i]);
+  if (o > sizeof buf - 64) o = sizeof buf - 64;
+  snprintf(buf + o, sizeof buf - o, "?start=%ld&count=%ld", start, count);
   for (int i = 0; i < nf; i++) {
     strncat(buf, "&filter=", sizeof buf - strlen(buf) - 1);
     url_encode(buf, sizeof buf, filters[i]);

@@ -150,7 +150,8 @@ struct coll_info {
   const char *name_field;
 };
 extern const struct coll_info COLL_PLAN_SCRIPTS, COLL_BUILD_PLANS, COLL_DEPLOYMENT_PLANS,
-    COLL_GOLDEN_IMAGES, COLL_TASKS, COLL_USERS, COLL_SERVER_HARDWARE, COLL_SERVER_PROFILES;
+    COLL_GOLDEN_IMAGES, COLL_TASKS, COLL_USERS, COLL_SERVER_HARDWARE, COLL_SERVER_PROFILES,
+    COLL_ARTIFACT_BUNDLES;
 /* Resolve and GET the resource named by `ref`; *out = the resource. Prints
  * "no plan script named ..." and returns CLI_ESERVER when there is none. */
 int ref_get(struct cli *c, const struct coll_info *ci, const char *ref, json_t **out);
@@ -197,6 +198,14 @@ int cmd_capture(struct cli *c, int argc,
 int cmd_hardware(struct cli *c, int argc, char **argv); /* hardware.c: server hardware */
 int cmd_profile(struct cli *c, int argc, char **argv);  /* profile.c: server profiles */
 int cmd_deploy(struct cli *c, int argc, char **argv);   /* profile.c: create a server profile */
+int cmd_bundle(struct cli *c, int argc, char **argv);   /* bundle.c: artifact bundles, backups */
+
+/* ---- golden_image.c: transfers shared with bundle.c -------------------- */
+/* A non-2xx answer of a transfer: print it and return the exit code. */
+int answer_error(struct cli *c, long status, json_t *res, const char *raw);
+/* GET path into FILE (- = standard output; else written as FILE.part and
+ * renamed when complete), with a progress bar on a terminal. */
+int download_to_file(struct cli *c, const char *path, const char *file, const char *usage);
 
 /* ---- task.c: following a task ----------------------------------------- */
 /* Poll *task (a task document, replaced by each newer version) until it

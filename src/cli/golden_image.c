@@ -139,8 +139,7 @@ static int gi_show(struct cli *c, int argc, char **argv) {
   return CLI_OK;
 }
 
-/* A non-2xx answer of a transfer: print it and return the exit code. */
-static int answer_error(struct cli *c, long status, json_t *res, const char *raw) {
+int answer_error(struct cli *c, long status, json_t *res, const char *raw) {
   int rc = api_print_error(c, status, res, raw);
   if (status == 401) {
     fprintf(stderr, "hint: the session is missing or has expired; run 'streamer login'\n");
@@ -219,16 +218,8 @@ static int gi_upload(struct cli *c, int argc, char **argv) {
   return CLI_OK;
 }
 
-static int gi_download(struct cli *c, int argc, char **argv) {
-  struct args a;
-  int rc = args_parse(c, &a, argc, argv, NULL, 2, 2, DOWNLOAD_USAGE);
-  if (rc || a.help) return rc;
-  const char *file = a.pos[1];
-  json_t *gi CLEANUP_JSON = NULL;
-  rc = ref_get(c, &COLL_GOLDEN_IMAGES, a.pos[0], &gi);
-  if (rc) return rc;
-  CLEANUP_FREE char *id = http_escape(res_id(gi));
-  CLEANUP_FREE char *path = util_strdup_printf("/rest/golden-images/download/%s", id ? id : "");
+int download_to_file(struct cli *c, const char *path, const char *file, const char *usage) {
+  int rc = CLI_OK;
   int to_stdout = strcmp(file, "-") == 0;
   CLEANUP_FREE char *tmp = to_stdout ? NULL : util_strdup_printf("%s.part", file);
   FILE *f = stdout;
@@ -238,7 +229,7 @@ static int gi_download(struct cli *c, int argc, char **argv) {
     if (!f) {
       int err = errno;
       if (fd >= 0) close(fd);
-      return cli_usage_error(DOWNLOAD_USAGE, "cannot write %s: %s", tmp, strerror(err));
+      return cli_usage_error(usage, "cannot write %s: %s", tmp, strerror(err));
     }
   }
   struct http_xfer x = {
@@ -266,8 +257,22 @@ static int gi_download(struct cli *c, int argc, char **argv) {
     }
     if (rc != CLI_OK) unlink(tmp);
   }
+  return rc;
+}
+
+static int gi_download(struct cli *c, int argc, char **argv) {
+  struct args a;
+  int rc = args_parse(c, &a, argc, argv, NULL, 2, 2, DOWNLOAD_USAGE);
+  if (rc || a.help) return rc;
+  const char *file = a.pos[1];
+  json_t *gi CLEANUP_JSON = NULL;
+  rc = ref_get(c, &COLL_GOLDEN_IMAGES, a.pos[0], &gi);
   if (rc) return rc;
-  if (!to_stdout) {
+  CLEANUP_FREE char *id = http_escape(res_id(gi));
+  CLEANUP_FREE char *path = util_strdup_printf("/rest/golden-images/download/%s", id ? id : "");
+  rc = download_to_file(c, path, file, DOWNLOAD_USAGE);
+  if (rc) return rc;
+  if (strcmp(file, "-") != 0) {
     if (c->json) {
       json_t *o CLEANUP_JSON = json_pack("{s:s, s:s, s:s}", "name", jstr(gi, "name"), "uri",
                                          jstr(gi, "uri"), "file", file);

@@ -19,6 +19,8 @@ static const char MAIN_HELP[] =
     "  build-plan         list | show | create | update | delete\n"
     "  deployment-plan    list | show | create | update | delete\n"
     "  golden-image       list | show | upload | download | update | delete\n"
+    "  bundle             create | upload | list | show | extract | download | delete | rename\n"
+    "                     | backup | restore (artifact bundles)\n"
     "  volume             list | show | create | update | delete | credentials | ls | cat\n"
     "                     (OS volumes)\n"
     "  validate           run a build plan on a throwaway copy of a golden image or OS volume\n"
@@ -97,6 +99,7 @@ static const struct command COMMANDS[] = {
     {"build-plan", "build-plans", cmd_build_plan},
     {"deployment-plan", "deployment-plans", cmd_deployment_plan},
     {"golden-image", "golden-images", cmd_golden_image},
+    {"bundle", "bundles", cmd_bundle},
     {"volume", "volumes", cmd_volume},
     {"target", "targets", cmd_target},
     {"task", "tasks", cmd_task},

@@ -15,6 +15,7 @@ const struct coll_info COLL_TASKS = {"tasks", "task", "name"};
 const struct coll_info COLL_USERS = {"users", "user", "userName"};
 const struct coll_info COLL_SERVER_HARDWARE = {"server-hardware", "server hardware", "name"};
 const struct coll_info COLL_SERVER_PROFILES = {"server-profiles", "server profile", "name"};
+const struct coll_info COLL_ARTIFACT_BUNDLES = {"artifact-bundles", "artifact bundle", "name"};
 
 /* name='X' with quotes doubled, wrapped in double quotes like the HPE SDKs. */
 char *ref_name_filter(const char *field, const char *name) {
@@ -44,9 +45,11 @@ static int looks_like_id(const char *s) {
 
 static int not_found(const struct coll_info *ci, const char *ref) {
   fprintf(stderr, "error: no %s named or with id \"%s\"\n", ci->what, ref);
-  if (ci == &COLL_SERVER_HARDWARE || ci == &COLL_SERVER_PROFILES)
+  if (ci == &COLL_SERVER_HARDWARE || ci == &COLL_SERVER_PROFILES || ci == &COLL_ARTIFACT_BUNDLES)
     fprintf(stderr, "hint: 'streamer %s list' shows them\n",
-            ci == &COLL_SERVER_HARDWARE ? "hardware" : "profile");
+            ci == &COLL_SERVER_HARDWARE   ? "hardware"
+            : ci == &COLL_SERVER_PROFILES ? "profile"
+                                          : "bundle");
   else
     fprintf(stderr, "hint: 'streamer %.*s list' shows them\n", (int)strlen(ci->coll) - 1, ci->coll);
   return CLI_ESERVER;
