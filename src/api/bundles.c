@@ -343,10 +343,32 @@ static int restore_run(struct task *t, void *arg, struct err *e) {
   return rc;
 }
 
+/* The name an upload gets from the uploadfilename header (the Python SDK
+ * sends the file's base name there): directories, quotes and .zip removed. */
+static char *name_from_header(const char *h) {
+  if (!h) return NULL;
+  const char *p = h;
+  for (const char *q = h; *q; q++)
+    if (*q == '/' || *q == '\\') p = q + 1;
+  char *n = strdup(p);
+  if (!n) return NULL;
+  size_t o = 0;
+  for (size_t i = 0; n[i]; i++)
+    if (n[i] != '"' && n[i] != '\'') n[o++] = n[i];
+  n[o] = 0;
+  if (o > 4 && strcasecmp(n + o - 4, ".zip") == 0) n[o - 4] = 0;
+  return n;
+}
+
 int bundle_upload_check(struct request *r, enum upload_kind k, const char *name) {
   struct err e;
   err_init(&e);
   if (k == UPLOAD_BUNDLE) {
+    /* A name known before the body (the query's, else uploadfilename's) is
+     * checked now, so that a taken name is refused before the upload. */
+    CLEANUP_FREE char *hn =
+        name && *name ? NULL : name_from_header(req_header(r, "uploadfilename"));
+    if (hn && *hn) name = hn;
     if (name && *name && bundle_check_new_name(r->api->store, name, &e) < 0) {
       reply_error(r, &e);
       return -1;
@@ -669,7 +691,11 @@ static int create_run(struct task *t, void *arg, struct err *e) {
                 (unsigned long long)j->size);
   rc = 0;
 out:
-  if (rc < 0 && !strcmp(e->code, "STOPPED"))
+  pthread_mutex_lock(&jobs.mu);
+  int shutting_down = jobs.stopping;
+  pthread_mutex_unlock(&jobs.mu);
+  if (rc < 0 && __atomic_load_n(&j->stop, __ATOMIC_RELAXED) &&
+      !shutting_down) /* stopArtifactCreate */
     err_set(e, 409, "STOPPED",
             "stopped: the creation of bundle \"%s\" was stopped; nothing was "
             "kept",
