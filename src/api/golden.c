@@ -1112,6 +1112,17 @@ static void resume_checksums(struct api *a) {
   store_entries_release(v, n);
 }
 
+/* A failed upload's answer: the file goes and the task ends before the
+ * client hears of it (upload_free, at the end of the request, is later). */
+static void upload_refuse(struct request *r, struct upload *u) {
+  drop_file(u);
+  if (u->task) task_abandon(u->task, &u->err);
+  u->task = NULL;
+  struct err copy = u->err;
+  copy.nested = json_incref(u->err.nested);
+  reply_error(r, &copy);
+}
+
 void upload_end(struct request *r) {
   struct upload *u = r->upload;
   struct err e;
@@ -1157,10 +1168,7 @@ void upload_end(struct request *r) {
   }
   if (u->failed) {
     free(name);
-    struct err copy = u->err;
-    copy.nested = json_incref(u->err.nested);
-    reply_error(r, &copy);
-    return; /* upload_free (at the end of the request) cleans up and ends the task */
+    return upload_refuse(r, u);
   }
   if (u->kind != UPLOAD_GOLDEN) {
     struct upload_done d = {
@@ -1179,16 +1187,14 @@ void upload_end(struct request *r) {
     for (int i = 0; i < 32; i++)
       snprintf(d.sha256 + 2 * i, 3, "%02x", dig[i]);
     int rc = bundle_upload_finish(r, (enum upload_kind)u->kind, &d, &e);
+    u->task = d.task; /* NULL once task_start has it (or has ended it) */
     free(name);
     if (rc < 0) {
       upload_fail_err(u, &e);
-      struct err copy = u->err;
-      copy.nested = json_incref(u->err.nested);
-      reply_error(r, &copy);
-      return;
+      return upload_refuse(r, u);
     }
-    u->path = NULL; /* bundles.c's now, with the task */
-    u->task = NULL;
+    free(u->path); /* the file is bundles.c's now (its own copy of the path), with the task */
+    u->path = NULL;
     return;
   }
   log_line(&u->log, "received %llu bytes (file \"%s\") in %.1f s", (unsigned long long)u->received,
