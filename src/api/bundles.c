@@ -969,6 +969,20 @@ int bundle_api_init(struct api *a, struct err *e) {
       char *p = util_strdup_printf("%s/%s", a->bundles_dir, de->d_name);
       if (p && unlink(p) == 0) log_info("bundles", "removed the unfinished bundle file %s", p);
       free(p);
+    } else if (n > 4 && n < 64 && strcmp(de->d_name + n - 4, ".zip") == 0) {
+      /* A file without its document: a stop between the rename and the record. */
+      int backup = strncmp(de->d_name, "backup-", 7) == 0;
+      char id[64];
+      snprintf(id, sizeof id, "%.*s", (int)(n - 4 - (backup ? 7 : 0)),
+               de->d_name + (backup ? 7 : 0));
+      struct store_entry *en = store_get(a->store, backup ? BUNDLE_BACKUP_COLL : BUNDLE_COLL, id);
+      if (en) {
+        store_entry_release(en);
+        continue;
+      }
+      char *p = util_strdup_printf("%s/%s", a->bundles_dir, de->d_name);
+      if (p && unlink(p) == 0) log_warn("bundles", "removed %s: no bundle or backup uses it", p);
+      free(p);
     }
   }
   if (d) closedir(d);

@@ -48,7 +48,7 @@ static const char UPLOAD_USAGE[] =
     "Upload FILE (a .zip artifact bundle, as HPE Image Streamer exports it). The server\n"
     "checks it (members, checksums) and lists its contents; nothing is extracted\n"
     "(streamer bundle extract). The name defaults to the file name without .zip.\n"
-    "--lenient accepts a wrong MANIFEST.MF checksum (three HPE bundles of 2017 have one).\n";
+    "--lenient accepts a wrong checksum of MANIFEST.MF (and only of it).\n";
 static const char LIST_USAGE[] = "usage: streamer bundle list [--filter F] [--sort S]\n";
 static const char SHOW_USAGE[] =
     "usage: streamer bundle show REF\n"
