@@ -445,7 +445,10 @@ done:
 }
 
 /* Validate and normalize a declaration array; keep only the keys of `kind`. */
-static json_t *normalize_decls(json_t *in, int with_ui, const char *what, struct err *e) {
+/* from_bundle: a value that does not satisfy its constraints is kept (the
+ * appliance exported it so); the declarations themselves are still checked. */
+static json_t *normalize_decls(json_t *in, int with_ui, int from_bundle, const char *what,
+                               struct err *e) {
   if (!in || json_is_null(in)) return json_array();
   if (!json_is_array(in)) {
     err_set(e, 400, "INVALID_ATTRIBUTES", "%s: \"customAttributes\" must be an array", what);
@@ -469,7 +472,14 @@ static json_t *normalize_decls(json_t *in, int with_ui, const char *what, struct
       json_decref(c);
       continue;
     }
-    attr_decl_check(c, violations);
+    if (from_bundle) {
+      json_t *nv = json_copy(c);
+      json_object_del(nv, "value");
+      attr_decl_check(nv, violations);
+      json_decref(nv);
+    } else {
+      attr_decl_check(c, violations);
+    }
     const char *name = json_string_value(json_object_get(c, "name"));
     size_t j;
     json_t *o;
@@ -523,7 +533,7 @@ static void keep_masked_password(json_t *a, const char *new_type, json_t *prev) 
 }
 
 static json_t *normalize_build_plan(struct store_txn *t, json_t *body, json_t *prev,
-                                    struct err *e) {
+                                    int from_bundle, struct err *e) {
   const char *what = "build plan";
   if (artifact_check_name(what, json_object_get(body, "name"), e) < 0 ||
       opt_string(body, "description", 65536, what, e) < 0)
@@ -540,7 +550,8 @@ static json_t *normalize_build_plan(struct store_txn *t, json_t *body, json_t *p
   if (ro < 0) return NULL;
   json_t *steps = normalize_steps(t, json_object_get(body, "buildStep"), e);
   if (!steps) return NULL;
-  json_t *decls = normalize_decls(json_object_get(body, "customAttributes"), 0, what, e);
+  json_t *decls =
+      normalize_decls(json_object_get(body, "customAttributes"), 0, from_bundle, what, e);
   if (!decls) {
     json_decref(steps);
     return NULL;
@@ -597,8 +608,36 @@ static int derived_nic(json_t *derived, const char *n) {
   return 0;
 }
 
+/* The merged attributes in the order of `raw` (a bundle's own list), with
+ * its values as they are (null or ""), the rest after them. Consumes merged. */
+static json_t *in_given_order(json_t *merged, json_t *raw) {
+  json_t *out = json_array();
+  size_t i;
+  json_t *a;
+  json_array_foreach(raw, i, a) {
+    json_t *m = find_by_name(merged, json_string_value(json_object_get(a, "name")));
+    if (m && !json_object_get(m, "__placed")) {
+      json_array_append(out, m);
+      json_object_set_new(m, "__placed", json_true());
+      json_t *v = json_object_get(a, "value");
+      if (v && (json_is_null(v) || json_is_string(v))) json_object_set(m, "value", v);
+      json_t *d = json_object_get(a, "description");
+      if (json_is_string(d)) json_object_set(m, "description", d);
+      json_t *nv = json_object_get(m, "nicValues");
+      if (!json_object_get(a, "nicValues") && json_is_object(nv) && !json_object_size(nv))
+        json_object_del(m, "nicValues");
+    }
+  }
+  json_array_foreach(merged, i, a) {
+    if (!json_object_get(a, "__placed")) json_array_append(out, a);
+  }
+  json_array_foreach(out, i, a) { json_object_del(a, "__placed"); }
+  json_decref(merged);
+  return out;
+}
+
 static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json_t *prev,
-                                         struct err *e) {
+                                         int from_bundle, struct err *e) {
   const char *what = "deployment plan";
   if (artifact_check_name(what, json_object_get(body, "name"), e) < 0 ||
       opt_string(body, "description", 65536, what, e) < 0 ||
@@ -643,7 +682,8 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
     giuri = json_incref(json_object_get(g->doc, "uri"));
     store_entry_release(g);
   }
-  json_t *given = normalize_decls(json_object_get(body, "customAttributes"), 1, what, e);
+  json_t *given =
+      normalize_decls(json_object_get(body, "customAttributes"), 1, from_bundle, what, e);
   if (!given) {
     json_decref(giuri);
     store_entry_release(bp);
@@ -675,7 +715,9 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
   /* Values that are set must satisfy their constraints. */
   json_array_foreach(merged, i, a) {
     const char *v = json_string_value(json_object_get(a, "value"));
-    if (v && *v && !util_strcaseeq(json_string_value(json_object_get(a, "type")), "nic"))
+    /* (Values of a bundle are the appliance's: kept as they are.) */
+    if (v && *v && !from_bundle &&
+        !util_strcaseeq(json_string_value(json_object_get(a, "type")), "nic"))
       attr_value_check(a, v, NULL, violations);
     /* Stable ids: keep the given one, else the previous revision's, else new. */
     json_t *g = find_by_name(given, json_string_value(json_object_get(a, "name")));
@@ -692,6 +734,7 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
       json_object_set_new(a, "id", json_string(oid ? oid : nid));
     }
   }
+  if (from_bundle) merged = in_given_order(merged, json_object_get(body, "customAttributes"));
   json_decref(given);
   if (json_array_size(violations) > 0) {
     err_set(e, 400, "INVALID_ATTRIBUTES", "deployment plan: %zu custom attribute problem(s): %s",
@@ -717,7 +760,7 @@ static json_t *normalize_deployment_plan(struct store_txn *t, json_t *body, json
 
 /* ---- create / update / delete ---------------------------------------------------------- */
 static json_t *normalize(struct store_txn *t, enum artifact_kind k, json_t *body, json_t *prev,
-                         struct err *e) {
+                         int from_bundle, struct err *e) {
   if (!json_is_object(body)) {
     err_set(e, 400, "INVALID_BODY", "the request body must be a JSON object describing a %s",
             TYPES[k]);
@@ -726,8 +769,8 @@ static json_t *normalize(struct store_txn *t, enum artifact_kind k, json_t *body
   if (check_type(k, body, e) < 0 || check_keys(k, body, e) < 0) return NULL;
   switch (k) {
   case ART_PLAN_SCRIPT: return normalize_plan_script(body, e);
-  case ART_BUILD_PLAN: return normalize_build_plan(t, body, prev, e);
-  case ART_DEPLOYMENT_PLAN: return normalize_deployment_plan(t, body, prev, e);
+  case ART_BUILD_PLAN: return normalize_build_plan(t, body, prev, from_bundle, e);
+  case ART_DEPLOYMENT_PLAN: return normalize_deployment_plan(t, body, prev, from_bundle, e);
   }
   return NULL;
 }
@@ -786,6 +829,30 @@ static int finish(struct store_txn *t, struct store *s, enum artifact_kind k, co
   return 0;
 }
 
+int artifact_txn_put(struct store_txn *t, enum artifact_kind k, const char *id, json_t *body,
+                     int flags, struct err *e) {
+  struct store_entry *old = store_txn_get(t, COLLS[k], id);
+  int rc = -1;
+  json_t *doc = NULL;
+  if (old && !(flags & ARTIFACT_REPLACE)) {
+    err_set(e, 409, "RESOURCE_EXISTS", "%s id %s already exists", TYPES[k], id);
+    goto out;
+  }
+  doc = normalize(t, k, body, old ? old->doc : NULL, flags & ARTIFACT_FROM_BUNDLE, e);
+  if (!doc) goto out;
+  set_identity(k, doc, id);
+  if (old)
+    json_object_set(doc, "dependentArtifacts", json_object_get(old->doc, "dependentArtifacts"));
+  else
+    json_object_set_new(doc, "dependentArtifacts", json_array());
+  rc = store_put(t, COLLS[k], id, json_string_value(json_object_get(doc, "name")), doc, e);
+  if (rc == 0) rc = after_change(t, k, id, old ? old->doc : NULL, doc, e);
+out:
+  json_decref(doc);
+  store_entry_release(old);
+  return rc;
+}
+
 int artifact_create(struct store *s, enum artifact_kind k, json_t *body, struct store_entry **out,
                     struct err *e) {
   struct store_txn *t = store_begin(s);
@@ -793,19 +860,9 @@ int artifact_create(struct store *s, enum artifact_kind k, json_t *body, struct 
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     return -1;
   }
-  json_t *doc = normalize(t, k, body, NULL, e);
-  if (!doc) {
-    store_rollback(t);
-    return -1;
-  }
   char id[37];
   util_uuid(id);
-  set_identity(k, doc, id);
-  json_object_set_new(doc, "dependentArtifacts", json_array());
-  int rc = store_put(t, COLLS[k], id, json_string_value(json_object_get(doc, "name")), doc, e);
-  if (rc == 0) rc = after_change(t, k, id, NULL, doc, e);
-  json_decref(doc);
-  if (rc < 0) {
+  if (artifact_txn_put(t, k, id, body, 0, e) < 0) {
     store_rollback(t);
     return -1;
   }
@@ -843,7 +900,7 @@ int artifact_update(struct store *s, enum artifact_kind k, const char *id, json_
             id);
     goto out;
   }
-  doc = normalize(t, k, body, old->doc, e);
+  doc = normalize(t, k, body, old->doc, 0, e);
   if (!doc) goto out;
   set_identity(k, doc, id);
   json_object_set(doc, "dependentArtifacts", json_object_get(old->doc, "dependentArtifacts"));

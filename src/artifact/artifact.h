@@ -22,6 +22,18 @@ void artifact_register(struct store *s);
 /* Create from a client body. *out receives the stored entry (release it). */
 int artifact_create(struct store *s, enum artifact_kind k, json_t *body, struct store_entry **out,
                     struct err *e);
+/* Inside transaction t: create resource `id` (409 RESOURCE_EXISTS if taken,
+ * unless ARTIFACT_REPLACE) from `body` as artifact_create would, or with
+ * ARTIFACT_REPLACE replace an existing `id` (no read-only or If-Match check:
+ * bundles and restores). ARTIFACT_FROM_BUNDLE: a deployment plan keeps its
+ * attributes' values and order as the bundle has them (the appliance's data,
+ * e.g. placeholder values that do not satisfy their constraints). References
+ * (planScriptUri, oeBuildPlanURI, goldenImageURI) are resolved as t sees
+ * them; dependentArtifacts kept up to date in t. */
+#define ARTIFACT_REPLACE 1
+#define ARTIFACT_FROM_BUNDLE 2
+int artifact_txn_put(struct store_txn *t, enum artifact_kind k, const char *id, json_t *body,
+                     int flags, struct err *e);
 /* Replace resource `id` with `body` (PUT). `if_match` NULL or "*" = no check. */
 int artifact_update(struct store *s, enum artifact_kind k, const char *id, json_t *body,
                     const char *if_match, struct store_entry **out, struct err *e);
@@ -65,6 +77,10 @@ struct golden_new {
    * made from (NULL for imports). */
   const char *os_volume_uri, *os_volume_name;
   const char *build_plan_uri, *build_plan_name;
+  /* Extracted from an artifact bundle (NULL otherwise): importedFromBundle
+   * true, bundleName / bundleURI set; read_only from the bundle. */
+  const char *bundle_name, *bundle_uri;
+  int read_only;
 };
 
 void golden_register(struct store *s);
@@ -74,6 +90,8 @@ int golden_check_new_name(struct store *s, const char *name, struct err *e);
 int golden_check_description(const char *description, struct err *e);
 int golden_create(struct store *s, const struct golden_new *g, struct store_entry **out,
                   struct err *e);
+/* The same inside transaction t (409 GOLDEN_IMAGE_EXISTS / NAME_CONFLICT). */
+int golden_txn_create(struct store_txn *t, const struct golden_new *g, struct err *e);
 /* A pending checksum computed: checkSum set, checkSumState "OK", log_line
  * appended to the import log. 404 if the image is gone. */
 int golden_set_checksum(struct store *s, const char *id, const char *sha256, const char *log_line,

@@ -75,12 +75,6 @@ static void not_yet(struct err *e, const char *what) {
   err_set(e, 501, "NOT_IMPLEMENTED", "artifact bundles: %s is not implemented yet", what);
 }
 
-int bundle_extract(const struct bundle_ctx *c, const char *id, const char *path,
-                   const struct bundle_extract_opts *o, json_t **report, struct err *e) {
-  not_yet(e, "extraction");
-  return -1;
-}
-
 json_t *bundle_create_plan(struct store *s, json_t *body, struct err *e) {
   not_yet(e, "creation");
   return NULL;
@@ -93,10 +87,5 @@ json_t *bundle_backup_plan(struct store *s, struct err *e) {
 
 int bundle_write(const struct bundle_ctx *c, json_t *plan, const char *path, struct err *e) {
   not_yet(e, "writing");
-  return -1;
-}
-
-int bundle_restore(const struct bundle_ctx *c, const char *path, json_t **report, struct err *e) {
-  not_yet(e, "restore");
   return -1;
 }

@@ -89,6 +89,8 @@ struct bundle_read {
   json_t *docs[4];    /* per kind (BZ_PLAN_SCRIPT..BZ_GOLDEN_JSON): arrays of the member JSON */
   json_t *members[4]; /* per kind: the member name of each doc */
   size_t *payload;    /* per golden image: its payload member's index */
+  uint64_t *gi_size;  /* per golden image: the raw image size (0: unknown) */
+  uint32_t *gi_crc;   /* per golden image: the raw image CRC-32 */
   json_t *manifest;   /* parsed MANIFEST.MF */
   json_t *contents;   /* the contents object of the contract's §3 */
 };

@@ -36,7 +36,11 @@ void bundle_read_close(struct bundle_read *b) {
     b->docs[k] = b->members[k] = NULL;
   }
   free(b->payload);
+  free(b->gi_size);
+  free(b->gi_crc);
   b->payload = NULL;
+  b->gi_size = NULL;
+  b->gi_crc = NULL;
   json_decref(b->manifest);
   json_decref(b->contents);
   b->manifest = b->contents = NULL;
@@ -177,7 +181,7 @@ static int keep_tail(void *arg, const void *p, size_t n, struct err *e) {
   return 0;
 }
 
-static uint64_t inner_size(const struct tail *t) {
+static uint64_t inner_size(const struct tail *t, uint32_t *crc) {
 #define R16(p) ((unsigned)(p)[0] | (unsigned)(p)[1] << 8)
 #define R32(p) ((uint32_t)R16(p) | (uint32_t)R16((p) + 2) << 16)
   if (t->len < 22) return 0;
@@ -196,6 +200,7 @@ static uint64_t inner_size(const struct tail *t) {
     if (cd < base || cd + 46 > t->total) return 0;
     const unsigned char *c = b + (cd - base);
     if (R32(c) != 0x02014b50) return 0;
+    *crc = R32(c + 16);
     uint64_t us = R32(c + 24);
     if (us != 0xffffffffu) return us;
     size_t nl = R16(c + 28), xl = R16(c + 30);
@@ -340,8 +345,9 @@ int bundle_read_open(struct bundle_read *b, int fd, int lenient, struct err *e) 
   size_t ngi = json_array_size(b->docs[3]);
   b->payload = calloc(ngi ? ngi : 1, sizeof *b->payload);
   gi_sizes = calloc(ngi ? ngi : 1, sizeof *gi_sizes);
+  b->gi_crc = calloc(ngi ? ngi : 1, sizeof *b->gi_crc);
   char *claimed = calloc(z->n, 1);
-  if (!b->payload || !gi_sizes || !claimed) {
+  if (!b->payload || !gi_sizes || !b->gi_crc || !claimed) {
     free(claimed);
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     goto fail;
@@ -374,7 +380,7 @@ int bundle_read_open(struct bundle_read *b, int fd, int lenient, struct err *e) 
       goto fail;
     }
     int rc = bz_stream(z, (size_t)at, keep_tail, &t, want_sha1, NULL, e);
-    gi_sizes[g] = rc == 0 ? inner_size(&t) : 0;
+    gi_sizes[g] = rc == 0 ? inner_size(&t, &b->gi_crc[g]) : 0;
     free(t.buf);
     if (rc < 0) {
       free(claimed);
@@ -487,7 +493,7 @@ int bundle_read_open(struct bundle_read *b, int fd, int lenient, struct err *e) 
   b->contents = build_contents(b, integrity, gi_sizes);
   json_decref(integrity);
   json_decref(sums);
-  free(gi_sizes);
+  b->gi_size = gi_sizes;
   if (!b->contents) {
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     bundle_read_close(b);
@@ -496,7 +502,7 @@ int bundle_read_open(struct bundle_read *b, int fd, int lenient, struct err *e) 
   return 0;
 fail:
   free(text);
-  free(gi_sizes);
+  if (gi_sizes != b->gi_size) free(gi_sizes);
   json_decref(integrity);
   json_decref(sums);
   bundle_read_close(b);

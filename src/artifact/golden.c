@@ -74,8 +74,7 @@ int golden_check_new_name(struct store *s, const char *name, struct err *e) {
   return 0;
 }
 
-int golden_create(struct store *s, const struct golden_new *g, struct store_entry **out,
-                  struct err *e) {
+int golden_txn_create(struct store_txn *t, const struct golden_new *g, struct err *e) {
   if (golden_check_description(g->description, e) < 0) return -1;
   json_t *name = json_string(g->name ? g->name : "");
   if (artifact_check_name("golden image", name, e) < 0) {
@@ -109,29 +108,38 @@ int golden_create(struct store *s, const struct golden_new *g, struct store_entr
     json_object_set_new(doc, "buildPlanName",
                         json_string(g->build_plan_name ? g->build_plan_name : ""));
   }
-  if (!doc) {
-    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
-    return -1;
+  if (doc && g->bundle_name) { /* extracted from a bundle */
+    json_object_set_new(doc, "importedFromBundle", json_true());
+    json_object_set_new(doc, "bundleName", json_string(g->bundle_name));
+    json_object_set_new(doc, "bundleURI", g->bundle_uri ? json_string(g->bundle_uri) : json_null());
+    json_object_set_new(doc, "readOnly", json_boolean(g->read_only));
   }
-  struct store_txn *t = store_begin(s);
-  if (!t) {
-    json_decref(doc);
+  if (!doc) {
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     return -1;
   }
   struct store_entry *old = store_txn_get(t, GOLDEN_COLL, g->id);
   if (old) {
     store_entry_release(old);
-    store_rollback(t);
     json_decref(doc);
     err_set(e, 409, "GOLDEN_IMAGE_EXISTS", "golden image id %s already exists", g->id);
     return -1;
   }
   int rc = store_put(t, GOLDEN_COLL, g->id, g->name, doc, e);
   json_decref(doc);
-  if (rc < 0) {
-    if (e->status == 409)
-      err_set(e, 409, "NAME_CONFLICT", "a golden image named \"%s\" already exists", g->name);
+  if (rc < 0 && e->status == 409)
+    err_set(e, 409, "NAME_CONFLICT", "a golden image named \"%s\" already exists", g->name);
+  return rc;
+}
+
+int golden_create(struct store *s, const struct golden_new *g, struct store_entry **out,
+                  struct err *e) {
+  struct store_txn *t = store_begin(s);
+  if (!t) {
+    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
+    return -1;
+  }
+  if (golden_txn_create(t, g, e) < 0) {
     store_rollback(t);
     return -1;
   }

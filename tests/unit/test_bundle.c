@@ -426,12 +426,286 @@ static void test_hostile(void **state) {
   free(bp);
 }
 
+/* ---- extraction ---------------------------------------------------------------- */
+struct env {
+  struct store *s;
+  struct vol_store *vs;
+  char sub[400];
+};
+
+static void env_open(struct env *v, const char *name) {
+  struct err e;
+  err_init(&e);
+  snprintf(v->sub, sizeof v->sub, "%s/%s", dir, name);
+  assert_int_equal(mkdir(v->sub, 0700), 0);
+  char db[512], vols[512];
+  snprintf(db, sizeof db, "%s/db", v->sub);
+  snprintf(vols, sizeof vols, "%s/vols", v->sub);
+  assert_int_equal(store_open(&v->s, db, &e), 0);
+  artifact_register(v->s);
+  bundle_register(v->s);
+  if (vol_store_open(&v->vs, vols, &e) < 0) fail_msg("%s", e.message);
+}
+
+static void env_close(struct env *v) {
+  store_close(v->s);
+  vol_store_close(v->vs);
+}
+
+static int extract(struct env *v, const char *path, enum bundle_conflict how, json_t *renames,
+                   json_t **report, struct err *e) {
+  struct bundle_ctx c = {.store = v->s, .volumes = v->vs};
+  struct bundle_extract_opts o = {.on_conflict = how, .renames = renames};
+  return bundle_extract(&c, NULL, path, &o, report, e);
+}
+
+static const char *const IGNORED[] = {
+    "uri",   "category",           "eTag",     "etag", "created", "modified", "status",
+    "state", "dependentArtifacts", "readOnly", NULL};
+
+/* Compare every field of the zip's JSON with the stored document. Returns a
+ * malloc'd description of the first difference, or NULL. */
+static char *diff(struct store *s, int kind, json_t *zip, json_t *got) {
+  const char *k;
+  json_t *zv;
+  json_object_foreach(zip, k, zv) {
+    int skip = 0;
+    for (const char *const *i = IGNORED; *i; i++)
+      skip |= strcmp(*i, k) == 0;
+    if (skip || (kind == 0 && strcmp(k, "customAttributes") == 0)) continue;
+    json_t *gv = json_object_get(got, k);
+    if (kind == 2 && (strcmp(k, "oeBuildPlanURI") == 0 || strcmp(k, "goldenImageURI") == 0)) {
+      const char *coll = k[0] == 'o' ? "build-plans" : "golden-images";
+      const char *ref = json_string_value(gv);
+      const char *id = ref && strrchr(ref, '/') ? strrchr(ref, '/') + 1 : NULL;
+      struct store_entry *en = id && *id ? store_get(s, coll, id) : NULL;
+      const char *want = json_string_value(zv);
+      int ok = en ? want && strcmp(en->name, want) == 0 : !want || !*want;
+      store_entry_release(en);
+      if (!ok) return util_strdup_printf("%s: zip %s, stored %s", k, want, ref);
+      continue;
+    }
+    if (json_is_array(zv) && json_is_array(gv) && json_array_size(zv) == json_array_size(gv)) {
+      for (size_t i = 0; i < json_array_size(zv); i++) {
+        json_t *x = json_array_get(zv, i), *y = json_array_get(gv, i);
+        if (json_equal(x, y)) continue;
+        const char *ak;
+        json_t *av;
+        json_object_foreach(x, ak, av) {
+          if (!json_equal(av, json_object_get(y, ak))) {
+            char *a = json_dumps(av, JSON_ENCODE_ANY | JSON_COMPACT),
+                 *b = json_dumps(json_object_get(y, ak), JSON_ENCODE_ANY | JSON_COMPACT);
+            char *r = util_strdup_printf("%s[%zu].%s: zip %.300s, stored %.300s", k, i, ak, a,
+                                         b ? b : "(absent)");
+            free(a);
+            free(b);
+            return r;
+          }
+        }
+        json_object_foreach(y, ak, av) {
+          if (!json_object_get(x, ak))
+            return util_strdup_printf("%s[%zu].%s: not in the zip", k, i, ak);
+        }
+      }
+      continue;
+    }
+    if (json_is_array(zv) && json_is_array(gv))
+      return util_strdup_printf("%s: %zu in the zip, %zu stored", k, json_array_size(zv),
+                                json_array_size(gv));
+    if (!json_equal(zv, gv)) {
+      char *a = json_dumps(zv, JSON_ENCODE_ANY | JSON_COMPACT),
+           *b = json_dumps(gv, JSON_ENCODE_ANY | JSON_COMPACT);
+      char *r = util_strdup_printf("%s: zip %.300s, stored %.300s", k, a, b ? b : "(absent)");
+      free(a);
+      free(b);
+      return r;
+    }
+  }
+  return NULL;
+}
+
+static const char *const COLLS4[] = {"plan-scripts", "build-plans", "deployment-plans",
+                                     "golden-images"};
+
+static void test_corpus_extract(void **state) {
+  char **v = corpus();
+  if (!v) skip();
+  int failures = 0;
+  for (size_t n = 0; v[n]; n++) {
+    struct env en;
+    char name[32];
+    snprintf(name, sizeof name, "c%zu", n);
+    env_open(&en, name);
+    struct err e;
+    err_init(&e);
+    json_t *report = NULL;
+    if (extract(&en, v[n], BUNDLE_STOP, NULL, &report, &e) < 0) {
+      printf("EXTRACT %s: %s %s\n", v[n], e.code, e.message);
+      failures++;
+      err_clear(&e);
+      env_close(&en);
+      continue;
+    }
+    json_decref(report);
+    /* Field by field, against the zip's JSON. */
+    struct bundle_read b;
+    int fd = open(v[n], O_RDONLY);
+    assert_int_equal(bundle_read_open(&b, fd, 0, &e), 0);
+    for (int k = 0; k < 3; k++) {
+      size_t i;
+      json_t *d;
+      json_array_foreach(b.docs[k], i, d) {
+        const char *id = json_string_value(json_object_get(d, k == 1 ? "buildPlanid" : "id"));
+        struct store_entry *got = store_get(en.s, COLLS4[k], id);
+        if (!got) {
+          printf("MISSING %s: %s %s\n", v[n], COLLS4[k], id);
+          failures++;
+          continue;
+        }
+        char *dd = diff(en.s, k, d, got->doc);
+        if (dd) {
+          printf("DIFF %s: %s \"%s\": %s\n", v[n], COLLS4[k], got->name, dd);
+          failures++;
+          free(dd);
+        }
+        store_entry_release(got);
+      }
+    }
+    bundle_read_close(&b);
+    close(fd);
+    env_close(&en);
+  }
+  free_list(v);
+  assert_int_equal(failures, 0);
+}
+
+static size_t count(struct env *v, const char *coll) { return store_count(v->s, coll); }
+
+static size_t rep_n(json_t *r, const char *list) {
+  return json_array_size(json_object_get(r, list));
+}
+
+static void test_conflicts(void **state) {
+  struct env v;
+  env_open(&v, "x");
+  char a[512], b[512], c[512];
+  snprintf(a, sizeof a, "%s/a.zip", dir);
+  snprintf(b, sizeof b, "%s/b.zip", dir);
+  snprintf(c, sizeof c, "%s/c.zip", dir);
+  char psn[128], bpn[128];
+  snprintf(psn, sizeof psn, "%s_planscript.json", PS_ID);
+  snprintf(bpn, sizeof bpn, "%s_buildplan.json", BP_ID);
+  char *ps = ps_json(PS_ID, "PS"), *bp = bp_json(BP_ID, PS_ID);
+  struct mem ma[] = {{psn, ps, 0}, {bpn, bp, 0}, {"MANIFEST.MF", MF, 0}};
+  build(a, ma, 3, 1);
+  /* B: the same names and ids, the plan script's content changed. */
+  char *ps2 = util_strdup_printf(
+      "{\"type\":\"PlanScript\",\"id\":\"%s\",\"name\":\"PS\",\"description\":\"x\","
+      "\"planType\":\"deploy\",\"content\":\"echo changed\",\"hpProvided\":false}",
+      PS_ID);
+  struct mem mb[] = {{psn, ps2, 0}, {bpn, bp, 0}, {"MANIFEST.MF", MF, 0}};
+  build(b, mb, 3, 1);
+  struct err e;
+  err_init(&e);
+  json_t *r = NULL;
+  /* Into an empty store: created, ids kept. */
+  assert_int_equal(extract(&v, a, BUNDLE_STOP, NULL, &r, &e), 0);
+  assert_int_equal(rep_n(r, "created"), 2);
+  json_decref(r);
+  struct store_entry *en = store_get(v.s, "plan-scripts", PS_ID);
+  assert_non_null(en);
+  assert_true(json_is_false(json_object_get(en->doc, "readOnly")));
+  store_entry_release(en);
+  /* Again: identical artifacts are reused, nothing new. */
+  assert_int_equal(extract(&v, a, BUNDLE_STOP, NULL, &r, &e), 0);
+  assert_int_equal(rep_n(r, "reused"), 2);
+  assert_int_equal(rep_n(r, "created"), 0);
+  json_decref(r);
+  assert_int_equal(count(&v, "plan-scripts"), 1);
+  /* Different content: stop lists the conflicts, nothing changes. */
+  assert_int_equal(extract(&v, b, BUNDLE_STOP, NULL, &r, &e), -1);
+  assert_int_equal(e.status, 409);
+  assert_string_equal(e.code, "BUNDLE_CONFLICTS");
+  assert_int_equal(json_array_size(e.nested), 2);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(e.nested, 0), "type")),
+                      "PlanScript");
+  err_clear(&e);
+  assert_int_equal(count(&v, "plan-scripts"), 1);
+  assert_int_equal(count(&v, "build-plans"), 1);
+  /* Rename: "PS (2)" under a new id, the build plan copy refers to it. */
+  assert_int_equal(extract(&v, b, BUNDLE_RENAME, NULL, &r, &e), 0);
+  assert_int_equal(rep_n(r, "renamed"), 2);
+  json_decref(r);
+  en = store_get_by_name(v.s, "plan-scripts", "PS (2)");
+  assert_non_null(en);
+  assert_string_not_equal(en->id, PS_ID);
+  struct store_entry *bp2 = store_get_by_name(v.s, "build-plans", "BP (2)");
+  assert_non_null(bp2);
+  const char *uri = json_string_value(
+      json_object_get(json_array_get(json_object_get(bp2->doc, "buildStep"), 0), "planScriptUri"));
+  assert_non_null(strstr(uri, en->id));
+  store_entry_release(en);
+  store_entry_release(bp2);
+  /* Explicit renames. */
+  json_t *ren =
+      json_pack("[{s:s, s:s, s:s}]", "type", "PlanScript", "name", "PS", "newName", "Mine");
+  assert_int_equal(extract(&v, b, BUNDLE_RENAME, ren, &r, &e), 0);
+  json_decref(r);
+  en = store_get_by_name(v.s, "plan-scripts", "Mine");
+  assert_non_null(en);
+  store_entry_release(en);
+  json_decref(ren);
+  ren = json_pack("[{s:s, s:s, s:s}]", "type", "PlanScript", "name", "nope", "newName", "X");
+  assert_int_equal(extract(&v, b, BUNDLE_RENAME, ren, &r, &e), -1);
+  assert_int_equal(e.status, 400);
+  json_decref(ren);
+  /* Replace: in place, same id. */
+  assert_int_equal(extract(&v, b, BUNDLE_REPLACE, NULL, &r, &e), 0);
+  assert_int_equal(rep_n(r, "replaced"), 1);
+  assert_int_equal(rep_n(r, "reused"), 1); /* the build plan is then identical */
+  json_decref(r);
+  en = store_get(v.s, "plan-scripts", PS_ID);
+  assert_string_equal(json_string_value(json_object_get(en->doc, "content")), "echo changed");
+  store_entry_release(en);
+  /* A read-only bundle: artifacts read-only; replace refuses them. */
+  const char *ro_mf = "Artifact Name:R\nDescription:\nRead Only:true\nTime Stamp:2021-01-01T00:00:"
+                      "00.000Z\nArtifact Type:USER";
+  char *ps3 = ps_json("33333333-2222-3333-4444-555555555555", "RO");
+  char ps3n[128];
+  snprintf(ps3n, sizeof ps3n, "%s_planscript.json", "33333333-2222-3333-4444-555555555555");
+  struct mem mc[] = {{ps3n, ps3, 0}, {"MANIFEST.MF", ro_mf, 0}};
+  build(c, mc, 2, 1);
+  assert_int_equal(extract(&v, c, BUNDLE_STOP, NULL, &r, &e), 0);
+  json_decref(r);
+  en = store_get_by_name(v.s, "plan-scripts", "RO");
+  assert_true(json_is_true(json_object_get(en->doc, "readOnly")));
+  assert_int_equal(artifact_delete(v.s, ART_PLAN_SCRIPT, en->id, NULL, &e), -1);
+  assert_string_equal(e.code, "ARTIFACT_READ_ONLY");
+  store_entry_release(en);
+  free(ps3);
+  ps3 = util_strdup_printf("{\"type\":\"PlanScript\",\"id\":\"%s\",\"name\":\"RO\",\"planType\":"
+                           "\"general\",\"content\":\"echo\"}",
+                           "33333333-2222-3333-4444-555555555555");
+  struct mem md[] = {{ps3n, ps3, 0}, {"MANIFEST.MF", MF, 0}};
+  build(c, md, 2, 1);
+  assert_int_equal(extract(&v, c, BUNDLE_REPLACE, NULL, &r, &e), -1);
+  assert_string_equal(e.code, "BUNDLE_CONFLICTS");
+  err_clear(&e);
+  free(ps3);
+  free(ps);
+  free(ps2);
+  free(bp);
+  env_close(&v);
+}
+
 int main(void) {
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_corpus_inspect, setup, teardown),
       cmocka_unit_test_setup_teardown(test_manifest, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hostile, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_corpus_extract, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
