@@ -366,10 +366,11 @@ int bundle_upload_check(struct request *r, enum upload_kind k, const char *name)
   if (k == UPLOAD_BUNDLE) {
     /* A name known before the body (the query's, else uploadfilename's) is
      * checked now, so that a taken name is refused before the upload. */
-    CLEANUP_FREE char *hn =
-        name && *name ? NULL : name_from_header(req_header(r, "uploadfilename"));
+    char *hn = name && *name ? NULL : name_from_header(req_header(r, "uploadfilename"));
     if (hn && *hn) name = hn;
-    if (name && *name && bundle_check_new_name(r->api->store, name, &e) < 0) {
+    int taken = name && *name && bundle_check_new_name(r->api->store, name, &e) < 0;
+    free(hn);
+    if (taken) {
       reply_error(r, &e);
       return -1;
     }

@@ -450,10 +450,11 @@ static int b_extract(struct cli *c, int argc, char **argv) {
                              "--rename %s: use TYPE:OLD=NEW with TYPE plan-script, build-plan, "
                              "deployment-plan or golden-image",
                              rn[i]);
-    CLEANUP_FREE char *old = strndup(colon + 1, (size_t)(eq - colon - 1));
+    char *old = strndup(colon + 1, (size_t)(eq - colon - 1));
     json_array_append_new(
         json_object_get(body, "renames"),
         json_pack("{s:s, s:s, s:s}", "type", type, "name", old ? old : "", "newName", eq + 1));
+    free(old);
   }
   json_t *b CLEANUP_JSON = NULL;
   if ((rc = ref_get(c, &COLL_ARTIFACT_BUNDLES, a.pos[0], &b))) return rc;
