@@ -410,20 +410,10 @@ static void print_report(json_t *data) {
   }
 }
 
-/* The conflicts of a failed extraction (taskErrors[0].nestedErrors). */
+/* After a failed extraction (its conflicts are printed by task_follow). */
 static void print_conflicts(json_t *task) {
   json_t *e0 = json_array_get(json_object_get(task, "taskErrors"), 0);
-  size_t i;
-  json_t *ne;
-  int any = 0;
-  json_array_foreach(json_object_get(e0, "nestedErrors"), i, ne) {
-    if (!*jstr(ne, "name") || *jstr(ne, "message")) continue; /* printed by task_follow */
-    if (!any++) fprintf(stderr, "conflicts:\n");
-    fprintf(stderr, "  %s \"%s\"%s%s%s%s\n", jstr(ne, "type"), jstr(ne, "name"),
-            *jstr(ne, "existingUri") ? " exists as " : "", jstr(ne, "existingUri"),
-            *jstr(ne, "reason") ? ": " : "", jstr(ne, "reason"));
-  }
-  if (any)
+  if (!strcmp(jstr(e0, "errorCode"), "BUNDLE_CONFLICTS"))
     fprintf(stderr, "hint: --on-conflict rename (or --force-import), --on-conflict replace, or "
                     "--rename TYPE:OLD=NEW\n");
 }

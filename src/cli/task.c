@@ -99,7 +99,12 @@ static void print_task_errors(json_t *task, FILE *f) {
     size_t n;
     json_t *ne;
     json_array_foreach(json_object_get(e, "nestedErrors"), n, ne) {
-      fprintf(f, "    - %s\n", jstr(ne, "message"));
+      if (*jstr(ne, "message")) /* else e.g. a bundle conflict: {type, name, existingUri, reason} */
+        fprintf(f, "    - %s\n", jstr(ne, "message"));
+      else
+        fprintf(f, "    - %s \"%s\"%s%s%s%s\n", jstr(ne, "type"), jstr(ne, "name"),
+                *jstr(ne, "existingUri") ? " exists as " : "", jstr(ne, "existingUri"),
+                *jstr(ne, "reason") ? ": " : "", jstr(ne, "reason"));
     }
   }
 }
