@@ -70,22 +70,3 @@ int bundle_record(struct store *s, const char *id, const char *name, const char 
   if (out) *out = store_get(s, BUNDLE_COLL, id);
   return 0;
 }
-
-static void not_yet(struct err *e, const char *what) {
-  err_set(e, 501, "NOT_IMPLEMENTED", "artifact bundles: %s is not implemented yet", what);
-}
-
-json_t *bundle_create_plan(struct store *s, json_t *body, struct err *e) {
-  not_yet(e, "creation");
-  return NULL;
-}
-
-json_t *bundle_backup_plan(struct store *s, struct err *e) {
-  not_yet(e, "backup");
-  return NULL;
-}
-
-int bundle_write(const struct bundle_ctx *c, json_t *plan, const char *path, struct err *e) {
-  not_yet(e, "writing");
-  return -1;
-}

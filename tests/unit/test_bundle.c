@@ -527,6 +527,76 @@ static char *diff(struct store *s, int kind, json_t *zip, json_t *got) {
 static const char *const COLLS4[] = {"plan-scripts", "build-plans", "deployment-plans",
                                      "golden-images"};
 
+/* HPE's layout: flags 0x0808, MS-DOS creator, deflate, member order PS (GIJ GI)
+ * BP DP MANIFEST.MF SHA256SUM.sha256sum, JSON first key "type", server fields null. */
+static void check_layout(const char *path) {
+  struct err e;
+  err_init(&e);
+  int fd = open(path, O_RDONLY);
+  struct bz z;
+  assert_int_equal(bz_open(&z, fd, &e), 0);
+  int rank = 0;
+  for (size_t i = 0; i < z.n; i++) {
+    struct bz_member *m = &z.m[i];
+    assert_int_equal(m->flags, 0x0808);
+    assert_int_equal(m->made_by, 0x0014);
+    assert_int_equal(m->method, 8);
+    int r = m->kind == BZ_PLAN_SCRIPT                          ? 0
+            : m->kind == BZ_GOLDEN_JSON || m->kind == BZ_OTHER ? 1
+            : m->kind == BZ_BUILD_PLAN                         ? 2
+            : m->kind == BZ_DEPLOYMENT_PLAN                    ? 3
+            : m->kind == BZ_MANIFEST                           ? 4
+                                                               : 5;
+    assert_true(r >= rank);
+    rank = r;
+    if (m->kind <= BZ_GOLDEN_JSON) {
+      char *t;
+      size_t l;
+      assert_int_equal(bz_read_small(&z, i, 0, &t, &l, &e), 0);
+      assert_int_equal(strncmp(t, "{\"type\":", 8), 0);
+      json_t *d = json_loads(t, 0, NULL);
+      const char *nulls[] = {"uri",     "category", "eTag",
+                             "created", "modified", "dependentArtifacts"};
+      for (size_t k = 0; k < sizeof nulls / sizeof *nulls;
+           k++) /* (DPs have no dependentArtifacts) */
+        assert_true(json_is_null(json_object_get(d, nulls[k])) ||
+                    (k == 5 && !json_object_get(d, nulls[k])));
+      json_decref(d);
+      free(t);
+    }
+  }
+  assert_int_equal(z.m[z.n - 1].kind, BZ_SHA256SUM);
+  assert_int_equal(z.m[z.n - 2].kind, BZ_MANIFEST);
+  bz_close(&z);
+  close(fd);
+}
+
+/* Every plan script, build plan and deployment plan of b, as stored in v. */
+static int compare(struct env *v, struct bundle_read *b, const char *what, const char *when) {
+  int failures = 0;
+  for (int k = 0; k < 3; k++) {
+    size_t i;
+    json_t *d;
+    json_array_foreach(b->docs[k], i, d) {
+      const char *id = json_string_value(json_object_get(d, k == 1 ? "buildPlanid" : "id"));
+      struct store_entry *got = store_get(v->s, COLLS4[k], id);
+      if (!got) {
+        printf("MISSING%s %s: %s %s\n", when, what, COLLS4[k], id);
+        failures++;
+        continue;
+      }
+      char *dd = diff(v->s, k, d, got->doc);
+      if (dd) {
+        printf("DIFF%s %s: %s \"%s\": %s\n", when, what, COLLS4[k], got->name, dd);
+        failures++;
+        free(dd);
+      }
+      store_entry_release(got);
+    }
+  }
+  return failures;
+}
+
 static void test_corpus_extract(void **state) {
   char **v = corpus();
   if (!v) skip();
@@ -547,30 +617,60 @@ static void test_corpus_extract(void **state) {
       continue;
     }
     json_decref(report);
-    /* Field by field, against the zip's JSON. */
     struct bundle_read b;
     int fd = open(v[n], O_RDONLY);
     assert_int_equal(bundle_read_open(&b, fd, 0, &e), 0);
-    for (int k = 0; k < 3; k++) {
+    failures += compare(&en, &b, v[n], "");
+    /* Write it back as a bundle of everything extracted, read-only as the
+     * original, and extract that into another empty store: lossless. */
+    int ro = bundle_contents_read_only(b.contents);
+    json_t *body = json_pack("{s:s, s:s, s:b, s:[], s:[], s:[], s:[]}", "name", "round trip",
+                             "description", "rt \"q\"\nline", "withGoldenImages", 1, "planScripts",
+                             "buildPlans", "deploymentPlans", "goldenImages");
+    static const char *const LISTS[] = {"planScripts", "buildPlans", "deploymentPlans",
+                                        "goldenImages"};
+    for (int k = 0; k < 4; k++) {
       size_t i;
       json_t *d;
       json_array_foreach(b.docs[k], i, d) {
         const char *id = json_string_value(json_object_get(d, k == 1 ? "buildPlanid" : "id"));
-        struct store_entry *got = store_get(en.s, COLLS4[k], id);
-        if (!got) {
-          printf("MISSING %s: %s %s\n", v[n], COLLS4[k], id);
-          failures++;
-          continue;
-        }
-        char *dd = diff(en.s, k, d, got->doc);
-        if (dd) {
-          printf("DIFF %s: %s \"%s\": %s\n", v[n], COLLS4[k], got->name, dd);
-          failures++;
-          free(dd);
-        }
-        store_entry_release(got);
+        char *uri = util_strdup_printf("/rest/%s/%s", COLLS4[k], id);
+        json_array_append_new(json_object_get(body, LISTS[k]),
+                              json_pack("{s:s, s:b}", "resourceUri", uri, "readOnly", ro));
+        free(uri);
       }
     }
+    json_t *plan = bundle_create_plan(en.s, body, &e);
+    if (!plan) fail_msg("%s: create plan: %s", v[n], e.message);
+    json_decref(body);
+    char out[600];
+    snprintf(out, sizeof out, "%s/rt.zip", en.sub);
+    struct bundle_ctx c = {.store = en.s, .volumes = en.vs};
+    if (bundle_write(&c, plan, out, &e) < 0) fail_msg("%s: write: %s", v[n], e.message);
+    json_decref(plan);
+    json_t *c2 = bundle_inspect(out, 0, &e);
+    if (!c2) fail_msg("%s: inspect of the written bundle: %s %s", v[n], e.code, e.message);
+    assert_int_equal(json_integer_value(json_object_get(c2, "artifactsCount")),
+                     json_integer_value(json_object_get(b.contents, "artifactsCount")));
+    assert_true(json_is_true(json_object_get(json_object_get(c2, "integrity"), "verified")));
+    assert_int_equal(bundle_contents_read_only(c2), ro);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(c2, "manifest"), "description")),
+        "rt \"q\"\nline");
+    json_decref(c2);
+    check_layout(out);
+    struct env en2;
+    snprintf(name, sizeof name, "r%zu", n);
+    env_open(&en2, name);
+    if (extract(&en2, out, BUNDLE_STOP, NULL, &report, &e) < 0) {
+      printf("RE-EXTRACT %s: %s %s\n", v[n], e.code, e.message);
+      failures++;
+      err_clear(&e);
+    } else {
+      json_decref(report);
+      failures += compare(&en2, &b, v[n], " (after a round trip)");
+    }
+    env_close(&en2);
     bundle_read_close(&b);
     close(fd);
     env_close(&en);
@@ -698,6 +798,74 @@ static void test_conflicts(void **state) {
   env_close(&v);
 }
 
+static void test_create_backup_restore(void **state) {
+  struct env v;
+  env_open(&v, "b");
+  char a[512], out[512];
+  snprintf(a, sizeof a, "%s/a.zip", dir);
+  snprintf(out, sizeof out, "%s/backup.zip", dir);
+  char psn[128], bpn[128];
+  snprintf(psn, sizeof psn, "%s_planscript.json", PS_ID);
+  snprintf(bpn, sizeof bpn, "%s_buildplan.json", BP_ID);
+  char *ps = ps_json(PS_ID, "PS"), *bp = bp_json(BP_ID, PS_ID);
+  struct mem ma[] = {{psn, ps, 0}, {bpn, bp, 0}, {"MANIFEST.MF", MF, 0}};
+  build(a, ma, 3, 1);
+  struct err e;
+  err_init(&e);
+  json_t *r = NULL;
+  assert_int_equal(extract(&v, a, BUNDLE_STOP, NULL, &r, &e), 0);
+  json_decref(r);
+  /* Create: a missing artifact is 404; the build plan pulls in its plan script. */
+  json_t *body = json_pack("{s:s, s:[{s:s}]}", "name", "N", "buildPlans", "resourceUri",
+                           "/rest/build-plans/nope");
+  assert_null(bundle_create_plan(v.s, body, &e));
+  assert_int_equal(e.status, 404);
+  json_decref(body);
+  char *uri = util_strdup_printf("/rest/build-plans/%s", BP_ID);
+  body = json_pack("{s:s, s:[{s:s, s:s}]}", "name", "N", "buildPlans", "resourceUri", uri,
+                   "readOnly", "true");
+  free(uri);
+  json_t *plan = bundle_create_plan(v.s, body, &e);
+  assert_non_null(plan);
+  json_decref(body);
+  assert_int_equal(json_array_size(json_object_get(plan, "planScripts")), 1);
+  assert_true(json_is_true(json_object_get(plan, "readOnly")));
+  json_decref(plan);
+  body = json_pack("{s:s}", "name", "N");
+  assert_null(bundle_create_plan(v.s, body, &e));
+  assert_int_equal(e.status, 400);
+  json_decref(body);
+  /* Backup, change things, restore. */
+  plan = bundle_backup_plan(v.s, &e);
+  assert_non_null(plan);
+  struct bundle_ctx c = {.store = v.s, .volumes = v.vs};
+  assert_int_equal(bundle_write(&c, plan, out, &e), 0);
+  json_decref(plan);
+  assert_int_equal(artifact_delete(v.s, ART_BUILD_PLAN, BP_ID, NULL, &e), 0);
+  json_t *upd = json_pack("{s:s, s:s, s:s, s:s}", "name", "PS renamed", "planType", "general",
+                          "content", "echo new", "description", "");
+  assert_int_equal(artifact_update(v.s, ART_PLAN_SCRIPT, PS_ID, upd, NULL, NULL, &e), 0);
+  json_decref(upd);
+  upd = json_pack("{s:s, s:s, s:s}", "name", "Kept", "planType", "general", "content", "echo");
+  assert_int_equal(artifact_create(v.s, ART_PLAN_SCRIPT, upd, NULL, &e), 0);
+  json_decref(upd);
+  assert_int_equal(bundle_restore(&c, out, &r, &e), 0);
+  json_decref(r);
+  struct store_entry *en = store_get(v.s, "plan-scripts", PS_ID);
+  assert_string_equal(en->name, "PS");
+  assert_string_equal(json_string_value(json_object_get(en->doc, "content")), "echo @A:1@");
+  store_entry_release(en);
+  en = store_get(v.s, "build-plans", BP_ID);
+  assert_non_null(en);
+  store_entry_release(en);
+  en = store_get_by_name(v.s, "plan-scripts", "Kept");
+  assert_non_null(en);
+  store_entry_release(en);
+  free(ps);
+  free(bp);
+  env_close(&v);
+}
+
 int main(void) {
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   const struct CMUnitTest tests[] = {
@@ -706,6 +874,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_hostile, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corpus_extract, setup, teardown),
       cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_create_backup_restore, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
