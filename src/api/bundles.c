@@ -219,8 +219,13 @@ static json_t *bundle_assoc(const char *id, const char *name) {
 }
 
 static json_t *group_assoc(void) {
-  return json_pack("{s:s, s:s, s:s, s:s}", "resourceUri", GROUP_URI, "resourceName", "OSS",
-                   "resourceCategory", "deployment-groups", "associationType", "MANAGED_BY");
+  json_t *g = deploy_group();
+  const char *name = json_string_value(json_object_get(g, "name"));
+  json_t *a = json_pack("{s:s, s:s, s:s, s:s}", "resourceUri", GROUP_URI, "resourceName",
+                        name ? name : "default", "resourceCategory", "deployment-groups",
+                        "associationType", "MANAGED_BY");
+  json_decref(g);
+  return a;
 }
 
 /* 202 + Location + the task document. */
@@ -802,11 +807,12 @@ static int backup_run(struct task *t, void *arg, struct err *e) {
     unlink(final);
     goto out;
   }
-  char uri[128];
+  char uri[128], dl[160];
   snprintf(uri, sizeof uri, "/rest/artifact-bundles/backups/%s", j->id);
+  snprintf(dl, sizeof dl, "/rest/artifact-bundles/backups/archive/%s", j->id);
   task_set_output(t,
                   json_pack("{s:s, s:s, s:s, s:I}", "type", "ArtifactsBundleBackup", "uri", uri,
-                            "downloadURI", uri, "size", (json_int_t)j->size),
+                            "downloadURI", dl, "size", (json_int_t)j->size),
                   NULL);
   store_entry_release(en);
   if (old[0] && !is(old, j->id)) {
