@@ -142,12 +142,12 @@ e2e: $(BUILD)/bin/streamerd $(BUILD)/bin/streamer
 # --- fuzzing (libFuzzer, clang) ---------------------------------------------
 # Each target runs FUZZ_SECONDS from its corpus in tests/fuzz/corpus/<name>
 # (new inputs go to build/fuzz/corpus/<name>, the repo's corpus is read-only).
-# tests/fuzz/make_corpus.py rewrites the seeds.
+# tests/fuzz/make_corpus.py (make_corpus_bundle.py for fuzz_bundle) rewrites the seeds.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := fuzz_pdu fuzz_login_kv fuzz_script_parse fuzz_fs_vfat fuzz_fs_ext fuzz_fs_disk
+FUZZ_TARGETS := fuzz_pdu fuzz_login_kv fuzz_script_parse fuzz_fs_vfat fuzz_fs_ext fuzz_fs_disk fuzz_bundle
 FUZZ_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-# The targets need only util, vol, iscsi, script and fs: those are built with clang here.
-FUZZ_SRCS := $(wildcard src/util/*.c src/vol/*.c src/iscsi/*.c src/script/*.c src/fs/*.c)
+# The targets need only util, vol, iscsi, script, fs, store and artifact: those are built with clang here.
+FUZZ_SRCS := $(wildcard src/util/*.c src/vol/*.c src/iscsi/*.c src/script/*.c src/fs/*.c src/store/*.c src/artifact/*.c)
 FUZZ_OBJS := $(FUZZ_SRCS:%.c=build/fuzz/obj/%.o)
 .SECONDARY: $(FUZZ_OBJS)
 build/fuzz/obj/%.o: %.c $(wildcard src/*/*.h)

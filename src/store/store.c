@@ -224,13 +224,13 @@ static struct store_entry *entry_new(struct store *s, const char *coll, const ch
 /* ---- open, migrations ----------------------------------------------------- */
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
     /* 1: documents and metadata */
-    "CREATE TABLE docs (coll TEXT NOT NULL, id TEXT NOT NULL, uname TEXT, rev INTEGER NOT NULL,"
-    " body TEXT NOT NULL, PRIMARY KEY (coll, id));"
-    "CREATE UNIQUE INDEX docs_name ON docs (coll, uname);"
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);",
+    ("CREATE TABLE docs (coll TEXT NOT NULL, id TEXT NOT NULL, uname TEXT, rev INTEGER NOT NULL,"
+     " body TEXT NOT NULL, PRIMARY KEY (coll, id));"
+     "CREATE UNIQUE INDEX docs_name ON docs (coll, uname);"
+     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"),
     /* 2: insertion order survives restarts (lists keep creation order) */
-    "ALTER TABLE docs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
-    "UPDATE docs SET seq = rowid;",
+    ("ALTER TABLE docs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
+     "UPDATE docs SET seq = rowid;"),
     /* 3: loading in insertion order without a sort */
     "CREATE INDEX docs_seq ON docs (seq);",
 };
