@@ -456,11 +456,11 @@ int bundle_write(const struct bundle_ctx *c, json_t *plan, const char *path, str
       for (size_t i = 0; i < n[3]; i++) {
         json_t *pe = json_array_get(json_object_get(plan, LIST[3]), i);
         int ro = json_is_true(json_object_get(pe, "readOnly"));
-        if (stopped(c, e) < 0 ||
-            put_json(&x, d[3][i]->id, "goldenimage",
-                     export_gi(d[3][i]->doc, bname ? bname : "", ro), e) < 0 ||
-            put_payload(&x, d[3][i]->doc, e) < 0)
-          goto out;
+        json_t *gj = export_gi(d[3][i]->doc, bname ? bname : "", ro);
+        int bad = stopped(c, e) < 0 || put_json(&x, d[3][i]->id, "goldenimage", gj, e) < 0 ||
+                  put_payload(&x, d[3][i]->doc, e) < 0;
+        json_decref(gj);
+        if (bad) goto out;
       }
     }
     if (k == 3) break;
