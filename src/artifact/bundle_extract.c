@@ -197,9 +197,15 @@ static int planned_id(struct plan *p, int k, const char *id, struct item *self) 
 
 static void conflict(struct plan *p, struct item *it, struct store_entry *ex, const char *reason) {
   char *uri = util_strdup_printf("/rest/%s/%s", COLL[it->kind], ex ? ex->id : "");
-  json_array_append_new(p->conflicts, json_pack("{s:s, s:s, s:s?, s:s, s:s}", "type",
-                                                TYPE[it->kind], "name", it->name, "newName",
-                                                it->final, "existingUri", uri, "reason", reason));
+  /* "message" too: clients print a nested error's message (HPE's error shape). */
+  char *msg =
+      util_strdup_printf("%s \"%s\": %s (existing: %s)", TYPE[it->kind], it->name, reason, uri);
+  json_array_append_new(p->conflicts,
+                        json_pack("{s:s, s:s, s:s?, s:s, s:s, s:s, s:s}", "type", TYPE[it->kind],
+                                  "name", it->name, "newName", it->final, "existingUri", uri,
+                                  "reason", reason, "errorCode", "BUNDLE_CONFLICT", "message",
+                                  msg ? msg : reason));
+  free(msg);
   free(uri);
 }
 
