@@ -535,6 +535,10 @@ static void extract(struct request *r, struct store_entry *en, json_t *b) {
   if (lenient == 0) lenient = body_flag(b, "lenient");
   if (force < 0 || lenient < 0)
     return reply_err(r, 400, "INVALID_PARAMETER", "forceImport and lenient must be true or false");
+  /* A bundle accepted leniently at upload stays accepted: the clients' extract
+   * requests (?extract=true&forceImport=true) have no way to say it again. */
+  if (!lenient)
+    lenient = json_is_true(json_object_get(json_object_get(en->doc, "integrity"), "lenient"));
   struct bundle_extract_opts o = {
       .on_conflict = force ? BUNDLE_RENAME : BUNDLE_STOP, .renames = NULL, .lenient = lenient};
   const char *oc = req_arg(r, "onConflict");
