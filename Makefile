@@ -35,9 +35,10 @@ DEB_FS_TEST := fdisk lvm2 xfsprogs btrfs-progs squashfs-tools genisoimage ntfs-3
 DEB_TEST  := $(DEB_BUILD) $(DEB_RUN) libcmocka-dev qemu-utils clang libclang-rt-14-dev e2fsprogs \
              $(DEB_ISCSI_TEST) $(DEB_FS_TEST) $(DEB_SAMPLES)
 # make bench only: tgtd (the iSCSI peer), fio, libiscsi-dev (bench/iscsi_load.c); guestfish
-# (the plan-script peer) and what bench/script_bench.py builds its images with.
+# (the plan-script peer) and what bench/script_bench.py builds its images with; unzip (the
+# bundle peer).
 DEB_BENCH := $(DEB_BUILD) $(DEB_ISCSI_TEST) tgt fio libiscsi-dev \
-             $(DEB_RUN) libguestfs-tools lvm2 fdisk e2fsprogs $(DEB_SAMPLES)
+             $(DEB_RUN) libguestfs-tools lvm2 fdisk e2fsprogs $(DEB_SAMPLES) unzip
 DEB_LINT  := clang-format clang-tidy cppcheck
 
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
@@ -199,6 +200,7 @@ bench: bench-deps all $(BUILD)/bench/vol_bench $(BUILD)/bench/iscsi_load $(BUILD
 	/usr/bin/python3 bench/boot_bench.py
 	/usr/bin/python3 bench/capture_bench.py
 	/usr/bin/python3 bench/deploy_bench.py
+	/usr/bin/python3 bench/bundle_bench.py
 
 clean:
 	rm -rf build
