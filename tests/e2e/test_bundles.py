@@ -7,7 +7,8 @@ to the JSON in the zip; bundles Streamer writes have HPE's layout and round-trip
 losslessly into a fresh server; the Developer bundle's deployment plan deploys;
 conflicts (stop, rename, replace, explicit renames, reuse, id remap), read-only
 artifacts, hostile zips (each refused with its code, nothing left behind),
-backup and restore, roles.
+all-or-nothing (a failure after a golden image was imported leaves nothing),
+the extract requests of every client, backup and restore, roles.
 
 "Empty Streamer": the corpus is split into groups whose bundles share no
 artifact name and no id, one fresh server per group, so every artifact of a
@@ -660,3 +661,55 @@ def test_rename_and_name_conflict(srv):
     assert err["errorCode"] == "NAME_CONFLICT", err
     assert sorted(m["name"] for m in members(srv, COLL)) == ["Renamed", "second"]
     assert len(bundle_files(srv)) == 2, bundle_files(srv)
+
+
+def rezip(zb, changes):
+    """The zip of zb with some members' JSON replaced (member -> doc), every
+    member in its order, MANIFEST.MF kept, SHA256SUM.sha256sum recomputed."""
+    members_ = []
+    for n in zb.names:
+        if n in ("SHA256SUM.sha256sum", "SHA1SUM.sha1sum", "MANIFEST.MF"):
+            continue
+        members_.append((n, changes[n] if n in changes else zb.members[n]))
+    return make_zip(members_, manifest=zb.members["MANIFEST.MF"].decode())
+
+
+def test_all_or_nothing_with_golden_image(srv):
+    """The Developer bundle with one deployment plan made invalid (a constraint
+    that is not JSON): the extraction fails after its golden image was
+    imported; the image, its volume and every document are gone again."""
+    zb = Zip(DEV)
+    member, dp = [(n, d) for n, d in zb.dp if d["customAttributes"]][-1]
+    bad = json.loads(json.dumps(dp))
+    bad["customAttributes"][0]["constraints"] = "{not json"
+    doc = upload_ok(srv, "broken developer.zip", data=rezip(zb, {member: bad}))
+    before = inventory(srv)
+    t = task_of(srv, extract(srv, doc), timeout=300)
+    err = task_error(t)
+    assert dp["name"] in err["message"] or dp["name"] in json.dumps(err), err
+    steps = [u["statusUpdate"] for u in t["progressUpdates"]]
+    assert any(s.startswith("Importing golden image") for s in steps), steps  # failed after it
+    assert inventory(srv) == before
+    assert members(srv, REST["GoldenImage"]) == []
+    gdir = os.path.join(srv.data_dir, "volumes", "golden")
+    assert not os.path.isdir(gdir) or os.listdir(gdir) == [], os.listdir(gdir)
+    assert bundle_files(srv) == [doc["id"] + ".zip"], bundle_files(srv)
+    assert srv.request("GET", doc["uri"]).json()["extracted"] is False
+
+
+def test_extract_request_variants(srv):
+    """The extract requests the clients send (i3s-api §1.5): PY (query, body
+    null, text/plain), RB (query, no body), JV (no query, empty body), PYold
+    (no query, the full resource as text/plain); each one extracts."""
+    ps = [ps_doc(uid(), "Variant PS %d" % i, content="echo %d" % i) for i in range(4)]
+    for i, (query, raw) in enumerate((("?extract=true&forceImport=true", "null"),
+                                      ("?extract=true&forceImport=true", ""),
+                                      ("", ""),
+                                      ("", None))):
+        doc = upload_ok(srv, "variant %d.zip" % i, data=artifacts_zip([ps[i]]))
+        if raw is None:
+            raw = json.dumps(doc)
+        r = extract(srv, doc, query=query, raw=raw)
+        rep = report_of(completed(task_of(srv, r)))
+        assert [c["name"] for c in rep["created"]] == ["Variant PS %d" % i], (i, rep)
+    assert sorted(m["name"] for m in members(srv, REST["PlanScript"])) == ["Variant PS %d" % i for i in range(4)]
