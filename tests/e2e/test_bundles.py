@@ -8,7 +8,8 @@ losslessly into a fresh server; the Developer bundle's deployment plan deploys;
 conflicts (stop, rename, replace, explicit renames, reuse, id remap), read-only
 artifacts, hostile zips (each refused with its code, nothing left behind),
 all-or-nothing (a failure after a golden image was imported leaves nothing),
-the extract requests of every client, backup and restore, roles.
+the extract requests of every client, stopArtifactCreate, backup and restore,
+roles.
 
 "Empty Streamer": the corpus is split into groups whose bundles share no
 artifact name and no id, one fresh server per group, so every artifact of a
@@ -713,3 +714,39 @@ def test_extract_request_variants(srv):
         rep = report_of(completed(task_of(srv, r)))
         assert [c["name"] for c in rep["created"]] == ["Variant PS %d" % i], (i, rep)
     assert sorted(m["name"] for m in members(srv, REST["PlanScript"])) == ["Variant PS %d" % i for i in range(4)]
+
+
+def test_stop_artifact_create(srv):
+    """PUT .../{id}/stopArtifactCreate stops a running create (a bundle with a
+    256 MiB golden image of random bytes: seconds of deflate): the task ends
+    in Error, no document, no file. A stop after the end is a 404."""
+    path = os.path.join(srv.tmp, "random.raw")
+    with open(path, "wb") as f:
+        for _ in range(256):
+            f.write(os.urandom(1 << 20))
+    gi = tgi.upload_ok(srv, tgi.Body("random.raw", path=path), "?name=Random")
+    os.unlink(path)
+    ps = post_ps(srv, "Stop PS", "echo stop")
+    r = srv.request("POST", REST["OeBuildPlan"], {"type": "OeBuildPlan", "name": "Stop BP",
+                                                 "oeBuildPlanType": "deploy", "buildStep": [
+                                                     {"serialNumber": "1", "planScriptUri": ps["uri"]}]})
+    assert r.status == 201, r
+    r = srv.request("POST", REST["OEDeploymentPlan"], {"type": "OEDeploymentPlan", "name": "Stop DP",
+                                                      "oeBuildPlanURI": r.json()["uri"],
+                                                      "goldenImageURI": gi["uri"]})
+    assert r.status == 201, r
+    dp = r.json()
+    r = srv.request("POST", COLL, {"type": "ArtifactsBundle", "name": "Stopped",
+                                   "deploymentPlans": [{"resourceUri": dp["uri"], "readOnly": "false"}],
+                                   "withGoldenImages": True})
+    assert r.status == 202, r
+    task_uri = r.headers["location"]
+    buri = r.json()["associatedResource"]["resourceUri"]
+    s = srv.request("PUT", buri + "/stopArtifactCreate", {"taskUri": task_uri})
+    assert s.status == 200, s
+    err = task_error(srv.wait_task(task_uri, timeout=300))
+    assert "stop" in (err["message"] + err["errorCode"]).lower(), err
+    assert srv.request("GET", buri).status == 404
+    assert members(srv, COLL) == [] and bundle_files(srv) == [], bundle_files(srv)
+    s = srv.request("PUT", buri + "/stopArtifactCreate", {"taskUri": task_uri})
+    assert s.status == 404, s
