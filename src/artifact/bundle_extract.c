@@ -120,11 +120,13 @@ static long bundle_ref(struct bundle_read *b, int k, const char *ref) {
       return (long)i;
     }
   }
-  if (strncmp(ref, "/rest/", 6) != 0) json_array_foreach(b->docs[k], i, d) {
+  if (strncmp(ref, "/rest/", 6) != 0) {
+    json_array_foreach(b->docs[k], i, d) {
       const char *did = sv(d, k == 1 ? "buildPlanid" : "id");
       if (!did && k == 1) did = sv(d, "id");
       if (did && strcmp(did, ref) == 0) return (long)i;
     }
+  }
   return -1;
 }
 
@@ -288,6 +290,7 @@ static int decide(struct store *s, struct plan *p, const struct bundle_extract_o
       it->read_only = ro_bundle || bundle_doc_read_only(it->doc);
       const char *bid = sv(it->doc, k == 1 ? "buildPlanid" : "id");
       if (!bid && k == 1) bid = sv(it->doc, "id");
+      if (!bid) bid = ""; /* bundle_inspect refuses documents without an id */
       const char *want = p->restore ? NULL : explicit_rename(o ? o->renames : NULL, k, it->name);
       it->final = strdup(want ? want : it->name);
       it->action = A_CREATE;

@@ -77,12 +77,13 @@ static long find_ref(struct bundle_read *b, int k, const char *ref, int by_name)
     if (!id && by_name && strcmp(json_string_value(json_object_get(d, "name")), ref) == 0)
       return (long)i;
   }
-  if (!id) /* a bare id */
+  if (!id) { /* a bare id */
     json_array_foreach(b->docs[k], i, d) {
       const char *did = json_string_value(json_object_get(d, k == 1 ? "buildPlanid" : "id"));
       if (!did && k == 1) did = json_string_value(json_object_get(d, "id"));
       if (did && strcmp(did, ref) == 0) return (long)i;
     }
+  }
   return -1;
 }
 
