@@ -462,6 +462,9 @@ static void serve_file(struct request *r, const char *path, const char *name) {
 }
 
 static void download(struct request *r, const char *coll, const char *id, int backup) {
+  /* A bundle holds its deployment plans' password values in clear (as HPE's do, so that a
+   * re-import is lossless), which every GET masks: only Deploy may download. */
+  if (auth_require(r, ROLE_DEPLOY) < 0) return;
   struct store_entry *en = store_get(r->api->store, coll, id);
   if (!en) {
     reply_err(r, 404, "RESOURCE_NOT_FOUND", "%s \"%.100s\" does not exist",
