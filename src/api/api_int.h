@@ -195,5 +195,7 @@ void route_boot(struct request *r);
 void route_dispatch(struct request *r);
 /* Serve a collection GET over store entries with start/count/filter/query/sort. */
 void serve_collection(struct request *r, const char *coll);
+/* GET of one stored document: 200 with its eTag, or 404 naming it as `what` ("golden image"). */
+void serve_one(struct request *r, const char *coll, const char *id, const char *what);
 
 #endif

@@ -901,16 +901,7 @@ static void route_backups(struct request *r) {
     return download(r, BUNDLE_BACKUP_COLL, r->seg[3], 1);
   }
   if (r->nseg == 3) {
-    if (is(r->method, "GET")) {
-      struct store_entry *en = store_get(r->api->store, BUNDLE_BACKUP_COLL, r->seg[2]);
-      if (!en) {
-        reply_err(r, 404, "RESOURCE_NOT_FOUND", "backup \"%.100s\" does not exist", r->seg[2]);
-        return;
-      }
-      reply_entry(r, 200, en);
-      store_entry_release(en);
-      return;
-    }
+    if (is(r->method, "GET")) return serve_one(r, BUNDLE_BACKUP_COLL, r->seg[2], "backup");
     if (is(r->method, "PUT")) return backup_submit(r, OP_RESTORE, r->seg[2]);
     return method_not_allowed(r);
   }
@@ -942,13 +933,7 @@ void route_artifact_bundles(struct request *r) {
   }
   const char *id = r->seg[1];
   if (is(r->method, "GET")) {
-    struct store_entry *en = store_get(a->store, BUNDLE_COLL, id);
-    if (!en) {
-      reply_err(r, 404, "RESOURCE_NOT_FOUND", "artifact bundle \"%.100s\" does not exist", id);
-      return;
-    }
-    reply_entry(r, 200, en);
-    store_entry_release(en);
+    serve_one(r, BUNDLE_COLL, id, "artifact bundle");
   } else if (is(r->method, "PUT")) {
     put_bundle(r, id);
   } else if (is(r->method, "DELETE")) {

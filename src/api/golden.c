@@ -384,6 +384,27 @@ static int open_part_file(struct upload *u) {
   return 0;
 }
 
+/* The upload's task, from the file part's first byte on (its associated resource: the golden
+ * image, or the bundle / backup of bundles.c). 0, or -1 with the upload failed. */
+static int upload_task_start(struct upload *u) {
+  char *name = final_name(u);
+  json_t *assoc = u->kind == UPLOAD_GOLDEN ? assoc_of(u->id, name ? name : "")
+                                           : bundle_upload_assoc(u->kind, u->id, name ? name : "");
+  free(name);
+  struct err e;
+  err_init(&e);
+  u->task = task_create(u->api->tasks, "Upload", u->owner, assoc, &e);
+  json_decref(assoc);
+  if (!u->task) {
+    upload_fail_err(u, &e);
+    drop_file(u);
+    return -1;
+  }
+  u->last_ms = util_mono_ms();
+  task_progress(u->task, 0, "Receiving \"%s\"", u->filename);
+  return 0;
+}
+
 /* A bundle or backup (.zip only): written to VOLUMES/bundles/<id>.part and
  * hashed as it arrives; the task is bundles.c's (bundle_upload_assoc). */
 static void file_part_start_bundle(struct upload *u) {
@@ -401,20 +422,7 @@ static void file_part_start_bundle(struct upload *u) {
     drop_file(u);
     return;
   }
-  char *name = final_name(u);
-  json_t *assoc = bundle_upload_assoc(u->kind, u->id, name ? name : "");
-  free(name);
-  struct err e;
-  err_init(&e);
-  u->task = task_create(u->api->tasks, "Upload", u->owner, assoc, &e);
-  json_decref(assoc);
-  if (!u->task) {
-    upload_fail_err(u, &e);
-    drop_file(u);
-    return;
-  }
-  u->last_ms = util_mono_ms();
-  task_progress(u->task, 0, "Receiving \"%s\"", u->filename);
+  upload_task_start(u);
 }
 
 /* The first bytes of the file part: check its name and format, open the
@@ -461,18 +469,7 @@ static void file_part_start(struct upload *u, const char *raw_filename) {
   } else if (open_part_file(u) < 0) {
     return;
   }
-  char *name = final_name(u);
-  json_t *assoc = assoc_of(u->id, name ? name : "");
-  free(name);
-  u->task = task_create(u->api->tasks, "Upload", u->owner, assoc, &e);
-  json_decref(assoc);
-  if (!u->task) {
-    upload_fail_err(u, &e);
-    drop_file(u);
-    return;
-  }
-  u->last_ms = util_mono_ms();
-  task_progress(u->task, 0, "Receiving \"%s\"", u->filename);
+  if (upload_task_start(u) < 0) return;
   log_line(&u->log, "upload of \"%s\" started (format by extension: %s; %s)", u->filename,
            format_label(u->fmt),
            u->stream ? "imported while it arrives" : "stored, then converted by qemu-img");
@@ -1477,13 +1474,7 @@ void route_golden_images(struct request *r) {
   }
   const char *id = r->seg[1];
   if (is(r->method, "GET")) {
-    struct store_entry *en = store_get(a->store, GOLDEN_COLL, id);
-    if (!en) {
-      reply_err(r, 404, "RESOURCE_NOT_FOUND", "golden image \"%.100s\" does not exist", id);
-      return;
-    }
-    reply_entry(r, 200, en);
-    store_entry_release(en);
+    serve_one(r, GOLDEN_COLL, id, "golden image");
   } else if (is(r->method, "PUT")) {
     if (auth_require(r, ROLE_DEPLOY) < 0) return;
     json_t *b = req_json(r);

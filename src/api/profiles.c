@@ -39,16 +39,6 @@ static int ready(struct request *r) {
   return -1;
 }
 
-static void serve_get(struct request *r, const char *coll, const char *what) {
-  struct store_entry *en = store_get(r->api->store, coll, r->seg[1]);
-  if (!en) {
-    reply_err(r, 404, "RESOURCE_NOT_FOUND", "%s \"%.100s\" does not exist", what, r->seg[1]);
-    return;
-  }
-  reply_entry(r, 200, en);
-  store_entry_release(en);
-}
-
 void route_server_hardware(struct request *r) {
   if (ready(r) < 0) return;
   struct deploy_service *d = r->api->cfg.deploy;
@@ -68,7 +58,7 @@ void route_server_hardware(struct request *r) {
     return;
   }
   if (r->nseg != 2) return not_found(r);
-  if (is(r->method, "GET")) return serve_get(r, HW_COLL, "server hardware");
+  if (is(r->method, "GET")) return serve_one(r, HW_COLL, r->seg[1], "server hardware");
   if (is(r->method, "PUT")) {
     if (auth_require(r, ROLE_SERVER) < 0) return;
     json_t *b = req_json(r);
@@ -101,7 +91,7 @@ void route_server_profiles(struct request *r) {
     if (!b) return;
     task = profile_create(d, b, r->sess.user, &e);
   } else if (r->nseg == 2) {
-    if (is(r->method, "GET")) return serve_get(r, PROFILE_COLL, "server profile");
+    if (is(r->method, "GET")) return serve_one(r, PROFILE_COLL, r->seg[1], "server profile");
     if (is(r->method, "PUT")) {
       if (auth_require(r, ROLE_SERVER) < 0) return;
       json_t *b = req_json(r);

@@ -257,7 +257,7 @@ void reply_entry(struct request *r, int status, struct store_entry *en) {
   if (etag) snprintf(r->etag, sizeof r->etag, "%s", etag);
 }
 
-static void serve_one(struct request *r, const char *coll, const char *id, const char *what) {
+void serve_one(struct request *r, const char *coll, const char *id, const char *what) {
   struct store_entry *en = store_get(r->api->store, coll, id);
   if (!en) {
     reply_err(r, 404, "RESOURCE_NOT_FOUND", "%s \"%.100s\" does not exist", what, id);

@@ -56,17 +56,7 @@ int bundle_record(struct store *s, const char *id, const char *name, const char 
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     return -1;
   }
-  int rc = store_put(t, BUNDLE_COLL, id, name, head, e);
+  int rc = bundle_put_commit(s, t, id, name, head, out, e);
   json_decref(head);
-  if (rc < 0) {
-    if (e->status == 409) {
-      err_set(e, 409, "NAME_CONFLICT", "an artifact bundle named \"%s\" already exists", name);
-      err_action(e, "Choose another name, or delete or rename the existing bundle.");
-    }
-    store_rollback(t);
-    return -1;
-  }
-  if (store_commit(t, e) < 0) return -1;
-  if (out) *out = store_get(s, BUNDLE_COLL, id);
-  return 0;
+  return rc;
 }

@@ -19,6 +19,22 @@ int bundle_check_new_name(struct store *s, const char *name, struct err *e) {
   return -1;
 }
 
+int bundle_put_commit(struct store *s, struct store_txn *t, const char *id, const char *name,
+                      json_t *doc, struct store_entry **out, struct err *e) {
+  int rc = store_put(t, BUNDLE_COLL, id, name, doc, e);
+  if (rc < 0) {
+    if (e->status == 409) {
+      err_set(e, 409, "NAME_CONFLICT", "an artifact bundle named \"%s\" already exists", name);
+      err_action(e, "Choose another name, or delete or rename the existing bundle.");
+    }
+    store_rollback(t);
+    return -1;
+  }
+  if (store_commit(t, e) < 0) return -1;
+  if (out) *out = store_get(s, BUNDLE_COLL, id);
+  return 0;
+}
+
 int bundle_rename(struct store *s, const char *id, const char *name, const char *if_match,
                   struct store_entry **out, struct err *e) {
   json_t *jn = json_string(name ? name : "");
@@ -52,19 +68,9 @@ int bundle_rename(struct store *s, const char *id, const char *name, const char 
   json_t *doc = json_deep_copy(en->doc);
   store_entry_release(en);
   json_object_set_new(doc, "name", json_string(name));
-  rc = store_put(t, BUNDLE_COLL, id, name, doc, e);
+  rc = bundle_put_commit(s, t, id, name, doc, out, e);
   json_decref(doc);
-  if (rc < 0) {
-    if (e->status == 409) {
-      err_set(e, 409, "NAME_CONFLICT", "an artifact bundle named \"%s\" already exists", name);
-      err_action(e, "Choose another name, or delete or rename the existing bundle.");
-    }
-    store_rollback(t);
-    return -1;
-  }
-  if (store_commit(t, e) < 0) return -1;
-  if (out) *out = store_get(s, BUNDLE_COLL, id);
-  return 0;
+  return rc;
 }
 
 int bundle_delete_doc(struct store *s, const char *id, struct err *e) {

@@ -103,4 +103,9 @@ int bundle_contents_read_only(json_t *contents);
 /* Does this member doc declare itself read-only (hpProvided / readOnly true)? */
 int bundle_doc_read_only(json_t *doc);
 
+/* Put bundle document `id` named `name` in t and commit (409 NAME_CONFLICT worded for
+ * bundles); on failure t is rolled back. *out (may be NULL): the stored entry. */
+int bundle_put_commit(struct store *s, struct store_txn *t, const char *id, const char *name,
+                      json_t *doc, struct store_entry **out, struct err *e);
+
 #endif

@@ -32,23 +32,6 @@ static int not_zip(struct err *e, const char *why) {
   return -1;
 }
 
-static int pread_exact(int fd, void *buf, size_t n, uint64_t off) {
-  unsigned char *p = buf;
-  while (n > 0) {
-    ssize_t r = pread(fd, p, n, (off_t)off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return -1;
-    if (r == 0) {
-      errno = ENODATA;
-      return -1;
-    }
-    p += r;
-    n -= (size_t)r;
-    off += (uint64_t)r;
-  }
-  return 0;
-}
-
 static int io_error(struct err *e) {
   if (errno == ENODATA) return not_zip(e, "it is truncated");
   err_set(e, 500, "BUNDLE_IO", "cannot read the bundle file: %s", strerror(errno));
@@ -188,7 +171,7 @@ static int find_eocd(struct bz *z, uint64_t *count, uint64_t *cd_off, uint64_t *
     return -1;
   }
   uint64_t base = z->fsize - tail;
-  if (pread_exact(z->fd, buf, tail, base) < 0) {
+  if (util_pread_exact(z->fd, buf, tail, base) < 0) {
     free(buf);
     return io_error(e);
   }
@@ -215,14 +198,14 @@ static int find_eocd(struct bz *z, uint64_t *count, uint64_t *cd_off, uint64_t *
   int zip64 = *count == 0xffff || *cd_size == 0xffffffffu || *cd_off == 0xffffffffu;
   if (eocd >= 20) {
     unsigned char loc[20];
-    if (pread_exact(z->fd, loc, 20, eocd - 20) < 0) {
+    if (util_pread_exact(z->fd, loc, 20, eocd - 20) < 0) {
       free(buf);
       return io_error(e);
     }
     if (rd32(loc) == 0x07064b50) {
       uint64_t off64 = rd64(loc + 8);
       unsigned char r[56];
-      if (off64 + 56 > eocd || pread_exact(z->fd, r, 56, off64) < 0 || rd32(r) != 0x06064b50) {
+      if (off64 + 56 > eocd || util_pread_exact(z->fd, r, 56, off64) < 0 || rd32(r) != 0x06064b50) {
         free(buf);
         return not_zip(e, "a bad zip64 end of central directory record");
       }
@@ -266,7 +249,7 @@ int bz_open(struct bz *z, int fd, struct err *e) {
     err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
     goto out;
   }
-  if (pread_exact(fd, cd, cd_size, cd_off) < 0) {
+  if (util_pread_exact(fd, cd, cd_size, cd_off) < 0) {
     io_error(e);
     goto out;
   }
@@ -371,7 +354,8 @@ int bz_open(struct bz *z, int fd, struct err *e) {
   for (size_t i = 0; i < z->n; i++) {
     struct bz_member *m = order[i];
     unsigned char lh[30];
-    if (m->lho + 30 > cd_off || pread_exact(fd, lh, 30, m->lho) < 0 || rd32(lh) != 0x04034b50) {
+    if (m->lho + 30 > cd_off || util_pread_exact(fd, lh, 30, m->lho) < 0 ||
+        rd32(lh) != 0x04034b50) {
       err_set(e, 400, "BUNDLE_NOT_ZIP", "the bundle member \"%.200s\" has no valid local header",
               m->name);
       goto out;
@@ -380,7 +364,7 @@ int bz_open(struct bz *z, int fd, struct err *e) {
     size_t ml = strlen(m->name);
     char lname[1025];
     if (nlen != ml || m->lho + 30 + nlen > cd_off ||
-        pread_exact(fd, lname, nlen, m->lho + 30) < 0 || memcmp(lname, m->name, nlen) != 0) {
+        util_pread_exact(fd, lname, nlen, m->lho + 30) < 0 || memcmp(lname, m->name, nlen) != 0) {
       err_set(e, 400, "BUNDLE_NOT_ZIP",
               "the local header of bundle member \"%.200s\" does not match the directory", m->name);
       goto out;
@@ -446,7 +430,7 @@ int bz_stream(struct bz *z, size_t i, bz_sink_fn sink, void *arg, int want_sha1,
       goto out;
     }
     size_t k = left < IOBUF ? (size_t)left : IOBUF;
-    if (k > 0 && pread_exact(z->fd, in, k, off) < 0) {
+    if (k > 0 && util_pread_exact(z->fd, in, k, off) < 0) {
       io_error(e);
       goto out;
     }

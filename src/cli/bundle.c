@@ -86,21 +86,6 @@ static const char RESTORE_USAGE[] =
     "Upload the backup FILE and restore its artifacts: each one is put back under its own\n"
     "id as it was in the backup; artifacts made since are kept.\n";
 
-static void human(json_t *v, char *out, size_t size) {
-  if (!json_is_integer(v)) {
-    snprintf(out, size, "%s", "");
-    return;
-  }
-  double b = (double)json_integer_value(v);
-  static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int u = 0;
-  while (b >= 1024 && u < 5) {
-    b /= 1024;
-    u++;
-  }
-  snprintf(out, size, u ? "%.1f %s" : "%.0f %s", b, units[u]);
-}
-
 static const char *yes_no(json_t *v) { return json_is_true(v) ? "yes" : "no"; }
 
 /* Every value of a repeated option. */
@@ -189,7 +174,7 @@ static int b_create(struct cli *c, int argc, char **argv) {
     return CLI_OK;
   }
   char size[32];
-  human(json_object_get(b, "size"), size, sizeof size);
+  out_human_size(json_object_get(b, "size"), size, sizeof size);
   printf("Created bundle \"%s\" (id %s): %lld artifact(s), %s.\n", jstr(b, "name"), res_id(b),
          (long long)json_integer_value(json_object_get(b, "artifactsCount")), size);
   return CLI_OK;
@@ -284,7 +269,7 @@ static int b_list(struct cli *c, int argc, char **argv) {
   json_t *m;
   json_array_foreach(json_object_get(list, "members"), i, m) {
     char size[32], count[32];
-    human(json_object_get(m, "size"), size, sizeof size);
+    out_human_size(json_object_get(m, "size"), size, sizeof size);
     snprintf(count, sizeof count, "%lld",
              (long long)json_integer_value(json_object_get(m, "artifactsCount")));
     const char *row[] = {jstr(m, "name"),
@@ -554,7 +539,7 @@ static int b_backup(struct cli *c, int argc, char **argv) {
     return CLI_OK;
   }
   char size[32];
-  human(json_object_get(bk, "size"), size, sizeof size);
+  out_human_size(json_object_get(bk, "size"), size, sizeof size);
   printf("Backed up every artifact: backup %s (%s)%s%s.\n", res_id(bk), size,
          a.npos ? ", downloaded to " : "", a.npos ? a.pos[0] : "");
   return CLI_OK;

@@ -60,21 +60,6 @@ static const char ARCHIVE_USAGE[] =
     "the import's; for a capture (streamer capture), the capture build plan's run and the\n"
     "copy's figures.\n";
 
-static void human(json_t *v, char *out, size_t size) {
-  if (!json_is_integer(v)) {
-    snprintf(out, size, "%s", "");
-    return;
-  }
-  double b = (double)json_integer_value(v);
-  static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int u = 0;
-  while (b >= 1024 && u < 5) {
-    b /= 1024;
-    u++;
-  }
-  snprintf(out, size, u ? "%.1f %s" : "%.0f %s", b, units[u]);
-}
-
 static int gi_list(struct cli *c, int argc, char **argv) {
   struct args a;
   int rc = args_parse(c, &a, argc, argv, LIST_OPTS, 0, 0, LIST_USAGE);
@@ -93,7 +78,7 @@ static int gi_list(struct cli *c, int argc, char **argv) {
   json_t *m;
   json_array_foreach(json_object_get(list, "members"), i, m) {
     char size[32];
-    human(json_object_get(m, "size"), size, sizeof size);
+    out_human_size(json_object_get(m, "size"), size, sizeof size);
     CLEANUP_FREE char *mod = out_time(jstr(m, "modified"));
     const char *row[] = {jstr(m, "name"),  jstr(m, "format"), size,
                          jstr(m, "state"), res_id(m),         mod};
@@ -212,7 +197,7 @@ static int gi_upload(struct cli *c, int argc, char **argv) {
     return CLI_OK;
   }
   char size[32];
-  human(json_object_get(gi, "size"), size, sizeof size);
+  out_human_size(json_object_get(gi, "size"), size, sizeof size);
   printf("Uploaded golden image \"%s\" (id %s): %s %s, sha256 %s.\n", jstr(gi, "name"), res_id(gi),
          size, jstr(gi, "format"), jstr(gi, "checkSum"));
   return CLI_OK;

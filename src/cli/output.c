@@ -187,3 +187,18 @@ char *out_joined(json_t *arr, const char *sep) {
   }
   return s;
 }
+
+void out_human_size(json_t *v, char *out, size_t size) {
+  if (!json_is_integer(v)) {
+    snprintf(out, size, "%s", "");
+    return;
+  }
+  double b = (double)json_integer_value(v);
+  static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  while (b >= 1024 && u < 5) {
+    b /= 1024;
+    u++;
+  }
+  snprintf(out, size, u ? "%.1f %s" : "%.0f %s", b, units[u]);
+}

@@ -78,21 +78,6 @@ static const char CAT_USAGE[] =
     "or Infrastructure administrator role: deployed files hold secrets.\n"
     "Example: streamer volume cat web01 /dev/sda1:/EFI/BOOT/message.txt\n";
 
-static void human(json_t *v, char *out, size_t size) {
-  if (!json_is_integer(v)) {
-    snprintf(out, size, "%s", "");
-    return;
-  }
-  double b = (double)json_integer_value(v);
-  static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int u = 0;
-  while (b >= 1024 && u < 5) {
-    b /= 1024;
-    u++;
-  }
-  snprintf(out, size, u ? "%.1f %s" : "%.0f %s", b, units[u]);
-}
-
 static int vol_list(struct cli *c, int argc, char **argv) {
   struct args a;
   int rc = args_parse(c, &a, argc, argv, LIST_OPTS, 0, 0, LIST_USAGE);
@@ -112,7 +97,7 @@ static int vol_list(struct cli *c, int argc, char **argv) {
   json_t *m;
   json_array_foreach(json_object_get(list, "members"), i, m) {
     char size[32];
-    human(json_object_get(m, "size"), size, sizeof size);
+    out_human_size(json_object_get(m, "size"), size, sizeof size);
     const char *guri = jstr(m, "goldenVolumeUri");
     const char *gname = *guri ? jstr(golden, guri) : "(empty)";
     const char *status = jstr(m, "state");
@@ -156,8 +141,8 @@ static void vol_print(struct cli *c, json_t *vol) {
   struct kv *k = kv_new();
   kv_fields(k, vol, order);
   char size[32], alloc[32];
-  human(json_object_get(vol, "size"), size, sizeof size);
-  human(json_object_get(vol, "allocatedBytes"), alloc, sizeof alloc);
+  out_human_size(json_object_get(vol, "size"), size, sizeof size);
+  out_human_size(json_object_get(vol, "allocatedBytes"), alloc, sizeof alloc);
   CLEANUP_FREE char *sz = util_strdup_printf(
       "%s (%lld bytes)", size, (long long)json_integer_value(json_object_get(vol, "size")));
   kv_add(k, "size", sz);
@@ -304,7 +289,7 @@ static int vol_create(struct cli *c, int argc, char **argv) {
     out_json(vol);
   } else {
     char sz[32];
-    human(json_object_get(vol, "size"), sz, sizeof sz);
+    out_human_size(json_object_get(vol, "size"), sz, sizeof sz);
     printf("Created OS volume \"%s\" (id %s): %s%s.\n", jstr(vol, "name"), res_id(vol), sz,
            *jstr(vol, "goldenVolumeUri") ? ", a clone of the golden image" : ", empty");
     print_target(vol, "  ");
@@ -464,7 +449,7 @@ static int ls_devices(struct cli *c, json_t *vol) {
   json_t *d;
   json_array_foreach(json_object_get(res, "devices"), i, d) {
     char size[32];
-    human(json_object_get(d, "size"), size, sizeof size);
+    out_human_size(json_object_get(d, "size"), size, sizeof size);
     const char *row[] = {jstr(d, "device"), jstr(d, "type"), size, jstr(d, "label"),
                          jstr(d, "uuid")};
     table_add(t, row);

@@ -408,3 +408,20 @@ int util_check_if_match(const char *etag, const char *if_match, struct err *e) {
           if_match, etag ? etag : "");
   return -1;
 }
+
+int util_pread_exact(int fd, void *buf, size_t n, uint64_t off) {
+  unsigned char *p = buf;
+  while (n > 0) {
+    ssize_t r = pread(fd, p, n, (off_t)off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -1;
+    if (r == 0) {
+      errno = ENODATA;
+      return -1;
+    }
+    p += r;
+    n -= (size_t)r;
+    off += (uint64_t)r;
+  }
+  return 0;
+}

@@ -84,4 +84,8 @@ int util_write_file_atomic(const char *path, const void *data, size_t len, unsig
 /* Read a whole (small) file; NULL with e set on error. */
 char *util_read_file(const char *path, size_t *len, struct err *e);
 
+/* pread exactly n bytes at off (EINTR retried); 0, or -1 with errno (ENODATA at the end of
+ * the file). */
+int util_pread_exact(int fd, void *buf, size_t n, uint64_t off);
+
 #endif

@@ -99,20 +99,7 @@ static int is_zero(const unsigned char *p, size_t n) {
 
 /* pread exactly n bytes; 0, or -1 with errno (EIO-like ENODATA at end of file). */
 int image_read_exact(int fd, void *buf, size_t n, uint64_t off) {
-  unsigned char *p = buf;
-  while (n > 0) {
-    ssize_t r = pread(fd, p, n, (off_t)off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return -1;
-    if (r == 0) {
-      errno = ENODATA;
-      return -1;
-    }
-    p += r;
-    n -= (size_t)r;
-    off += (uint64_t)r;
-  }
-  return 0;
+  return util_pread_exact(fd, buf, n, off);
 }
 
 static int write_exact(int fd, const void *buf, size_t n, uint64_t off) {
