@@ -18,6 +18,13 @@ Run by hand or by `make bench` (never by `make test`). Python 3 standard library
              same in-process with Python's zipfile (read every member) + hashlib.
   target     Streamer <= 5 s for the corpus (issue 7).
 
+  --golden-gib N   instead: one bundle holding a golden image of N GiB (a sparse raw disk, a
+             tenth of it random data in four runs): create (POST /rest/artifact-bundles with the
+             image, until Completed), download, upload into a fresh server and extract, the
+             image's SHA-256 checked after the round trip. Peers on the same raw file: what a
+             bundle's creation does at least — `gzip -1` (deflate) and `sha256sum`, one after
+             the other — and what its extraction does at least — `gunzip` and `sha256sum`.
+
 Output: a table on stdout and build/bench/bundle.json, with the load average and the other
 processes' CPU share at the start. Timings never decide the exit status: 1 only when the setup,
 the server or a check fails.
@@ -139,6 +146,115 @@ def peer_python(files):
     return time.monotonic() - t0
 
 
+def sh_time(cmd):
+    t = time.monotonic()
+    subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - t
+
+
+def golden_run(gib, work):
+    """Create / download / upload / extract of a bundle with an N GiB golden image, beside
+    gzip -1 + sha256sum and gunzip + sha256sum of the same bytes."""
+    raw = os.path.join(work, "golden.raw")
+    with open(raw, "wb") as f:
+        f.truncate(gib << 30)
+        for i in range(4):  # a tenth of the image in data, the rest holes
+            f.seek(i * (gib << 30) // 4)
+            left = (gib << 30) // 40
+            while left > 0:
+                n = min(left, 1 << 20)
+                f.write(os.urandom(n))
+                left -= n
+    digest = subprocess.run(["sha256sum", raw], capture_output=True, text=True, check=True).stdout.split()[0]
+    res = {"golden_gib": gib}
+    with harness.Server(data_dir=os.path.join(work, "a")) as srv:
+        srv.login()
+        out = subprocess.run(["curl", "-sf", "-F", "file=@%s" % raw, srv.url + "/rest/golden-images?name=big",
+                              "-H", "auth: " + srv.token, "-H", "X-API-Version: 2020"],
+                             capture_output=True, text=True, check=True).stdout
+        t = wait_done(srv, json.loads(out)["uri"], timeout=1800)
+        if t["taskState"] != "Completed":
+            raise CheckError("golden upload: %s" % json.dumps(t)[:2000])
+        gi = bundlelib.members(srv, "/rest/golden-images")[0]
+        a = time.monotonic()
+        r = srv.request("POST", bundlelib.COLL, {"type": "ArtifactsBundle", "name": "big",
+                                                 "goldenImages": [{"resourceUri": gi["uri"]}]})
+        t = wait_done(srv, r.headers["location"], timeout=1800)
+        res["create_s"] = time.monotonic() - a
+        if t["taskState"] != "Completed":
+            raise CheckError("create: %s" % json.dumps(t)[:2000])
+        b = srv.request("GET", t["associatedResource"]["resourceUri"]).json()
+        zpath = os.path.join(work, "big.zip")
+        a = time.monotonic()
+        subprocess.run(["curl", "-sf", "-o", zpath, srv.url + b["downloadURI"], "-H", "auth: " + srv.token,
+                        "-H", "X-API-Version: 2020"], check=True)
+        res["download_s"] = time.monotonic() - a
+        res["bundle_bytes"] = os.path.getsize(zpath)
+    with harness.Server(data_dir=os.path.join(work, "b")) as srv:
+        srv.login()
+        a = time.monotonic()
+        r = bundlelib.upload(srv, "big.zip", path=zpath)
+        t = wait_done(srv, r.headers["location"], timeout=1800)
+        res["upload_s"] = time.monotonic() - a
+        if t["taskState"] != "Completed":
+            raise CheckError("upload: %s" % json.dumps(t)[:2000])
+        a = time.monotonic()
+        r = srv.request("PUT", t["associatedResource"]["resourceUri"] + "?extract=true&forceImport=true",
+                        raw="null", headers={"Content-Type": "text/plain;charset=UTF-8"})
+        t = wait_done(srv, r.headers["location"], timeout=1800)
+        res["extract_s"] = time.monotonic() - a
+        if t["taskState"] != "Completed":
+            raise CheckError("extract: %s" % json.dumps(t)[:2000])
+        gi = bundlelib.members(srv, "/rest/golden-images")[0]
+        if gi["checkSum"] != digest:
+            raise CheckError("the golden image's SHA-256 changed in the round trip")
+    gz = os.path.join(work, "golden.gz")
+    res["peer_gzip1_sha256sum_s"] = sh_time("gzip -1 -c %s > %s" % (raw, gz)) + sh_time("sha256sum %s" % raw)
+    res["peer_gunzip_sha256sum_s"] = sh_time("gunzip -c %s > /dev/null" % gz) + sh_time("sha256sum %s" % raw)
+    # coreutils' sha256sum has no SHA-NI code; OpenSSL (Python's hashlib) and GnuTLS do: the
+    # same work in one process with zlib and OpenSSL, the stronger peer.
+    res["peer_py_deflate1_sha256_s"], res["peer_py_inflate_sha256_s"] = py_deflate_sha256(raw)
+    print()
+    print("| bundle with a %d GiB golden image (%.0f MB of data) | seconds | Streamer / peer |" % (
+        gib, (gib << 30) / 10 / 1e6))
+    print("|---|---:|---:|")
+    print("| create (POST to Completed; %.0f MB zip) | %.1f | %.2fx of gzip -1 + sha256sum (%.1f s) |" % (
+        res["bundle_bytes"] / 1e6, res["create_s"], res["create_s"] / res["peer_gzip1_sha256sum_s"],
+        res["peer_gzip1_sha256sum_s"]))
+    print("| create, other peer: Python zlib level 1 + hashlib SHA-256, one pass | | %.2fx (%.1f s) |" % (
+        res["create_s"] / res["peer_py_deflate1_sha256_s"], res["peer_py_deflate1_sha256_s"]))
+    print("| download | %.1f | |" % res["download_s"])
+    print("| upload into a fresh server (checksums verified) | %.1f | |" % res["upload_s"])
+    print("| extract (image imported, SHA-256 recorded) | %.1f | %.2fx of gunzip + sha256sum (%.1f s) |" % (
+        res["extract_s"], res["extract_s"] / res["peer_gunzip_sha256sum_s"], res["peer_gunzip_sha256sum_s"]))
+    print("| extract, other peer: Python zlib inflate + hashlib SHA-256, one pass | | %.2fx (%.1f s) |" % (
+        res["extract_s"] / res["peer_py_inflate_sha256_s"], res["peer_py_inflate_sha256_s"]))
+    return res
+
+
+def py_deflate_sha256(raw):
+    """Seconds to deflate (level 1) and SHA-256 the raw file in one pass, then to inflate the
+    result and SHA-256 it again: zlib and OpenSSL, in this process."""
+    import zlib
+    a = time.monotonic()
+    c, h, parts = zlib.compressobj(1, zlib.DEFLATED, -15), hashlib.sha256(), []
+    with open(raw, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            parts.append(c.compress(chunk))
+    parts.append(c.flush())
+    t1 = time.monotonic() - a
+    a = time.monotonic()
+    d, h2 = zlib.decompressobj(-15), hashlib.sha256()
+    for p in parts:
+        h2.update(d.decompress(p))
+    h2.update(d.flush())
+    t2 = time.monotonic() - a
+    if h.digest() != h2.digest():
+        raise CheckError("zlib round trip differs")
+    return t1, t2
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="timed passes, each on a fresh server (median reported)")
@@ -146,7 +262,22 @@ def main():
     ap.add_argument("--wait-quiet", type=int, default=60)
     ap.add_argument("--dir", help="work directory (default: under build/bench)")
     ap.add_argument("--out", default=os.path.join(REPO, "build", "bench", "bundle.json"))
+    ap.add_argument("--golden-gib", type=int, default=0, help="time a bundle with a golden image of N GiB instead")
     a = ap.parse_args()
+    if a.golden_gib:
+        base = a.dir or os.path.join(REPO, "build", "bench")
+        os.makedirs(base, exist_ok=True)
+        work = tempfile.mkdtemp(prefix="bundle-bench-gi-", dir=base)
+        try:
+            res = golden_run(a.golden_gib, work)
+            res.update({"date": datetime.datetime.utcnow().isoformat() + "Z", "commit": vol_bench.git_commit(),
+                        "loadavg": os.getloadavg()})
+            print("load average %.2f / %.2f / %.2f" % res["loadavg"])
+            with open(os.path.join(os.path.dirname(a.out), "bundle-golden.json"), "w") as f:
+                json.dump(res, f, indent=1)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     if not shutil.which("unzip"):
         raise CheckError("unzip missing: apt-get install unzip")
     files = bundlelib.corpus()

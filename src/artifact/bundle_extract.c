@@ -1,9 +1,9 @@
 /* bundle_extract.c — extraction and restore of a vetted bundle, all or
  * nothing: decide per artifact (create, reuse an identical one, rename,
  * replace, or conflict) with ids preserved where free and references
- * remapped; import the golden payloads into new golden volumes; then one
+ * remapped; stream the golden payloads into new golden volumes (no temp file); then one
  * store transaction for every document (decisions checked again inside it).
- * Any failure removes the imported volumes and temp files. */
+ * Any failure removes the imported volumes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -383,64 +383,53 @@ static int decide(struct store *s, struct plan *p, const struct bundle_extract_o
   return 0;
 }
 
-/* ---- golden payloads ------------------------------------------------------------ */
-static int to_fd(void *arg, const void *p, size_t n, struct err *e) {
-  int fd = *(int *)arg;
-  const char *c = p;
-  while (n > 0) {
-    ssize_t w = write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      err_set(e, errno == ENOSPC ? 507 : 500,
-              errno == ENOSPC ? "INSUFFICIENT_STORAGE" : "BUNDLE_IO",
-              "cannot write a golden image's temp file: %s", strerror(errno));
-      return -1;
-    }
-    c += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
+/* ---- golden payloads ------------------------------------------------------------ *
+ * A payload (the HPE zip of one raw image) goes from the bundle's member straight
+ * into a streamed golden volume import (vol/image.h): no temp file; zero blocks stay
+ * holes; the SHA-256 thread follows the writes on the other core. */
 struct gprog {
   const struct bundle_ctx *c;
   int base, span;
+  struct image_stream *st;
+  uint64_t done, total;
+  int last;
 };
 
 static void gi_progress(void *arg, uint64_t done, uint64_t total) {
   struct gprog *g = arg;
   if (!g->c->progress || !total) return;
-  g->c->progress(g->c->progress_arg, g->base + (int)((double)done / (double)total * g->span), NULL);
+  int pct = g->base + (int)((double)done / (double)total * g->span);
+  if (pct == g->last) return;
+  g->last = pct;
+  g->c->progress(g->c->progress_arg, pct, NULL);
 }
 
-static int import_payload(const struct bundle_ctx *c, struct plan *p, struct item *it,
-                          const char *path, int base, int span, struct err *e) {
-  char *tmp = util_strdup_printf("%s.gi-%s.zip", path, it->id);
-  int fd = tmp ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
-  if (fd < 0) {
-    err_set(e, 500, "BUNDLE_IO", "cannot create a temp file for golden image \"%s\": %s", it->name,
-            strerror(errno));
-    free(tmp);
-    return -1;
+static int to_stream(void *arg, const void *p, size_t n, struct err *e) {
+  struct gprog *g = arg;
+  if (image_stream_write(g->st, p, n, e) < 0) return -1;
+  g->done += n;
+  gi_progress(g, g->done, g->total);
+  return 0;
+}
+
+static int import_payload(const struct bundle_ctx *c, struct plan *p, struct item *it, int base,
+                          int span, struct err *e) {
+  size_t m = p->b->payload[it->idx];
+  struct gprog g = {c, base, span * 9 / 10, NULL, 0, p->b->z.m[m].usize, -1};
+  if (image_stream_open(c->volumes, it->id, IMAGE_HPE_ZIP, &g.st, e) < 0) return -1;
+  int rc = bz_stream(&p->b->z, m, to_stream, &g, 0, c->stop, e);
+  if (rc == 0) rc = image_stream_commit(g.st, NULL, NULL, &it->info, e);
+  if (rc == 0) it->imported = 1; /* committed: a later failure removes it */
+  if (rc == 0 && !it->info.sha256[0]) {
+    struct gprog h = {c, base + span * 9 / 10, span - span * 9 / 10, NULL, 0, 0, -1};
+    rc = image_stream_sha256(g.st, c->stop, gi_progress, &h, it->info.sha256, e);
   }
-  int rc = bz_stream(&p->b->z, p->b->payload[it->idx], to_fd, &fd, 0, c->stop, e);
-  if (close(fd) < 0 && rc == 0) {
-    err_set(e, 500, "BUNDLE_IO", "cannot write a golden image's temp file: %s", strerror(errno));
-    rc = -1;
+  image_stream_close(g.st);
+  if (rc < 0) {
+    char msg[sizeof e->message + 256];
+    snprintf(msg, sizeof msg, "golden image \"%.200s\" of the bundle: %s", it->name, e->message);
+    snprintf(e->message, sizeof e->message, "%.1000s", msg);
   }
-  if (rc == 0) {
-    struct gprog g = {c, base, span};
-    rc = image_import(c->volumes, it->id, tmp, IMAGE_HPE_ZIP, gi_progress, &g, &it->info, e);
-    if (rc < 0) {
-      char msg[sizeof e->message + 256];
-      snprintf(msg, sizeof msg, "golden image \"%.200s\" of the bundle: %s", it->name, e->message);
-      snprintf(e->message, sizeof e->message, "%.1000s", msg);
-    } else {
-      it->imported = 1;
-    }
-  }
-  unlink(tmp);
-  free(tmp);
   return rc;
 }
 
@@ -627,7 +616,7 @@ static int run(const struct bundle_ctx *c, const char *bundle_id, const char *pa
     snprintf(line, sizeof line, "Importing golden image \"%.300s\"", it->final);
     int base = 5 + (int)(80 * done / ngi);
     progress(c, base, line);
-    if (import_payload(c, &p, it, path, base, (int)(80 / ngi), e) < 0) goto out;
+    if (import_payload(c, &p, it, base, (int)(80 / ngi), e) < 0) goto out;
     done++;
   }
   if (stopped(c, e) < 0) goto out;
