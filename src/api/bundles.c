@@ -140,6 +140,7 @@ static void job_progress(void *arg, int pct, const char *line) {
 static struct bundle_ctx job_ctx(struct job *j) {
   struct bundle_ctx c = {.store = j->api->store,
                          .volumes = j->api->cfg.volumes,
+                         .storage_quota = j->api->cfg.storage_quota,
                          .stop = &j->stop,
                          .progress = job_progress,
                          .progress_arg = j};

@@ -27,6 +27,7 @@ struct bundle_ctx {
   const int *stop;           /* non-zero: give up with 503 SHUTTING_DOWN / 409 STOPPED */
   void (*progress)(void *arg, int percent, const char *line); /* line may be NULL */
   void *progress_arg;
+  uint64_t storage_quota; /* bytes golden images may take (--storage-quota); 0 = no limit */
 };
 
 void bundle_register(struct store *s); /* renderers for both collections */

@@ -619,6 +619,21 @@ static int run(const struct bundle_ctx *c, const char *bundle_id, const char *pa
     if (import_payload(c, &p, it, base, (int)(80 / ngi), e) < 0) goto out;
     done++;
   }
+  if (c->storage_quota) { /* as for an upload: what the images take once imported */
+    uint64_t add = 0;
+    for (size_t i = 0; i < p.n[3]; i++)
+      if (p.it[3][i].imported) add += p.it[3][i].info.allocated;
+    uint64_t used = golden_allocated_total(c->store);
+    if (add && used + add > c->storage_quota) {
+      err_set(e, 413, "QUOTA_EXCEEDED",
+              "the bundle's golden images take %llu bytes, which would exceed the storage quota "
+              "of %llu bytes (%llu in use)",
+              (unsigned long long)add, (unsigned long long)c->storage_quota,
+              (unsigned long long)used);
+      err_action(e, "Delete golden images that are no longer needed, or raise --storage-quota.");
+      goto out;
+    }
+  }
   if (stopped(c, e) < 0) goto out;
   progress(c, 90, restore ? "Restoring the artifacts" : "Creating the artifacts");
   struct store_txn *t = store_begin(c->store);

@@ -752,3 +752,24 @@ def test_stop_artifact_create(srv):
     assert members(srv, COLL) == [] and bundle_files(srv) == [], bundle_files(srv)
     s = srv.request("PUT", buri + "/stopArtifactCreate", {"taskUri": task_uri})
     assert s.status == 404, s
+
+
+def test_extract_storage_quota():
+    """--storage-quota counts a bundle's golden images as an upload's: an extraction whose
+    images would exceed it ends 413 QUOTA_EXCEEDED and leaves nothing; a larger quota takes
+    the same bundle."""
+    with harness.Server(extra_args=["--storage-quota", str(200 << 10)]) as srv:
+        srv.login()
+        doc = upload_ok(srv, os.path.basename(DEV), path=DEV)
+        before = inventory(srv)
+        t = task_of(srv, extract(srv, doc), timeout=300)
+        err = task_error(t)
+        assert err["errorCode"] == "QUOTA_EXCEEDED" and "storage quota" in err["message"], err
+        assert inventory(srv) == before
+        gdir = os.path.join(srv.data_dir, "volumes", "golden")
+        assert not os.path.isdir(gdir) or os.listdir(gdir) == [], os.listdir(gdir)
+    with harness.Server(extra_args=["--storage-quota", str(200 << 20)]) as srv:
+        srv.login()
+        extract_ok(srv, upload_ok(srv, os.path.basename(DEV), path=DEV))
+        (gi,) = members(srv, REST["GoldenImage"])
+        assert gi["allocatedBytes"] > 200 << 10, gi  # what the small quota refused
