@@ -417,7 +417,16 @@ static int import_payload(const struct bundle_ctx *c, struct plan *p, struct ite
   size_t m = p->b->payload[it->idx];
   struct gprog g = {c, base, span * 9 / 10, NULL, 0, p->b->z.m[m].usize, -1};
   if (image_stream_open(c->volumes, it->id, IMAGE_HPE_ZIP, &g.st, e) < 0) return -1;
-  int rc = bz_stream(&p->b->z, m, to_stream, &g, 0, c->stop, e);
+  struct bz_member *bm = &p->b->z.m[m];
+  int sha1 = bm->deferred && strlen(bm->expect) == 40;
+  int rc = bz_stream(&p->b->z, m, to_stream, &g, sha1, c->stop, e);
+  if (rc == 0 && bm->deferred && bm->expect[0] &&
+      strcmp(bm->expect, sha1 ? bm->sha1 : bm->sha256) != 0) {
+    err_set(e, 400, "BUNDLE_CHECKSUM_MISMATCH",
+            "the bundle member \"%.200s\" does not match its digest in the checksum file",
+            bm->name);
+    rc = -1;
+  }
   if (rc == 0) rc = image_stream_commit(g.st, NULL, NULL, &it->info, e);
   if (rc == 0) it->imported = 1; /* committed: a later failure removes it */
   if (rc == 0 && !it->info.sha256[0]) {
@@ -591,7 +600,13 @@ static int run(const struct bundle_ctx *c, const char *bundle_id, const char *pa
   int rc = -1;
   json_t *rep = NULL;
   progress(c, 1, restore ? "Checking the backup" : "Checking the bundle");
-  if (bundle_read_open(&b, fd, o ? o->lenient : 0, e) < 0) {
+  /* A bundle of ours was vetted at its upload: its golden payloads are read once, when
+   * they are imported (their digests checked then), not twice. */
+  struct store_entry *doc = bundle_id ? store_get(c->store, BUNDLE_COLL, bundle_id) : NULL;
+  int ok = bundle_read_open_known(&b, fd, o ? o->lenient : 0,
+                                  doc ? json_object_get(doc->doc, "goldenimage") : NULL, e);
+  store_entry_release(doc);
+  if (ok < 0) {
     close(fd);
     return -1;
   }

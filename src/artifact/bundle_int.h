@@ -35,6 +35,8 @@ struct bz_member {
   char id[65];     /* the <id> of <id>_<kind>.json */
   char sha256[65]; /* hex of the content, once read */
   char sha1[41];
+  int deferred;    /* a golden payload not read by bundle_read_open_known: its digest is */
+  char expect[65]; /* checked against `expect` (from the checksum file) when it is imported */
 };
 
 struct bz {
@@ -96,6 +98,11 @@ struct bundle_read {
 };
 /* Vet and parse the bundle in fd (every member read and checked). */
 int bundle_read_open(struct bundle_read *b, int fd, int lenient, struct err *e);
+/* The same for a bundle this server vetted at its upload: the golden payloads whose raw size
+ * and CRC-32 `known` records (the contents' "goldenimage" array: giID, size, crc32) are not
+ * read now; each is checked against the checksum file when it is streamed (import). */
+int bundle_read_open_known(struct bundle_read *b, int fd, int lenient, json_t *known,
+                           struct err *e);
 void bundle_read_close(struct bundle_read *b);
 
 /* The readOnly of a contents object (its manifest's Read Only). */

@@ -276,6 +276,8 @@ static json_t *build_contents(struct bundle_read *b, json_t *integrity, uint64_t
                       "description", str_or_empty(json_object_get(d, "description")), "readOnly",
                       ro || util_json_bool(json_object_get(d, "readOnly")) == 1, "size",
                       (json_int_t)gi_sizes[i]));
+    json_object_set_new(json_array_get(gi, json_array_size(gi) - 1), "crc32",
+                        json_integer((json_int_t)b->gi_crc[i]));
   }
   size_t count =
       json_array_size(ps) + json_array_size(bp) + json_array_size(dp) + json_array_size(gi);
@@ -287,6 +289,27 @@ static json_t *build_contents(struct bundle_read *b, json_t *integrity, uint64_t
 }
 
 int bundle_read_open(struct bundle_read *b, int fd, int lenient, struct err *e) {
+  return bundle_read_open_known(b, fd, lenient, NULL, e);
+}
+
+/* The recorded {size, crc32} of golden image `id` in `known`; 0 if none. */
+static int known_image(json_t *known, const char *id, uint64_t *size, uint32_t *crc) {
+  size_t i;
+  json_t *g;
+  json_array_foreach(known, i, g) {
+    json_t *c = json_object_get(g, "crc32"), *sz = json_object_get(g, "size");
+    const char *gid = json_string_value(json_object_get(g, "giID"));
+    if (id && gid && json_is_integer(c) && json_is_integer(sz) && strcmp(gid, id) == 0) {
+      *size = (uint64_t)json_integer_value(sz);
+      *crc = (uint32_t)json_integer_value(c);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int bundle_read_open_known(struct bundle_read *b, int fd, int lenient, json_t *known,
+                           struct err *e) {
   memset(b, 0, sizeof *b);
   if (bz_open(&b->z, fd, e) < 0) return -1;
   struct bz *z = &b->z;
@@ -374,6 +397,11 @@ int bundle_read_open(struct bundle_read *b, int fd, int lenient, struct err *e) 
     }
     claimed[at] = 1;
     b->payload[g] = (size_t)at;
+    if (known_image(known, json_string_value(json_object_get(d, "id")), &gi_sizes[g],
+                    &b->gi_crc[g])) {
+      z->m[at].deferred = 1;
+      continue;
+    }
     struct tail t = {malloc(70000), 70000, 0, 0};
     if (!t.buf) {
       free(claimed);
@@ -451,6 +479,10 @@ int bundle_read_open(struct bundle_read *b, int fd, int lenient, struct err *e) 
       if ((long)i == s256 || (long)i == s1) continue;
       const char *exp = json_string_value(json_object_get(sums, m->name));
       const char *act = s256 >= 0 ? m->sha256 : m->sha1;
+      if (m->deferred && exp) { /* checked when it is streamed */
+        snprintf(m->expect, sizeof m->expect, "%s", exp);
+        act = exp;
+      }
       int ok = exp && strcmp(exp, act) == 0;
       json_array_append_new(members, json_pack("{s:s, s:s?, s:s, s:b}", "name", m->name, "expected",
                                                exp, "actual", act, "ok", ok));

@@ -773,3 +773,43 @@ def test_extract_storage_quota():
         extract_ok(srv, upload_ok(srv, os.path.basename(DEV), path=DEV))
         (gi,) = members(srv, REST["GoldenImage"])
         assert gi["allocatedBytes"] > 200 << 10, gi  # what the small quota refused
+
+
+def test_extract_checks_stored_payload(srv):
+    """A bundle's golden payload is read once at extraction (its digest checked as it is
+    imported): a stored bundle file damaged after its upload fails the extraction, nothing
+    created."""
+    doc = upload_ok(srv, os.path.basename(DEV), path=DEV)
+    assert all(isinstance(g.get("crc32"), int) for g in doc["goldenimage"]), doc["goldenimage"]
+    path = os.path.join(srv.data_dir, "volumes", "bundles", doc["id"] + ".zip")
+    zb = Zip(DEV)
+    (gij,) = [d for _, d in zb.gi]
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(gij["name"])
+    with open(path, "r+b") as f:  # flip a byte in the middle of the payload's data
+        f.seek(info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.compress_size // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x55]))
+    before = inventory(srv)
+    gdir = os.path.join(srv.data_dir, "volumes", "golden")
+    err = task_error(task_of(srv, extract(srv, doc), timeout=300))
+    assert err["errorCode"].startswith(("BUNDLE_", "IMAGE_")), err
+    assert gij["name"] in err["message"], err
+    assert inventory(srv) == before
+    assert not os.path.isdir(gdir) or os.listdir(gdir) == [], os.listdir(gdir)
+    # the stored file rewritten whole (every CRC right) with a wrong digest for the payload in
+    # SHA256SUM.sha256sum: the digest check at the import refuses it
+    with zipfile.ZipFile(DEV) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for i in src.infolist():
+            data = src.read(i)
+            if i.filename == "SHA256SUM.sha256sum":
+                lines = data.decode().split("\n")
+                lines = [ln.split("\t")[0] + "\t" + "0" * 64 if ln.startswith(gij["name"] + "\t") else ln
+                         for ln in lines]
+                data = "\n".join(lines).encode()
+            dst.writestr(i.filename, data)
+    err = task_error(task_of(srv, extract(srv, doc), timeout=300))
+    assert err["errorCode"] == "BUNDLE_CHECKSUM_MISMATCH" and gij["name"] in err["message"], err
+    assert inventory(srv) == before
+    assert not os.path.isdir(gdir) or os.listdir(gdir) == [], os.listdir(gdir)
