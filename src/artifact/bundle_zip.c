@@ -8,6 +8,7 @@
  * MANIFEST.MF and checksum-file texts. */
 #include <errno.h>
 #include <gnutls/crypto.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -784,7 +785,82 @@ struct bzw {
   uint32_t crc;
   uint64_t usize, csize;
   unsigned char *buf; /* IOBUF of output */
+  /* The digests of a large bzw_data run on a second thread while the caller's thread
+   * deflates the same bytes (a golden payload: SHA-256 and CRC-32 cost about as much as
+   * deflate level 1), so a chunk takes the longer of the two, not their sum. */
+  pthread_t hasher;
+  int hasher_up, hasher_quit;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  const unsigned char *job; /* bytes to digest, NULL when done */
+  size_t job_len;
+  /* An all-zero ZERO_CHUNK of a level-1 member (a golden image's holes) is not deflated:
+   * after a full flush (byte-aligned, no reference to earlier data) the deflate blocks of
+   * ZERO_CHUNK zeros, made once by a fresh stream, are copied into the output. */
+  int level, flushed;
+  unsigned char *zero_blk;
+  size_t zero_len;
 };
+
+#define ZERO_CHUNK (1u << 20)
+
+/* Digests at least this large go to the hasher thread. */
+#define HASH_THREAD_MIN (256u << 10)
+
+static void digest(struct bzw *w, const unsigned char *p, size_t n) {
+  w->crc = (uint32_t)crc32(w->crc, p, (uInt)n);
+  gnutls_hash(w->sha, p, n);
+}
+
+static void *hasher_main(void *arg) {
+  struct bzw *w = arg;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    while (!w->job && !w->hasher_quit)
+      pthread_cond_wait(&w->cv, &w->mu);
+    if (!w->job) break;
+    const unsigned char *p = w->job;
+    size_t n = w->job_len;
+    pthread_mutex_unlock(&w->mu);
+    digest(w, p, n);
+    pthread_mutex_lock(&w->mu);
+    w->job = NULL;
+    pthread_cond_broadcast(&w->cv);
+  }
+  pthread_mutex_unlock(&w->mu);
+  return NULL;
+}
+
+/* Hand p to the hasher (started on first use); 0, or -1 when no thread could be made
+ * (the caller then digests itself). */
+static int hash_async(struct bzw *w, const unsigned char *p, size_t n) {
+  if (!w->hasher_up) {
+    if (pthread_mutex_init(&w->mu, NULL) != 0) return -1;
+    if (pthread_cond_init(&w->cv, NULL) != 0) {
+      pthread_mutex_destroy(&w->mu);
+      return -1;
+    }
+    if (pthread_create(&w->hasher, NULL, hasher_main, w) != 0) {
+      pthread_cond_destroy(&w->cv);
+      pthread_mutex_destroy(&w->mu);
+      return -1;
+    }
+    w->hasher_up = 1;
+  }
+  pthread_mutex_lock(&w->mu);
+  w->job = p;
+  w->job_len = n;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  return 0;
+}
+
+static void hash_wait(struct bzw *w) {
+  pthread_mutex_lock(&w->mu);
+  while (w->job)
+    pthread_cond_wait(&w->cv, &w->mu);
+  pthread_mutex_unlock(&w->mu);
+}
 
 static int wr(struct bzw *w, const void *p, size_t n, struct err *e) {
   const unsigned char *c = p;
@@ -837,6 +913,15 @@ struct bzw *bzw_open(int fd, int64_t time_ms) {
 
 void bzw_free(struct bzw *w) {
   if (!w) return;
+  if (w->hasher_up) {
+    pthread_mutex_lock(&w->mu);
+    w->hasher_quit = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->hasher, NULL);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+  }
   if (w->open) {
     deflateEnd(&w->zs);
     gnutls_hash_deinit(w->sha, NULL);
@@ -845,6 +930,7 @@ void bzw_free(struct bzw *w) {
     free(w->m[i].name);
   free(w->m);
   free(w->buf);
+  free(w->zero_blk);
   free(w);
 }
 
@@ -870,6 +956,8 @@ int bzw_begin(struct bzw *w, const char *name, int level, uint64_t size_hint, st
     goto oom;
   }
   w->open = 1;
+  w->level = level;
+  w->flushed = 1; /* nothing deflated yet */
   w->crc = (uint32_t)crc32(0L, Z_NULL, 0);
   w->usize = w->csize = 0;
   /* Local header: sizes in the data descriptor (flag 0x08); a member that
@@ -917,20 +1005,64 @@ static int deflate_out(struct bzw *w, int flush, struct err *e) {
   return 0;
 }
 
+/* The deflate blocks (not final, ending byte-aligned) of ZERO_CHUNK zeros; 0 or -1. */
+static int zero_blocks(struct bzw *w) {
+  unsigned char *zeros = calloc(1, ZERO_CHUNK), *out = malloc(64u << 10);
+  z_stream zs;
+  memset(&zs, 0, sizeof zs);
+  int rc = -1;
+  if (zeros && out && deflateInit2(&zs, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) == Z_OK) {
+    zs.next_in = zeros;
+    zs.avail_in = ZERO_CHUNK;
+    zs.next_out = out;
+    zs.avail_out = 64u << 10;
+    if (deflate(&zs, Z_FULL_FLUSH) == Z_OK && zs.avail_in == 0 && zs.avail_out > 0) {
+      w->zero_len = (64u << 10) - zs.avail_out;
+      w->zero_blk = out;
+      out = NULL;
+      rc = 0;
+    }
+    deflateEnd(&zs);
+  }
+  free(zeros);
+  free(out);
+  return rc;
+}
+
+static int all_zero(const unsigned char *p, size_t n) {
+  static const unsigned char z[4096];
+  for (size_t i = 0; i < n; i += sizeof z)
+    if (memcmp(p + i, z, n - i < sizeof z ? n - i : sizeof z) != 0) return 0;
+  return 1;
+}
+
 int bzw_data(struct bzw *w, const void *p, size_t n, struct err *e) {
   const unsigned char *c = p;
-  w->crc = (uint32_t)crc32(w->crc, c, (uInt)n);
-  gnutls_hash(w->sha, c, n);
+  int async = n >= HASH_THREAD_MIN && hash_async(w, c, n) == 0;
+  if (!async) digest(w, c, n);
   w->usize += n;
-  while (n > 0) {
+  int rc = 0;
+  if (n == ZERO_CHUNK && w->level == 1 && all_zero(c, n) && (w->zero_blk || zero_blocks(w) == 0)) {
+    w->zs.next_in = NULL;
+    w->zs.avail_in = 0;
+    if (!w->flushed) rc = deflate_out(w, Z_FULL_FLUSH, e);
+    w->flushed = 1;
+    if (rc == 0) rc = wr(w, w->zero_blk, w->zero_len, e);
+    if (rc == 0) w->csize += w->zero_len;
+    if (async) hash_wait(w);
+    return rc;
+  }
+  if (n > 0) w->flushed = 0;
+  while (n > 0 && rc == 0) {
     size_t k = n < IOBUF ? n : IOBUF;
     w->zs.next_in = (unsigned char *)c;
     w->zs.avail_in = (uInt)k;
-    if (deflate_out(w, Z_NO_FLUSH, e) < 0) return -1;
+    rc = deflate_out(w, Z_NO_FLUSH, e);
     c += k;
     n -= k;
   }
-  return 0;
+  if (async) hash_wait(w); /* p is the caller's again, the digests up to date */
+  return rc;
 }
 
 int bzw_end(struct bzw *w, char hexout[65], struct err *e) {
