@@ -19,6 +19,23 @@ int bundle_check_new_name(struct store *s, const char *name, struct err *e) {
   return -1;
 }
 
+/* A transaction and bundle document `id` in it; NULL (404, or 500) with nothing open. */
+static struct store_entry *begin_on(struct store *s, const char *id, struct store_txn **t,
+                                    struct err *e) {
+  *t = store_begin(s);
+  if (!*t) {
+    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
+    return NULL;
+  }
+  struct store_entry *en = store_txn_get(*t, BUNDLE_COLL, id);
+  if (!en) {
+    store_rollback(*t);
+    *t = NULL;
+    err_set(e, 404, "RESOURCE_NOT_FOUND", "artifact bundle \"%.100s\" does not exist", id);
+  }
+  return en;
+}
+
 int bundle_put_commit(struct store *s, struct store_txn *t, const char *id, const char *name,
                       json_t *doc, struct store_entry **out, struct err *e) {
   int rc = store_put(t, BUNDLE_COLL, id, name, doc, e);
@@ -41,17 +58,9 @@ int bundle_rename(struct store *s, const char *id, const char *name, const char 
   int rc = artifact_check_name("artifact bundle", jn, e);
   json_decref(jn);
   if (rc < 0) return -1;
-  struct store_txn *t = store_begin(s);
-  if (!t) {
-    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
-    return -1;
-  }
-  struct store_entry *en = store_txn_get(t, BUNDLE_COLL, id);
-  if (!en) {
-    store_rollback(t);
-    err_set(e, 404, "RESOURCE_NOT_FOUND", "artifact bundle \"%.100s\" does not exist", id);
-    return -1;
-  }
+  struct store_txn *t = NULL;
+  struct store_entry *en = begin_on(s, id, &t, e);
+  if (!en) return -1;
   if (util_check_if_match(json_string_value(json_object_get(en->doc, "eTag")), if_match, e) < 0) {
     store_entry_release(en);
     store_rollback(t);
@@ -74,17 +83,9 @@ int bundle_rename(struct store *s, const char *id, const char *name, const char 
 }
 
 int bundle_delete_doc(struct store *s, const char *id, struct err *e) {
-  struct store_txn *t = store_begin(s);
-  if (!t) {
-    err_set(e, 500, "OUT_OF_MEMORY", "out of memory");
-    return -1;
-  }
-  struct store_entry *en = store_txn_get(t, BUNDLE_COLL, id);
-  if (!en) {
-    store_rollback(t);
-    err_set(e, 404, "RESOURCE_NOT_FOUND", "artifact bundle \"%.100s\" does not exist", id);
-    return -1;
-  }
+  struct store_txn *t = NULL;
+  struct store_entry *en = begin_on(s, id, &t, e);
+  if (!en) return -1;
   store_entry_release(en);
   if (store_delete(t, BUNDLE_COLL, id, e) < 0) {
     store_rollback(t);

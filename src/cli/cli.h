@@ -165,6 +165,8 @@ void out_json(json_t *j);
 char *out_joined(json_t *arr, const char *sep);
 /* A byte count (a JSON integer) as "1.5 GiB" / "512 B"; "" when v is not an integer. */
 void out_human_size(json_t *v, char *out, size_t size);
+/* The same for a number of bytes. */
+void out_human_bytes(json_int_t n, char *out, size_t size);
 struct table;
 struct table *table_new(int ncols, const char *const *headers);
 void table_add(struct table *t, const char *const *cells); /* copies the cells */

@@ -193,7 +193,11 @@ void out_human_size(json_t *v, char *out, size_t size) {
     snprintf(out, size, "%s", "");
     return;
   }
-  double b = (double)json_integer_value(v);
+  out_human_bytes(json_integer_value(v), out, size);
+}
+
+void out_human_bytes(json_int_t n, char *out, size_t size) {
+  double b = (double)n;
   static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
   int u = 0;
   while (b >= 1024 && u < 5) {

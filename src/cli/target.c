@@ -24,17 +24,6 @@ static const char SESSIONS_USAGE[] =
     "name or id, is given). IOPS is the average since the session started; with\n"
     "--interval SEC, the rate over the next SEC seconds (two samples).\n";
 
-static void human(json_int_t n, char *out, size_t size) {
-  double b = (double)n;
-  static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int u = 0;
-  while (b >= 1024 && u < 5) {
-    b /= 1024;
-    u++;
-  }
-  snprintf(out, size, u ? "%.1f %s" : "%.0f %s", b, units[u]);
-}
-
 static json_int_t num(json_t *o, const char *key) {
   return json_integer_value(json_object_get(o, key));
 }
@@ -70,9 +59,9 @@ static int target_list(struct cli *c, int argc, char **argv) {
   json_array_foreach(json_object_get(list, "members"), i, m) {
     char size[32], rd[32], wr[32], ns[16];
     json_t *st = json_object_get(m, "stats");
-    human(num(m, "size"), size, sizeof size);
-    human(num(st, "readBytes"), rd, sizeof rd);
-    human(num(st, "writeBytes"), wr, sizeof wr);
+    out_human_bytes(num(m, "size"), size, sizeof size);
+    out_human_bytes(num(st, "readBytes"), rd, sizeof rd);
+    out_human_bytes(num(st, "writeBytes"), wr, sizeof wr);
     snprintf(ns, sizeof ns, "%zu", json_array_size(json_object_get(m, "sessions")));
     CLEANUP_FREE char *inits = out_text(json_object_get(m, "initiatorNames"));
     const char *row[] = {jstr(m, "targetName"),
@@ -200,8 +189,8 @@ static int target_sessions(struct cli *c, int argc, char **argv) {
   struct table *t = table_new(7, hdr);
   json_array_foreach(rows, i, s) {
     char rd[32], wr[32], iops[32], addr[512] = "";
-    human(num(s, "readBytes"), rd, sizeof rd);
-    human(num(s, "writeBytes"), wr, sizeof wr);
+    out_human_bytes(num(s, "readBytes"), rd, sizeof rd);
+    out_human_bytes(num(s, "writeBytes"), wr, sizeof wr);
     snprintf(iops, sizeof iops, "%.1f", json_real_value(json_object_get(s, "iops")));
     json_t *conn;
     json_array_foreach(json_object_get(s, "connections"), j, conn) {
