@@ -16,6 +16,7 @@ import urllib.parse
 import zipfile
 
 import harness
+import test_golden_images as tgi
 
 BUNDLES = os.path.join(harness.RESEARCH, "bundles")
 COLL = "/rest/artifact-bundles"
@@ -114,60 +115,9 @@ def expected_read_only(zb, doc):
 
 
 # -- REST -------------------------------------------------------------------------------------------
-class Multipart:
-    """multipart/form-data: form fields, then `file` (bytes or a path)."""
-
-    def __init__(self, filename, data=None, path=None, fields=(), boundary="bundle-test-boundary-Zq81"):
-        self.boundary = boundary
-        head = b""
-        for k, v in fields:
-            head += ('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
-                     % (boundary, k, v)).encode()
-        head += ('--%s\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\n'
-                 'Content-Type: application/octet-stream\r\n\r\n' % (boundary, filename)).encode()
-        self.head, self.data, self.path = head, data, path
-        self.tail = ("\r\n--%s--\r\n" % boundary).encode()
-        size = len(data) if data is not None else os.path.getsize(path)
-        self.length = len(head) + size + len(self.tail)
-
-    def chunks(self):
-        yield self.head
-        if self.data is not None:
-            for i in range(0, len(self.data), 1 << 20):
-                yield self.data[i:i + (1 << 20)]
-        else:
-            with open(self.path, "rb") as f:
-                for b in iter(lambda: f.read(1 << 20), b""):
-                    yield b
-        yield self.tail
-
-
-def post_multipart(srv, path, body, token=None):
-    h = {"X-API-Version": "2020", "auth": token or srv.token,
-         "Content-Type": "multipart/form-data; boundary=%s" % body.boundary,
-         "Content-Length": str(body.length)}
-    c = srv.connection()
-    c.timeout = 120
-    try:
-        c.putrequest("POST", path)
-        for k, v in h.items():
-            c.putheader(k, v)
-        c.endheaders()
-        try:
-            for chunk in body.chunks():
-                c.send(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        r = c.getresponse()
-        return harness.Response(r.status, {k.lower(): v for k, v in r.getheaders()},
-                                r.read().decode("utf-8", "replace"))
-    finally:
-        c.close()
-
-
 def upload(srv, filename, data=None, path=None, query="", fields=(), token=None, target=COLL):
-    return post_multipart(srv, target + query, Multipart(filename, data=data, path=path, fields=fields),
-                          token=token)
+    return tgi.upload(srv, tgi.Body(filename, data=data, path=path, fields=fields), query, token=token,
+                      target=target)
 
 
 def task_of(srv, r, timeout=120):

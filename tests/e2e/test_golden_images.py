@@ -76,7 +76,8 @@ class Body:
         yield self.tail
 
 
-def upload(srv, body, query="", token=None, headers=None):
+def upload(srv, body, query="", token=None, headers=None, target="/rest/golden-images"):
+    """POST body (a Body, streamed) to target + query; the Response."""
     h = {"X-API-Version": "2020", "auth": token or srv.token, "Content-Type": body.content_type(),
          "Content-Length": str(body.length)}
     if headers:
@@ -84,7 +85,7 @@ def upload(srv, body, query="", token=None, headers=None):
     c = srv.connection()
     c.timeout = 120
     try:
-        c.putrequest("POST", "/rest/golden-images" + query)
+        c.putrequest("POST", target + query)
         for k, v in h.items():
             c.putheader(k, v)
         c.endheaders()
