@@ -182,33 +182,6 @@ static int b_create(struct cli *c, int argc, char **argv) {
 
 /* ---- upload ---------------------------------------------------------------------- */
 /* POST FILE as multipart to path; *task = the answer. */
-static int upload_file(struct cli *c, const char *file, const char *path, const char *usage,
-                       json_t **task) {
-  struct stat st;
-  int fd = open(file, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    int err = errno;
-    if (fd >= 0) close(fd);
-    return cli_usage_error(usage, "cannot upload %s: %s", file,
-                           fd >= 0 ? "not a regular file" : strerror(err));
-  }
-  close(fd);
-  int rc = api_require_login(c);
-  if (rc) return rc;
-  const char *base = strrchr(file, '/');
-  base = base ? base + 1 : file;
-  struct http_xfer x = {.upload_path = file,
-                        .upload_name = base,
-                        .progress = c->stderr_tty && !c->json,
-                        .label = "upload"};
-  long status;
-  CLEANUP_FREE char *raw = NULL;
-  rc = http_xfer(c, "POST", path, &x, &status, task, &raw);
-  if (rc) return rc;
-  if (status < 200 || status > 299) return answer_error(c, status, *task, raw);
-  return CLI_OK;
-}
-
 static void print_counts(json_t *b) {
   printf("  %zu plan script(s), %zu build plan(s), %zu deployment plan(s), %zu golden image(s)\n",
          json_array_size(json_object_get(b, "planScripts")),

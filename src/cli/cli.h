@@ -207,6 +207,10 @@ int cmd_bundle(struct cli *c, int argc, char **argv);   /* bundle.c: artifact bu
 /* ---- golden_image.c: transfers shared with bundle.c -------------------- */
 /* A non-2xx answer of a transfer: print it and return the exit code. */
 int answer_error(struct cli *c, long status, json_t *res, const char *raw);
+/* Upload the regular file `file` to `path` (multipart part "file", progress bar on a
+ * terminal); *task receives the answer, a task (release it). */
+int upload_file(struct cli *c, const char *file, const char *path, const char *usage,
+                json_t **task);
 /* GET path into FILE (- = standard output; else written as FILE.part and
  * renamed when complete), with a progress bar on a terminal. */
 int download_to_file(struct cli *c, const char *path, const char *file, const char *usage);

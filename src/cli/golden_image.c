@@ -133,6 +133,38 @@ int answer_error(struct cli *c, long status, json_t *res, const char *raw) {
   return rc;
 }
 
+int upload_file(struct cli *c, const char *file, const char *path, const char *usage,
+                json_t **task) {
+  struct stat st;
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    int err = errno;
+    if (fd >= 0) close(fd);
+    return cli_usage_error(usage, "cannot upload %s: %s", file,
+                           fd >= 0 ? "not a regular file" : strerror(err));
+  }
+  close(fd);
+  int rc = api_require_login(c);
+  if (rc) return rc;
+  const char *base = strrchr(file, '/');
+  base = base ? base + 1 : file;
+  struct http_xfer x = {.upload_path = file,
+                        .upload_name = base,
+                        .progress = c->stderr_tty && !c->json,
+                        .label = "upload"};
+  long status;
+  CLEANUP_FREE char *raw = NULL;
+  rc = http_xfer(c, "POST", path, &x, &status, task, &raw);
+  if (rc) return rc;
+  if (status < 200 || status > 299) return answer_error(c, status, *task, raw);
+  if (!json_is_object(*task)) {
+    fprintf(stderr, "error: the server's answer to the upload is not a task: %.200s\n",
+            raw ? raw : "");
+    return CLI_ESERVER;
+  }
+  return CLI_OK;
+}
+
 static int gi_upload(struct cli *c, int argc, char **argv) {
   static const struct opt_spec spec[] = {
       {"name", 1}, {"description", 1}, {"no-wait", 0}, {NULL, 0}};
@@ -142,38 +174,13 @@ static int gi_upload(struct cli *c, int argc, char **argv) {
   const char *file = a.pos[0];
   const char *name = args_get(&a, "name"), *desc = args_get(&a, "description");
   if (name && !*name) return cli_usage_error(UPLOAD_USAGE, "--name cannot be empty");
-  struct stat st;
-  int fd = open(file, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    int err = errno;
-    if (fd >= 0) close(fd);
-    return cli_usage_error(UPLOAD_USAGE, "cannot upload %s: %s", file,
-                           fd >= 0 ? "not a regular file" : strerror(err));
-  }
-  close(fd);
-  if ((rc = api_require_login(c))) return rc;
   CLEANUP_FREE char *qn = name ? http_escape(name) : NULL;
   CLEANUP_FREE char *qd = desc ? http_escape(desc) : NULL;
   CLEANUP_FREE char *path =
       util_strdup_printf("/rest/golden-images%s%s%s%s%s%s", qn || qd ? "?" : "", qn ? "name=" : "",
                          qn ? qn : "", qn && qd ? "&" : "", qd ? "description=" : "", qd ? qd : "");
-  const char *base = strrchr(file, '/');
-  base = base ? base + 1 : file;
-  struct http_xfer x = {.upload_path = file,
-                        .upload_name = base,
-                        .progress = c->stderr_tty && !c->json,
-                        .label = "upload"};
-  long status;
   json_t *task CLEANUP_JSON = NULL;
-  CLEANUP_FREE char *raw = NULL;
-  rc = http_xfer(c, "POST", path, &x, &status, &task, &raw);
-  if (rc) return rc;
-  if (status < 200 || status > 299) return answer_error(c, status, task, raw);
-  if (!json_is_object(task)) {
-    fprintf(stderr, "error: the server's answer to the upload is not a task: %.200s\n",
-            raw ? raw : "");
-    return CLI_ESERVER;
-  }
+  if ((rc = upload_file(c, file, path, UPLOAD_USAGE, &task))) return rc;
   if (args_has(&a, "no-wait")) {
     if (c->json)
       out_json(task);
