@@ -9,6 +9,7 @@
  * client's EOF (longer than its 30 s login timeout) is a hang. Built and run
  * by `make fuzz`. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "iscsi/iscsi.h"
@@ -25,6 +27,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct iscsi_srv *srv;
 static int port;
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* poll() for up to timeout_ms in all, resumed after signals: libFuzzer's
+ * -timeout sets an interval timer whose SIGALRM interrupts poll() with EINTR
+ * (every 31 s with -timeout=60), which must not count as a timeout. Returns
+ * poll()'s answer, 0 on timeout. */
+static int poll_for(struct pollfd *pf, int timeout_ms) {
+  int64_t end = now_ms() + timeout_ms;
+  for (;;) {
+    int64_t left = end - now_ms();
+    int r = poll(pf, 1, left > 0 ? (int)left : 0);
+    if (r >= 0 || errno != EINTR) return r;
+  }
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
@@ -75,7 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     /* the target may be waiting for us to read its answers */
     struct pollfd pf = {.fd = fd, .events = POLLIN | POLLOUT};
-    if (poll(&pf, 1, 2000) <= 0) break;
+    if (poll_for(&pf, 2000) <= 0) break;
     if (pf.revents & POLLIN) {
       ssize_t r = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
       if (r == 0) break;
@@ -86,14 +107,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* drain until the target closes (it sees our EOF) */
   for (;;) {
     struct pollfd pf = {.fd = fd, .events = POLLIN};
-    if (poll(&pf, 1, 40000) <= 0) {
+    int r = poll_for(&pf, 40000);
+    if (r < 0) {
+      perror("fuzz_pdu: poll");
+      abort();
+    }
+    if (r == 0) {
       fprintf(stderr, "fuzz_pdu: target did not close the connection within 40 s (its login "
                       "timeout is 30 s)\n");
       if (getenv("FUZZ_PAUSE_ON_HANG")) pause(); /* attach a debugger */
       abort();
     }
-    ssize_t r = recv(fd, sink, sizeof sink, 0);
-    if (r <= 0) break;
+    ssize_t n = recv(fd, sink, sizeof sink, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
   }
   close(fd);
   return 0;
