@@ -16,6 +16,7 @@ static const char PROFILE_HELP[] =
     "  show REF                       show one: hardware, plan, attributes, OS volume,\n"
     "                                 boot connections\n"
     "  delete REF [--no-wait]         delete it with its OS volume and iSCSI target\n"
+    "  move REF --hardware H          hand it, with its OS volume, to another machine\n"
     "\n"
     "Create one with 'streamer deploy'. REF is an id, a uri (/rest/server-profiles/ID)\n"
     "or an exact name.\n";
@@ -27,6 +28,15 @@ static const char DELETE_USAGE[] =
     "Delete the server profile, its OS volume and the volume's iSCSI target (the machine's\n"
     "sessions end). The machine's next boot gets the 'exit' script (local disk). Waits for\n"
     "the task unless --no-wait.\n";
+static const char MOVE_USAGE[] =
+    "usage: streamer profile move REF --hardware H [--no-wait]\n"
+    "\n"
+    "Move the server profile to machine H (id, uri or exact name), e.g. a spare for a\n"
+    "failed server: the same OS volume, nothing redeployed. Its iSCSI target then admits\n"
+    "only H's initiator with H's CHAP credentials, H's next boot gets the volume and the\n"
+    "old machine's the 'exit' script. Refused while anyone is still logged in to the\n"
+    "volume (power the old machine off first; one powered off without logging out is\n"
+    "dropped within 45 s) or when H is used by another profile.\n";
 static const char DEPLOY_USAGE[] =
     "usage: streamer deploy PROFILE --hardware H --plan DP [--attr NAME=VALUE]...\n"
     "                       [--description D] [--check] [--no-wait]\n"
@@ -52,7 +62,8 @@ static const char DEPLOY_USAGE[] =
     "When a server profile named PROFILE exists already, its machine is redeployed\n"
     "(PUT /rest/server-profiles/ID): a new OS volume is made with DP and the values given\n"
     "laid over the profile's current ones, and the old volume is removed only once the new\n"
-    "one is ready (--hardware, if given, must name the profile's machine).\n"
+    "one is ready (--hardware, if given, must name the profile's machine: 'streamer\n"
+    "profile move' moves a profile).\n"
     "\n"
     "Exit status: 0 deployed, 1 the server refused or the deployment failed, 2 usage\n"
     "error or invalid attribute values, 3 cannot reach the server.\n";
@@ -218,6 +229,47 @@ static int prof_delete(struct cli *c, int argc, char **argv) {
   return CLI_OK;
 }
 
+static int prof_move(struct cli *c, int argc, char **argv) {
+  static const struct opt_spec spec[] = {{"hardware", 1}, {"no-wait", 0}, {NULL, 0}};
+  struct args a;
+  int rc = args_parse(c, &a, argc, argv, spec, 1, 1, MOVE_USAGE);
+  if (rc || a.help) return rc;
+  const char *hwref = args_get(&a, "hardware");
+  if (!hwref || !*hwref) return cli_usage_error(MOVE_USAGE, "--hardware is required");
+  json_t *prof CLEANUP_JSON = NULL, *hw CLEANUP_JSON = NULL;
+  if ((rc = ref_get(c, &COLL_SERVER_PROFILES, a.pos[0], &prof)) ||
+      (rc = ref_get(c, &COLL_SERVER_HARDWARE, hwref, &hw)))
+    return rc;
+  if (strcmp(jstr(hw, "uri"), jstr(prof, "serverHardwareUri")) == 0) {
+    printf("Server profile \"%s\" is on \"%s\" already.\n", jstr(prof, "name"), jstr(hw, "name"));
+    return CLI_OK;
+  }
+  json_t *body CLEANUP_JSON = json_pack("{s:s}", "serverHardwareUri", jstr(hw, "uri"));
+  json_t *reply CLEANUP_JSON = NULL;
+  rc = api_call(c, "PUT", jstr(prof, "uri"), body, jstr(prof, "eTag"), &reply);
+  if (rc) return rc;
+  int wait = !args_has(&a, "no-wait");
+  if ((rc = follow_reply(c, &reply, wait))) return rc;
+  if (!wait) {
+    if (c->json)
+      out_json(reply);
+    else
+      printf("Moving server profile \"%s\" in task %s.\n", jstr(prof, "name"), jstr(reply, "uri"));
+    return CLI_OK;
+  }
+  json_t *now CLEANUP_JSON = NULL;
+  if ((rc = api_call(c, "GET", jstr(prof, "uri"), NULL, NULL, &now))) return rc;
+  if (c->json) {
+    out_json(now);
+    return CLI_OK;
+  }
+  printf("Moved server profile \"%s\" to \"%s\" with its OS volume (nothing redeployed).\n",
+         jstr(prof, "name"), jstr(hw, "name"));
+  printf("boot connections:\n");
+  print_boot_connections(now, "  ");
+  return CLI_OK;
+}
+
 int cmd_profile(struct cli *c, int argc, char **argv) {
   static const struct subcmd subs[] = {
       {"list", prof_list, "list server profiles"},
@@ -225,6 +277,7 @@ int cmd_profile(struct cli *c, int argc, char **argv) {
       {"show", prof_show, "show one"},
       {"delete", prof_delete, "delete one"},
       {"rm", prof_delete, "same as delete"},
+      {"move", prof_move, "move to another machine"},
       {NULL, NULL, NULL},
   };
   return cli_dispatch(c, "profile", PROFILE_HELP, subs, argc, argv);
@@ -478,8 +531,8 @@ int cmd_deploy(struct cli *c, int argc, char **argv) {
   if (existing && strcmp(jstr(hw, "uri"), jstr(existing, "serverHardwareUri")) != 0) {
     plan_info_clear(&p);
     return cli_usage_error(DEPLOY_USAGE,
-                           "server profile \"%s\" is deployed to another machine (%s); a "
-                           "profile cannot move: delete it first or choose another name",
+                           "server profile \"%s\" is deployed to another machine (%s): "
+                           "move it first with 'streamer profile move', then redeploy",
                            name, jstr(existing, "serverHardwareUri"));
   }
   if (!c->json) print_plan(c, &p, merged);

@@ -807,6 +807,15 @@ static void secret_free(char *s) {
   free(s);
 }
 
+/* HPE's dependentArtifacts of an OS volume: the server profile using it. */
+static json_t *owner_json(const char *name, const char *iqn, const char *uri) {
+  json_t *o = json_pack("{s:s?, s:s?, s:s?}", "name", name, "serverIqn", iqn, "uri", uri);
+  json_t *a = json_array();
+  if (o && a) json_array_append(a, o);
+  json_decref(o);
+  return a;
+}
+
 /* The document of a new volume `id` (state Creating); NULL when out of memory. */
 static json_t *new_doc(struct osvol_service *svc, const struct osvol_params *p, const char *id,
                        json_t *inits) {
@@ -845,6 +854,8 @@ static json_t *new_doc(struct osvol_service *svc, const struct osvol_params *p, 
     json_decref(portals);
     if (doc && p->server_profile_uri) {
       json_object_set_new(doc, "serverProfileUri", json_string(p->server_profile_uri));
+      json_object_set_new(doc, "dependentArtifacts",
+                          owner_json(p->server_profile_name, p->server_iqn, p->server_profile_uri));
       json_object_set_new(doc, "deploymentPlanUri",
                           p->deployment_plan_uri ? json_string(p->deployment_plan_uri)
                                                  : json_null());
@@ -1488,6 +1499,129 @@ out:
   store_entry_release(old);
   if (out) *out = store_get(svc->s, OSVOL_COLL, id);
   return 0;
+}
+
+/* ---- the owner: a server profile, its machine -------------------------------------------- */
+int osvol_set_owner(struct store_txn *t, const char *id, const char *profile_name,
+                    const char *server_iqn, const char *profile_uri, struct err *e) {
+  struct store_entry *en = id && *id ? store_txn_get(t, OSVOL_COLL, id) : NULL;
+  if (!en) return 0;
+  json_t *doc = json_deep_copy(en->doc);
+  json_t *owner = owner_json(profile_name, server_iqn, profile_uri);
+  int rc = -1;
+  if (!doc || !owner) {
+    oom(e);
+  } else if (json_equal(owner, json_object_get(doc, "dependentArtifacts"))) {
+    rc = 0;
+  } else {
+    json_object_set(doc, "dependentArtifacts", owner);
+    rc = store_put(t, OSVOL_COLL, en->id, en->name, doc, e);
+  }
+  json_decref(owner);
+  json_decref(doc);
+  store_entry_release(en);
+  return rc;
+}
+
+struct osvol_rebind {
+  struct osvol_service *svc;
+  json_t *old; /* the document before: its export is put back by undo */
+};
+
+void osvol_rebind_free(struct osvol_rebind *u) {
+  if (!u) return;
+  json_decref(u->old);
+  free(u);
+}
+
+void osvol_rebind_undo(struct osvol_rebind *u) {
+  if (!u || !u->svc->iscsi || !iscsi_exported(u->svc->iscsi, target_of(u->old))) return;
+  struct spec_buf b;
+  spec_of(u->old, NULL, &b);
+  struct err e;
+  err_init(&e);
+  if (iscsi_update(u->svc->iscsi, &b.spec, &e) < 0)
+    log_error("osvol", "OS volume %s: cannot put its target's ACL back: %s",
+              json_string_value(json_object_get(u->old, "id")), e.message);
+  err_clear(&e);
+}
+
+/* Initiators logged in to target `name` (a comma-separated list into buf). */
+static size_t logged_in(struct osvol_service *svc, const char *name, char *buf, size_t size) {
+  buf[0] = 0;
+  json_t *ts = svc->iscsi ? iscsi_targets_json(svc->iscsi, name) : NULL;
+  size_t n = 0, i;
+  json_t *s;
+  json_array_foreach(json_object_get(json_array_get(ts, 0), "sessions"), i, s) {
+    size_t len = strlen(buf);
+    snprintf(buf + len, size - len, "%s%s", n ? ", " : "",
+             json_string_value(json_object_get(s, "initiatorName")));
+    n++;
+  }
+  json_decref(ts);
+  return n;
+}
+
+int osvol_rebind(struct osvol_service *svc, struct store_txn *t, const char *id,
+                 const char *initiator, const char *chap_name, const char *chap_secret,
+                 const char *profile_name, const char *profile_uri, struct osvol_rebind **undo,
+                 struct err *e) {
+  *undo = NULL;
+  struct store_entry *en = store_txn_get(t, OSVOL_COLL, id);
+  if (!en) {
+    err_set(e, 409, "OS_VOLUME_NOT_FOUND", "OS volume %s does not exist", id);
+    return -1;
+  }
+  int rc = -1, exported = 0;
+  json_t *doc = NULL;
+  struct osvol_rebind *u = NULL;
+  if (busy(en->doc, "handed to another machine", e) < 0) goto out;
+  doc = json_deep_copy(en->doc);
+  u = calloc(1, sizeof *u);
+  json_t *iscsi = json_object_get(doc, "iscsi"), *secrets = json_object_get(doc, "secrets");
+  json_t *owner = owner_json(profile_name, initiator, profile_uri);
+  if (!doc || !u || !json_is_object(iscsi) || !json_is_object(secrets) || !owner ||
+      !(u->old = json_deep_copy(en->doc))) {
+    json_decref(owner);
+    oom(e);
+    goto out;
+  }
+  u->svc = svc;
+  json_object_set_new(iscsi, "initiatorNames", json_pack("[s]", initiator));
+  json_object_set_new(iscsi, "chap", json_true());
+  json_object_set_new(iscsi, "chapName", json_string(chap_name));
+  json_object_set_new(secrets, "chapSecret", json_string(chap_secret));
+  json_object_set_new(doc, "dependentArtifacts", owner);
+  doc_log(doc, "handed to initiator %s (server profile \"%s\")", initiator, profile_name);
+  if (store_put(t, OSVOL_COLL, en->id, en->name, doc, e) < 0) goto out;
+  exported = svc->iscsi && iscsi_exported(svc->iscsi, target_of(doc));
+  if (exported) {
+    struct spec_buf b;
+    spec_of(doc, NULL, &b);
+    if (iscsi_update(svc->iscsi, &b.spec, e) < 0) {
+      exported = 0;
+      goto out;
+    }
+    char who[400];
+    if (logged_in(svc, target_of(doc), who, sizeof who)) {
+      err_set(e, 409, "OS_VOLUME_LOGGED_IN",
+              "OS volume \"%s\" is in use: %s still logged in to its iSCSI target", en->name, who);
+      err_action(e, "Power the machine off (or shut its OS down) first; a machine powered off "
+                    "without logging out is dropped within 45 s. Then try again.");
+      goto out;
+    }
+  }
+  rc = 0;
+out:
+  if (rc < 0) {
+    if (exported) osvol_rebind_undo(u);
+    osvol_rebind_free(u);
+  } else {
+    *undo = u;
+  }
+  json_decref(doc);
+  store_entry_release(en);
+  return rc;
 }
 
 /* ---- reads

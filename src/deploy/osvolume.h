@@ -59,6 +59,9 @@ struct osvol_params {
    * ("serverProfileUri", "deploymentPlanUri"); REST PUT and DELETE of the
    * volume are then refused (the profile manages it). */
   const char *server_profile_uri, *deployment_plan_uri;
+  /* ... and, for its "dependentArtifacts" ([{name, serverIqn, uri}], HPE's
+   * shape), the profile's name and the machine's initiator name. */
+  const char *server_profile_name, *server_iqn;
 };
 
 /* Parse and check a POST /rest/os-volumes body into *p (which then borrows
@@ -106,6 +109,27 @@ json_t *osvol_delete(struct osvol_service *svc, struct task_engine *te, const ch
  * unchanged. *out receives the new entry (release it). */
 int osvol_update(struct osvol_service *svc, const char *id, json_t *body, const char *if_match,
                  struct store_entry **out, struct err *e);
+/* Inside the caller's transaction t: the "dependentArtifacts" of deployment
+ * volume `id` become [{name: profile_name, serverIqn, uri: profile_uri}].
+ * 0 when the volume does not exist (nothing to do). */
+int osvol_set_owner(struct store_txn *t, const char *id, const char *profile_name,
+                    const char *server_iqn, const char *profile_uri, struct err *e);
+/* Inside t: hand deployment volume `id` to another machine (a server profile
+ * moving): its ACL becomes that machine's `initiator` alone with one-way CHAP
+ * chap_name/chap_secret, its dependentArtifacts name the profile and the
+ * initiator. The target's ACL changes at once, so the old machine cannot log
+ * in again; if an initiator is still logged in, the target is put back as it
+ * was and the answer is 409 OS_VOLUME_LOGGED_IN (the old machine must be off
+ * first: a machine powered off without logging out is dropped within 45 s).
+ * On success *undo can put the target back should the caller's commit fail
+ * (osvol_rebind_undo), and must be freed with osvol_rebind_free either way. */
+struct osvol_rebind;
+int osvol_rebind(struct osvol_service *svc, struct store_txn *t, const char *id,
+                 const char *initiator, const char *chap_name, const char *chap_secret,
+                 const char *profile_name, const char *profile_uri, struct osvol_rebind **undo,
+                 struct err *e);
+void osvol_rebind_undo(struct osvol_rebind *u);
+void osvol_rebind_free(struct osvol_rebind *u);
 /* The public document with the current allocatedBytes (new reference). */
 json_t *osvol_get(struct osvol_service *svc, const char *id, struct err *e);
 /* A read-only point-in-time view of OS volume `id` (a snapshot: the volume

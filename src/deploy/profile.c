@@ -103,6 +103,7 @@ struct job {
   const char *step;                  /* the pipeline step running */
   char *volume_info;
   char *log; /* the build plan's masked log */
+  int moved; /* an update that moved the profile to j->hw */
 };
 
 static void job_free(void *p) {
@@ -554,7 +555,12 @@ static int delete_run(struct task *t, void *arg, struct err *e) {
 
 static int update_run(struct task *t, void *arg, struct err *e) {
   struct job *j = arg;
-  task_progress(t, 100, "Server profile \"%s\" updated", j->new_name ? j->new_name : j->pname);
+  if (j->moved)
+    task_progress(t, 100, "Server profile \"%s\" moved to server hardware \"%s\"",
+                  j->new_name ? j->new_name : j->pname,
+                  json_string_value(json_object_get(j->hw, "name")));
+  else
+    task_progress(t, 100, "Server profile \"%s\" updated", j->new_name ? j->new_name : j->pname);
   (void)e;
   return 0;
 }
@@ -701,6 +707,8 @@ static int begin_volume(struct job *j, const char *golden, uint64_t size, int ge
       .chap_secret = str_of(json_object_get(j->hw, "secrets"), "chapSecret"),
       .server_profile_uri = puri,
       .deployment_plan_uri = j->dp_uri,
+      .server_profile_name = j->new_name ? j->new_name : j->pname,
+      .server_iqn = init,
   };
   int rc = -1;
   for (int attempt = 0; attempt < 8; attempt++) {
@@ -945,6 +953,90 @@ static int count_generation(struct deploy_service *d, const char *puri) {
   return g;
 }
 
+/* The profile of job j moves to machine `hw_id` (j->hw, its document), keeping
+ * its OS volume, in one transaction: the volume's target admits only the new
+ * machine's initiator and CHAP (refused while anyone is still logged in), the
+ * profile's boot connections name it, the old machine is freed, the new one
+ * linked. A new name or description in the same request is applied too. */
+static int profile_move(struct job *j, const char *hw_id, const char *if_match, struct err *e) {
+  struct deploy_service *d = j->d;
+  struct store_txn *t = store_begin(d->c.store);
+  if (!t) return oom(e);
+  struct store_entry *cur = store_txn_get(t, PROFILE_COLL, j->pid);
+  struct store_entry *hn = store_txn_get(t, HW_COLL, hw_id);
+  struct osvol_rebind *undo = NULL;
+  json_t *doc = NULL;
+  int rc = -1;
+  char puri[96], vid[64], old_hw[64];
+  snprintf(puri, sizeof puri, "/rest/%s/%s", PROFILE_COLL, j->pid);
+  if (!cur || !hn) {
+    err_set(e, 409, cur ? "HARDWARE_NOT_FOUND" : "RESOURCE_NOT_FOUND",
+            cur ? "server hardware %s no longer exists" : "server profile %s no longer exists",
+            cur ? hw_id : j->pid);
+    goto out;
+  }
+  if (deploy_if_match(cur->doc, if_match, e) < 0 || profile_busy(cur->doc, "moved", e) < 0)
+    goto out;
+  const char *used = str_of(hn->doc, "serverProfileUri");
+  if (used && !is(used, puri)) {
+    err_set(e, 409, "HARDWARE_IN_USE",
+            "server hardware \"%s\" is already used by server profile %s", hn->name, used);
+    err_action(e, "Delete or move that server profile first, or choose another machine.");
+    goto out;
+  }
+  const char *init = str_of(hn->doc, "initiatorName"), *cname = str_of(hn->doc, "chapName");
+  const char *csecret = str_of(json_object_get(hn->doc, "secrets"), "chapSecret");
+  if (!init || !cname || !csecret) {
+    err_set(e, 409, "HARDWARE_INCOMPLETE",
+            "server hardware \"%s\" has no initiator name or CHAP credentials", hn->name);
+    goto out;
+  }
+  doc = json_deep_copy(cur->doc);
+  if (!doc) {
+    oom(e);
+    goto out;
+  }
+  const char *name = j->new_name ? j->new_name : j->pname;
+  snprintf(old_hw, sizeof old_hw, "%s", hw_id_of(cur->doc) ?: "");
+  volume_of(cur->doc, vid);
+  json_t *conns = json_object_get(doc, "bootConnections");
+  const char *target = str_of(json_array_get(conns, 0), "targetName");
+  if (vid[0] && osvol_rebind(d->c.osvols, t, vid, init, cname, csecret, name, puri, &undo, e) < 0)
+    goto out;
+  if (target) json_object_set_new(doc, "bootConnections", boot_connections(d, target, hn->doc));
+  json_object_set_new(doc, "serverHardwareUri", json_string(str_of(hn->doc, "uri")));
+  if (j->new_name) json_object_set_new(doc, "name", json_string(j->new_name));
+  if (j->new_desc) json_object_set_new(doc, "description", json_string(j->new_desc));
+  if (store_put(t, PROFILE_COLL, j->pid, str_of(doc, "name"), doc, e) < 0) {
+    if (e->status == 409) {
+      err_clear(e);
+      err_set(e, 409, "NAME_CONFLICT", "a server profile named \"%s\" already exists", name);
+    }
+    goto out;
+  }
+  struct store_entry *ho = old_hw[0] ? store_txn_get(t, HW_COLL, old_hw) : NULL;
+  int mine = ho && is(str_of(ho->doc, "serverProfileUri"), puri);
+  store_entry_release(ho);
+  if ((mine && hw_link(t, old_hw, NULL, e) < 0) || hw_link(t, hw_id, puri, e) < 0) goto out;
+  rc = 0;
+out:
+  store_entry_release(cur);
+  store_entry_release(hn);
+  json_decref(doc);
+  if (rc < 0) {
+    osvol_rebind_undo(undo);
+    store_rollback(t);
+  } else if (store_commit(t, e) < 0) {
+    osvol_rebind_undo(undo);
+    rc = -1;
+  }
+  osvol_rebind_free(undo);
+  if (rc == 0)
+    log_info("deploy", "server profile \"%s\" (%s) moved to server hardware \"%s\" (%s)",
+             j->new_name ? j->new_name : j->pname, j->pid, str_of(j->hw, "name"), hw_id);
+  return rc;
+}
+
 json_t *profile_update(struct deploy_service *d, const char *id, json_t *body, const char *if_match,
                        const char *owner, struct err *e) {
   if (check_body(body, e) < 0) return NULL;
@@ -973,17 +1065,16 @@ json_t *profile_update(struct deploy_service *d, const char *id, json_t *body, c
   if (deploy_if_match(p->doc, if_match, e) < 0 || profile_busy(p->doc, "changed", e) < 0) goto fail;
   const char *hwref = hw_ref_of(body);
   struct store_entry *h = hwref && *hwref ? hw_lookup(d->c.store, hwref) : NULL;
-  int other_hw = hwref && *hwref && (!h || !is(h->id, hw_id_of(p->doc)));
-  store_entry_release(h);
-  if (other_hw) {
-    err_set(e, 400, "PROFILE_FIELD_READ_ONLY",
-            "server profile \"%s\": \"serverHardwareUri\" cannot change (the OS volume's target "
-            "is bound to that machine's initiator)",
-            p->name);
-    err_action(e, "Delete the profile and create one for the other machine.");
+  if (hwref && *hwref && !h) {
+    err_set(e, 400, "HARDWARE_NOT_FOUND", "server hardware \"%.300s\" does not exist", hwref);
     goto fail;
   }
-  h = store_get(d->c.store, HW_COLL, hw_id_of(p->doc) ?: "");
+  char move_to[64] = "";
+  if (h && !is(h->id, hw_id_of(p->doc))) snprintf(move_to, sizeof move_to, "%s", h->id);
+  if (!move_to[0]) {
+    store_entry_release(h);
+    h = store_get(d->c.store, HW_COLL, hw_id_of(p->doc) ?: "");
+  }
   if (!h) {
     err_set(e, 409, "HARDWARE_NOT_FOUND", "server profile \"%s\": its machine no longer exists",
             p->name);
@@ -1010,6 +1101,22 @@ json_t *profile_update(struct deploy_service *d, const char *id, json_t *body, c
   int redeploy = !is(j->dp_uri, str_of(ods_old, "osDeploymentPlanUri")) ||
                  !same_values(j->attrs_full, carried);
   volume_of(p->doc, j->old_vid);
+  if (move_to[0] && redeploy) {
+    err_set(e, 400, "PROFILE_MOVE_WITH_REDEPLOY",
+            "server profile \"%s\": a move to another machine cannot also change the "
+            "deployment plan or its attribute values",
+            p->name);
+    err_action(e, "Move the profile first (serverHardwareUri alone), then change its deployment "
+                  "in a second request.");
+    goto fail;
+  }
+  if (move_to[0]) {
+    j->kind = K_UPDATE;
+    if (profile_move(j, move_to, if_match, e) < 0) goto fail;
+    j->moved = 1;
+    store_entry_release(p);
+    return submit(j, owner, e);
+  }
   if (!redeploy) {
     /* name and description only */
     j->kind = K_UPDATE;
@@ -1029,6 +1136,9 @@ json_t *profile_update(struct deploy_service *d, const char *id, json_t *body, c
           err_set(e, 409, "NAME_CONFLICT", "a server profile named \"%s\" already exists",
                   j->new_name);
         }
+        if (urc == 0 && j->new_name)
+          urc = osvol_set_owner(t, j->old_vid, j->new_name, str_of(j->hw, "initiatorName"),
+                                str_of(doc, "uri"), e);
       }
       json_decref(doc);
       store_entry_release(cur);
@@ -1145,6 +1255,24 @@ static void recover(struct deploy_service *d) {
                     e.message);
       }
       err_clear(&e);
+    }
+    store_entries_release(v, n);
+  }
+  /* the dependentArtifacts of each profile's OS volume (volumes made before they were kept) */
+  if (store_list(d->c.store, PROFILE_COLL, &v, &n) == 0) {
+    for (size_t i = 0; i < n; i++) {
+      char vid[64];
+      volume_of(v[i]->doc, vid);
+      struct store_entry *h =
+          vid[0] ? store_get(d->c.store, HW_COLL, hw_id_of(v[i]->doc) ?: "") : NULL;
+      struct store_txn *t = h ? store_begin(d->c.store) : NULL;
+      if (t && osvol_set_owner(t, vid, v[i]->name, str_of(h->doc, "initiatorName"),
+                               str_of(v[i]->doc, "uri"), &e) == 0)
+        store_commit(t, &e);
+      else if (t)
+        store_rollback(t);
+      err_clear(&e);
+      store_entry_release(h);
     }
     store_entries_release(v, n);
   }

@@ -133,11 +133,25 @@ def test_cli_hardware_deploy_profiles(srv):
     assert len(vols2) == 1 and vols2[0]["uri"] != vols[0]["uri"], (vols, vols2)
     p = cli(srv, "profile", "show", "web1")
     assert p.returncode == 0 and "Hello again" in p.stdout and "Hello from node1" not in p.stdout, p.stdout
-    # a profile cannot move to another machine; nothing changes
+    # deploy does not move a profile to another machine (nothing changes); profile move does
     assert cli(srv, "hardware", "add", "node9", "--mac", "52:54:00:aa:bb:09").returncode == 0
     p = cli(srv, "deploy", "web1", "--hardware", "node9", "--plan", dp["name"])
-    assert p.returncode == 2 and "cannot move" in p.stderr, p
+    assert p.returncode == 2 and "streamer profile move" in p.stderr, p
     assert srv.request("GET", "/rest/os-volumes").json()["members"] == vols2
+    p = cli(srv, "profile", "move", "web1")
+    assert p.returncode == 2 and "--hardware" in p.stderr, p
+    p = cli(srv, "profile", "move", "web1", "--hardware", "node9")
+    assert p.returncode == 0 and 'Moved server profile "web1" to "node9"' in p.stdout, (p, srv.read_log()[-2000:])
+    assert "host.node9." in p.stdout and "Primary" in p.stdout, p.stdout
+    vols3 = srv.request("GET", "/rest/os-volumes").json()["members"]
+    assert [v["uri"] for v in vols3] == [v["uri"] for v in vols2], vols3  # the same volume
+    assert vols3[0]["dependentArtifacts"][0]["serverIqn"].startswith("iqn.2024-11.org.streamer:host.node9."), vols3
+    st, _, body = __import__("test_boot").get(srv.port, "/boot/ipxe?mac=52:54:00:aa:bb:09")
+    assert st == 200 and "sanboot" in body, body
+    p = cli(srv, "profile", "move", "web1", "--hardware", "node1")
+    assert p.returncode == 0 and 'to "node1"' in p.stdout, p
+    p = cli(srv, "profile", "move", "web1", "--hardware", "node1")
+    assert p.returncode == 0 and "already" in p.stdout, p
     assert cli(srv, "hardware", "delete", "node9").returncode == 0
     # a machine in use cannot be forgotten; a second profile on it is refused
     assert cli(srv, "hardware", "delete", "node1").returncode == 1

@@ -633,3 +633,123 @@ def test_boot_connections_per_portal_and_advertise():
         dp = small_setup(srv)
         r = post_profile(srv, "x", hardware(srv), dp)
         assert r.status == 409 and r.json()["errorCode"] == "ISCSI_DISABLED", r
+
+
+def test_move_profile_to_another_machine(srv):
+    """A profile moves to a spare machine with its OS volume (the stateless
+    server's point): the volume's target admits only the new machine's
+    initiator and CHAP, boot answers follow, the old machine is freed; refused
+    (nothing changed) while the old machine is still logged in, to a machine
+    in use, or together with a redeploy. The volume's dependentArtifacts name
+    the profile and the machine's initiator, HPE's {name, serverIqn, uri}."""
+    import iscsi_client
+    import test_boot
+    dp = small_setup(srv)
+    hw1 = hardware(srv, "rack1-a", macs=[mac(1)])
+    hw2 = hardware(srv, "rack1-spare", macs=[mac(2)])
+    hw3 = hardware(srv, "rack1-c", macs=[mac(3)])
+    t, p = deploy(srv, "db1", hw1, dp, [{"name": "Hostname", "value": "db1"}])
+    _, other = deploy(srv, "db2", hw3, dp, [{"name": "Hostname", "value": "db2"}])
+    vuri = p["osDeploymentSettings"]["osVolumeUri"]
+    vol = srv.request("GET", vuri).json()
+    assert vol["dependentArtifacts"] == [{"name": "db1", "serverIqn": hw1["initiatorName"],
+                                          "uri": p["uri"]}], vol
+    listed = [v for v in volumes(srv) if v["uri"] == vuri][0]
+    assert listed["dependentArtifacts"] == vol["dependentArtifacts"], listed
+    # a rename shows in the volume's dependentArtifacts
+    r = srv.request("PUT", p["uri"], {"name": "db1-prod"})
+    assert r.status == 202 and srv.wait_task(r.json()["uri"])["taskState"] == "Completed", r
+    vol = srv.request("GET", vuri).json()
+    assert vol["dependentArtifacts"][0]["name"] == "db1-prod", vol
+    c1 = credentials(srv, vol)
+    target = vol["oeVolumeIQN"]
+
+    def snapshot():
+        return (srv.request("GET", p["uri"]).json(), srv.request("GET", vuri).json(),
+                [srv.request("GET", h["uri"]).json() for h in (hw1, hw2, hw3)],
+                credentials(srv, vol))
+
+    def same(a, b):
+        strip = lambda d: {k: v for k, v in d.items() if k not in ("allocatedBytes",)}  # noqa: E731
+        return strip(a[0]) == strip(b[0]) and strip(a[1]) == strip(b[1]) and a[2] == b[2] and a[3] == b[3]
+
+    def refused(body, status, code):
+        s0 = snapshot()
+        r = srv.request("PUT", p["uri"], body)
+        assert r.status == status and r.json()["errorCode"] == code, r
+        assert same(s0, snapshot()), "a refused move changed something"
+        return r.json()
+
+    # the old machine still logged in: refused, its session keeps working
+    c = iscsi_client.Conn("127.0.0.1", srv.iscsi_port)
+    try:
+        c.login(hw1["initiatorName"], target, chap=(c1["chapName"], c1["chapSecret"]))
+        err = refused({"serverHardwareUri": hw2["uri"]}, 409, "OS_VOLUME_LOGGED_IN")
+        assert hw1["initiatorName"] in err["message"], err
+        st = c.command(bytes(6))[0]  # TEST UNIT READY: still served
+        assert st == 0, st
+    finally:
+        c.close()
+    # other refusals, nothing changed
+    refused({"serverHardwareUri": hw3["uri"]}, 409, "HARDWARE_IN_USE")
+    refused({"serverHardwareUri": "/rest/server-hardware/nope"}, 400, "HARDWARE_NOT_FOUND")
+    refused({"serverHardwareUri": hw2["uri"],
+             "osDeploymentSettings": {"osCustomAttributes": [{"name": "Hostname", "value": "x"}]}},
+            400, "PROFILE_MOVE_WITH_REDEPLOY")
+    refused({"serverHardwareUri": hw2["uri"], "name": other["name"]}, 409, "NAME_CONFLICT")
+
+    # the move (the session of the old machine is gone once it logged out)
+    def sessions():
+        ts = srv.request("GET", "/rest/iscsi/targets").json()["members"]
+        return [s for m in ts if m["targetName"] == target for s in m["sessions"]]
+    deadline = time.time() + 20
+    while sessions() and time.time() < deadline:
+        time.sleep(0.1)
+    r = srv.request("PUT", p["uri"], {"serverHardwareUri": hw2["uri"]})
+    assert r.status == 202 and r.json()["name"] == "Update", r
+    t = srv.wait_task(r.json()["uri"])
+    assert t["taskState"] == "Completed", t
+    assert t["progressUpdates"][-1]["statusUpdate"] == \
+        'Server profile "db1-prod" moved to server hardware "rack1-spare"', t
+    p2 = srv.request("GET", p["uri"]).json()
+    assert p2["serverHardwareUri"] == hw2["uri"] and p2["state"] == "Normal", p2
+    assert p2["osDeploymentSettings"]["osVolumeUri"] == vuri, p2  # the same volume, not redeployed
+    (bc,) = p2["bootConnections"]
+    assert bc["initiatorName"] == hw2["initiatorName"] and bc["chapName"] == "rack1-spare", bc
+    assert bc["targetName"] == target, bc
+    vol2 = srv.request("GET", vuri).json()
+    assert vol2["iscsi"]["initiatorNames"] == [hw2["initiatorName"]], vol2
+    assert vol2["iscsi"]["chapName"] == "rack1-spare", vol2
+    assert vol2["dependentArtifacts"] == [{"name": "db1-prod", "serverIqn": hw2["initiatorName"],
+                                           "uri": p["uri"]}], vol2
+    c2 = credentials(srv, vol2)
+    assert c2["chapName"] == "rack1-spare" and c2["chapSecret"] != c1["chapSecret"], c2
+    assert "deployed db1" in srv.request("GET", "/rest/os-volumes/archive/" + vol2["id"]).body
+    # the target: the new machine gets in, the old one no longer
+    lun = "iscsi://%%s127.0.0.1:%d/%s/0" % (srv.iscsi_port, target)
+    r = tool("iscsi-inq", "-i", hw2["initiatorName"], lun % ("%s%%%s@" % (c2["chapName"], c2["chapSecret"])))
+    assert r.returncode == 0 and "DIRECT_ACCESS" in r.stdout, (r.stdout, r.stderr)
+    r = tool("iscsi-inq", "-i", hw1["initiatorName"], lun % ("%s%%%s@" % (c1["chapName"], c1["chapSecret"])))
+    assert r.returncode != 0, r.stdout
+    # the machines' links and the boot answers follow
+    h1, h2 = (srv.request("GET", h["uri"]).json() for h in (hw1, hw2))
+    assert h1["serverProfileUri"] is None and h1["state"] == "Unused", h1
+    assert h2["serverProfileUri"] == p["uri"] and h2["state"] == "ProfileApplied", h2
+    st, _, body = test_boot.get(srv.port, "/boot/ipxe?mac=" + mac(2))
+    assert st == 200 and target in body and "sanboot" in body, body
+    st, _, body = test_boot.get(srv.port, "/boot/ipxe?mac=" + mac(1))
+    assert st == 200 and target not in body and "exit" in body, body
+    consistent(srv, 2)
+    # and back, with a rename in the same request; the freed machine can go
+    r = srv.request("PUT", p["uri"], {"serverHardwareUri": hw1["uri"], "name": "db1"})
+    assert r.status == 202 and srv.wait_task(r.json()["uri"])["taskState"] == "Completed", r
+    vol3 = srv.request("GET", vuri).json()
+    assert vol3["dependentArtifacts"] == [{"name": "db1", "serverIqn": hw1["initiatorName"],
+                                           "uri": p["uri"]}], vol3
+    assert srv.request("DELETE", hw2["uri"]).status == 204
+    # kept across a restart
+    restart(srv)
+    assert srv.request("GET", vuri).json()["dependentArtifacts"] == vol3["dependentArtifacts"]
+    r = tool("iscsi-inq", "-i", hw1["initiatorName"], lun % ("%s%%%s@" % (c1["chapName"], c1["chapSecret"])))
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    consistent(srv, 2)
