@@ -57,11 +57,14 @@ void deploy_service_close(struct deploy_service *d);
 /* ---- server hardware (hardware.c) -------------------------------------------
  * {"name", "macAddresses": [...] (1..8, unique across machines), "initiatorName"?
  * (generated), "chapName"? (default: the name), "chapSecret"? (12..16
- * characters, generated; never rendered), "ipv4Address"?, "netmask"?,
- * "description"?}. Synchronous: *out receives the stored entry (release it). */
+ * characters, generated; never rendered), "ipv4Address"?, "netmask"? (NIC 1),
+ * "ipv4Address2"?, "netmask2"? (NIC 2: only with a second MAC, not NIC 1's
+ * address), "description"?}. Synchronous: *out receives the stored entry
+ * (release it). */
 int hw_create(struct deploy_service *d, json_t *body, struct store_entry **out, struct err *e);
 /* PUT: the fields given replace the stored ones; initiatorName and CHAP
- * cannot change while a profile uses the machine (409 HARDWARE_IN_USE). */
+ * cannot change while a profile uses the machine (409 HARDWARE_IN_USE); MACs
+ * and addresses can (they feed the next deployment's system attributes). */
 int hw_update(struct deploy_service *d, const char *id, json_t *body, const char *if_match,
               struct store_entry **out, struct err *e);
 /* 409 HARDWARE_IN_USE while a profile uses it. */

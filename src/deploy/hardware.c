@@ -1,6 +1,7 @@
 /* hardware.c — the "server-hardware" documents: a machine's MAC addresses
  * (how the iPXE endpoint recognizes it), its iSCSI initiator name and the
- * one-way CHAP credentials its OS volume's target demands, its address.
+ * one-way CHAP credentials its OS volume's target demands, the IPv4 addresses
+ * of its two iSCSI NICs (plan scripts' _Initiator1/2.ip and .netmask).
  * Synchronous create / update / delete; the CHAP secret lives in the hidden
  * "secrets" object and is never rendered, logged or returned. */
 #include <arpa/inet.h>
@@ -100,9 +101,9 @@ static int valid_netmask(const char *s) {
   return m != 0 && (inv & (inv + 1)) == 0; /* ones, then zeros */
 }
 
-static const char *const WRITABLE[] = {"name",          "description", "macAddresses",
-                                       "initiatorName", "chapName",    "chapSecret",
-                                       "ipv4Address",   "netmask",     NULL};
+static const char *const WRITABLE[] = {
+    "name",        "description", "macAddresses", "initiatorName", "chapName", "chapSecret",
+    "ipv4Address", "netmask",     "ipv4Address2", "netmask2",      NULL};
 static const char *const IGNORED[] = {"type",
                                       "id",
                                       "uri",
@@ -227,6 +228,56 @@ static int check_keys(json_t *body, const char *id, struct err *e) {
   return 0;
 }
 
+/* Field `key` of doc from the body's value `v` (NULL: not given; "": none,
+ * stored as null): an IPv4 address, or with `mask` a contiguous netmask. */
+static int set_addr(json_t *doc, const char *key, const char *v, int mask, int create,
+                    struct err *e) {
+  if (!v) {
+    if (create) json_object_set_new(doc, key, json_null());
+    return 0;
+  }
+  if (*v && !mask && !valid_ipv4(v)) {
+    err_set(e, 400, "INVALID_FIELD", "server hardware: \"%s\" \"%.60s\" is not an IPv4 address",
+            key, v);
+    return -1;
+  }
+  if (*v && mask && !valid_netmask(v)) {
+    err_set(e, 400, "INVALID_FIELD",
+            "server hardware: \"%s\" \"%.60s\" is not an IPv4 netmask (255.255.255.0)", key, v);
+    return -1;
+  }
+  json_object_set_new(doc, key, *v ? json_string(v) : json_null());
+  return 0;
+}
+
+/* The second NIC's address (ipv4Address2, netmask2: _Initiator2.ip and
+ * .netmask for plan scripts) belongs to the NIC of the second MAC, and is not
+ * the first NIC's address. Checked on the resulting document, so that a PUT
+ * dropping the second MAC while an address is set is refused too. */
+static int second_nic_check(json_t *doc, struct err *e) {
+  const char *ip = json_string_value(json_object_get(doc, "ipv4Address"));
+  const char *ip2 = json_string_value(json_object_get(doc, "ipv4Address2"));
+  const char *mask2 = json_string_value(json_object_get(doc, "netmask2"));
+  if ((ip2 || mask2) && json_array_size(json_object_get(doc, "macAddresses")) < 2) {
+    err_set(e, 400, "INVALID_FIELD",
+            "server hardware: \"%s\" is the address of the second NIC, but \"macAddresses\" "
+            "lists no second MAC",
+            ip2 ? "ipv4Address2" : "netmask2");
+    err_action(e, "Give the second NIC's MAC as the second entry of macAddresses, or set "
+                  "ipv4Address2 and netmask2 to \"\".");
+    return -1;
+  }
+  if (ip2 && is(ip, ip2)) {
+    err_set(e, 400, "INVALID_FIELD",
+            "server hardware: \"ipv4Address2\" %s is the first NIC's \"ipv4Address\" too: "
+            "two NICs cannot share an address",
+            ip2);
+    err_action(e, "Give each NIC its own address.");
+    return -1;
+  }
+  return 0;
+}
+
 /* Apply the body's fields to doc (a new or copied document). */
 static int apply_fields(json_t *doc, json_t *body, int create, struct err *e) {
   json_t *name = json_object_get(body, "name");
@@ -234,12 +285,13 @@ static int apply_fields(json_t *doc, json_t *body, int create, struct err *e) {
     if (artifact_check_name("server hardware", name, e) < 0) return -1;
     json_object_set(doc, "name", name);
   }
-  const char *desc, *init, *cname, *csecret, *ip, *mask;
+  const char *desc, *init, *cname, *csecret, *ip, *mask, *ip2, *mask2;
   if (str_field(body, "description", &desc, e) < 0 ||
       str_field(body, "initiatorName", &init, e) < 0 ||
       str_field(body, "chapName", &cname, e) < 0 ||
       str_field(body, "chapSecret", &csecret, e) < 0 ||
-      str_field(body, "ipv4Address", &ip, e) < 0 || str_field(body, "netmask", &mask, e) < 0)
+      str_field(body, "ipv4Address", &ip, e) < 0 || str_field(body, "netmask", &mask, e) < 0 ||
+      str_field(body, "ipv4Address2", &ip2, e) < 0 || str_field(body, "netmask2", &mask2, e) < 0)
     return -1;
   if (desc) {
     if (strlen(desc) > DESC_MAX) {
@@ -319,29 +371,12 @@ static int apply_fields(json_t *doc, json_t *body, int create, struct err *e) {
     memset(t, 0, strlen(t));
     free(t);
   }
-  if (ip) {
-    if (*ip && !valid_ipv4(ip)) {
-      err_set(e, 400, "INVALID_FIELD",
-              "server hardware: \"ipv4Address\" \"%.60s\" is not an IPv4 "
-              "address",
-              ip);
-      return -1;
-    }
-    json_object_set_new(doc, "ipv4Address", *ip ? json_string(ip) : json_null());
-  } else if (create) {
-    json_object_set_new(doc, "ipv4Address", json_null());
-  }
-  if (mask) {
-    if (*mask && !valid_netmask(mask)) {
-      err_set(e, 400, "INVALID_FIELD",
-              "server hardware: \"netmask\" \"%.60s\" is not an IPv4 netmask (255.255.255.0)",
-              mask);
-      return -1;
-    }
-    json_object_set_new(doc, "netmask", *mask ? json_string(mask) : json_null());
-  } else if (create) {
-    json_object_set_new(doc, "netmask", json_null());
-  }
+  if (set_addr(doc, "ipv4Address", ip, 0, create, e) < 0 ||
+      set_addr(doc, "netmask", mask, 1, create, e) < 0 ||
+      set_addr(doc, "ipv4Address2", ip2, 0, create, e) < 0 ||
+      set_addr(doc, "netmask2", mask2, 1, create, e) < 0)
+    return -1;
+  return second_nic_check(doc, e);
   return 0;
 }
 

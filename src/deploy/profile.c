@@ -584,16 +584,20 @@ static struct store_entry *dp_lookup(struct store *s, const char *ref) {
 static json_t *system_values(json_t *hw) {
   json_t *v = json_object();
   json_t *macs = json_object_get(hw, "macAddresses");
-  const char *ip = str_of(hw, "ipv4Address"), *mask = str_of(hw, "netmask");
+  /* NIC 1: the first MAC, ipv4Address, netmask; NIC 2: the second MAC,
+   * ipv4Address2, netmask2 (hardware.c refuses those without a second MAC) */
+  static const char *const ips[2] = {"ipv4Address", "ipv4Address2"};
+  static const char *const masks[2] = {"netmask", "netmask2"};
   for (int i = 0; i < 2; i++) {
     char k[64];
     const char *mac = json_string_value(json_array_get(macs, (size_t)i));
+    const char *ip = str_of(hw, ips[i]), *mask = str_of(hw, masks[i]);
     snprintf(k, sizeof k, "_Initiator%d.mac", i + 1);
     json_object_set_new(v, k, json_string(mac ? mac : ""));
     snprintf(k, sizeof k, "_Initiator%d.ip", i + 1);
-    json_object_set_new(v, k, json_string(i == 0 && ip ? ip : ""));
+    json_object_set_new(v, k, json_string(ip ? ip : ""));
     snprintf(k, sizeof k, "_Initiator%d.netmask", i + 1);
-    json_object_set_new(v, k, json_string(i == 0 && mask ? mask : ""));
+    json_object_set_new(v, k, json_string(mask ? mask : ""));
   }
   return v;
 }

@@ -173,3 +173,48 @@ def test_cli_hardware_deploy_profiles(srv):
     assert p.returncode == 0, p
     p = cli(srv, "hardware", "show", "node1")
     assert p.returncode == 1 and "streamer hardware list" in p.stderr, p
+
+
+def test_cli_hardware_second_nic(srv):
+    """--ip2 / --netmask2 (the second iSCSI NIC, _Initiator2.ip / .netmask) on
+    hardware add and hardware update; local usage errors exit 2 and send
+    nothing; the server's refusals exit 1 and change nothing."""
+    login(srv)
+    for args in (["--mac", "52:54:00:aa:cc:01", "--ip2", "10.2.0.9", "--netmask2", "255.255.255.0"],
+                 ["--mac", "52:54:00:aa:cc:01", "--mac", "52:54:00:aa:cc:02", "--ip2", "10.2.0.9"],
+                 ["--mac", "52:54:00:aa:cc:01", "--mac", "52:54:00:aa:cc:02", "--netmask2", "255.0.0.0"]):
+        p = cli(srv, "hardware", "add", "mp", *args)
+        assert p.returncode == 2, (args, p)
+    p = cli(srv, "hardware", "add", "mp", "--mac", "52:54:00:aa:cc:01", "--ip2", "10.2.0.9", "--netmask2", "255.0.0.0")
+    assert "give its MAC as a second --mac" in p.stderr, p
+    assert "POST /rest/server-hardware" not in srv.read_log()
+    p = cli(srv, "hardware", "add", "mp", "--mac", "52:54:00:aa:cc:01", "--mac", "52:54:00:aa:cc:02",
+            "--ip2", "10.2.0.300", "--netmask2", "255.255.255.0")
+    assert p.returncode == 1 and '"ipv4Address2" "10.2.0.300" is not an IPv4 address' in p.stderr, p
+    assert srv.request("GET", "/rest/server-hardware").json()["members"] == []
+    p = cli(srv, "--json", "hardware", "add", "mp", "--mac", "52:54:00:aa:cc:01", "--mac", "52:54:00:aa:cc:02",
+            "--ip", "10.1.0.9", "--netmask", "255.255.0.0", "--ip2", "10.2.0.9", "--netmask2", "255.255.255.0")
+    assert p.returncode == 0, p
+    hw = json.loads(p.stdout)
+    assert (hw["ipv4Address"], hw["ipv4Address2"], hw["netmask2"]) == ("10.1.0.9", "10.2.0.9", "255.255.255.0"), hw
+    p = cli(srv, "hardware", "show", "mp")
+    assert p.returncode == 0, p
+    assert re.search(r"ipv4Address2:\s+10\.2\.0\.9\n", p.stdout) and re.search(r"netmask2:\s+255\.255\.255\.0\n",
+                                                                              p.stdout), p.stdout
+    # update: the fields given, with the machine's eTag
+    p = cli(srv, "hardware", "update", "mp", "--ip2", "10.2.0.10", "--netmask2", "255.255.0.0")
+    assert p.returncode == 0 and 'Updated server hardware "mp"' in p.stdout, p
+    h = srv.request("GET", hw["uri"]).json()
+    assert (h["ipv4Address2"], h["netmask2"], h["ipv4Address"]) == ("10.2.0.10", "255.255.0.0", "10.1.0.9"), h
+    assert h["macAddresses"] == hw["macAddresses"] and h["initiatorName"] == hw["initiatorName"], h
+    for args in ([], ["--ip2", "10.2.0.11"], ["--mac", "52:54:00:aa:cc"]):
+        assert cli(srv, "hardware", "update", "mp", *args).returncode == 2, args
+    p = cli(srv, "hardware", "update", "mp", "--mac", "52:54:00:aa:cc:01")  # the second NIC's address stays
+    assert p.returncode == 1 and "lists no second MAC" in p.stderr, p
+    assert srv.request("GET", hw["uri"]).json() == h
+    p = cli(srv, "hardware", "update", "mp", "--mac", "52:54:00:aa:cc:01", "--ip2", "", "--netmask2", "")
+    assert p.returncode == 0, p
+    h = srv.request("GET", hw["uri"]).json()
+    assert h["macAddresses"] == ["52:54:00:aa:cc:01"] and h["ipv4Address2"] is None and h["netmask2"] is None, h
+    p = cli(srv, "hardware", "update", "nosuch", "--description", "x")
+    assert p.returncode == 1, p

@@ -9,7 +9,9 @@ with its CHAP credentials only (libiscsi's iscsi-ls / iscsi-inq), redeploy
 (new volume, the old one removed, values carried), delete (volume, target
 and the machine's link gone). Also: attribute violations (all at once,
 nothing created), NIC attributes by sub-parameter, system attributes,
-VolumeSize for plans without a golden image, a failure injected at each
+VolumeSize for plans without a golden image, the second iSCSI NIC's address
+(ipv4Address2 / netmask2 as _Initiator2.ip / .netmask, written by a plan into
+a vfat image and read back over iSCSI with mtools), a failure injected at each
 pipeline step (streamerd --fault-injection), 200 parallel deploys, retried
 requests, and a daemon killed during a deploy whose plan sleeps in a host
 command, then restarted: no orphan volume or target.
@@ -21,12 +23,15 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import zipfile
 
 import harness
+import iscsi_client
 import test_golden_images as tgi
 import test_validate as tv
 
@@ -366,6 +371,65 @@ def test_hardware_rules(srv):
     assert srv.request("GET", "/rest/deployment-groups/nope").status == 404
 
 
+def test_hardware_second_nic_address(srv):
+    """ipv4Address2 / netmask2: the second NIC's address (_Initiator2.ip and
+    .netmask for plan scripts), validated like the first, only with a second
+    MAC; a refused request changes nothing."""
+    hw = hardware(srv, "mp", macs=[MAC, "52:54:00:00:00:02"], ipv4Address="10.1.0.9",
+                  netmask="255.255.0.0", ipv4Address2="10.2.0.9", netmask2="255.255.255.0")
+    assert (hw["ipv4Address2"], hw["netmask2"]) == ("10.2.0.9", "255.255.255.0"), hw
+    assert srv.request("GET", hw["uri"]).json()["ipv4Address2"] == "10.2.0.9"
+    one = hardware(srv, "one", macs=["52:54:00:00:00:03"])
+    assert one["ipv4Address2"] is None and one["netmask2"] is None, one
+
+    def refused(body, msg, method="POST", uri="/rest/server-hardware"):
+        before = srv.request("GET", "/rest/server-hardware").json()["members"]
+        r = srv.request(method, uri, body)
+        err = r.json()
+        assert r.status == 400 and err["errorCode"] == "INVALID_FIELD", (body, r)
+        assert msg in err["message"], (msg, err)
+        assert err["recommendedActions"] is not None, err
+        assert srv.request("GET", "/rest/server-hardware").json()["members"] == before
+        return err
+
+    m2 = ["52:54:00:00:00:04", "52:54:00:00:00:05"]
+    err = refused({"name": "b", "macAddresses": ["52:54:00:00:00:04"], "ipv4Address2": "10.2.0.1",
+                   "netmask2": "255.255.255.0"}, '"ipv4Address2" is the address of the second NIC')
+    assert "second MAC" in err["message"] and "macAddresses" in err["recommendedActions"][0], err
+    refused({"name": "b", "macAddresses": ["52:54:00:00:00:04"], "netmask2": "255.255.255.0"},
+            '"netmask2" is the address of the second NIC')
+    refused({"name": "b", "macAddresses": m2, "ipv4Address2": "10.2.0.300"},
+            '"ipv4Address2" "10.2.0.300" is not an IPv4 address')
+    refused({"name": "b", "macAddresses": m2, "ipv4Address2": "10.2.0.1", "netmask2": "255.0.255.0"},
+            '"netmask2" "255.0.255.0" is not an IPv4 netmask')
+    refused({"name": "b", "macAddresses": m2, "ipv4Address2": "10.2.0.1 "}, "is not an IPv4 address")
+    refused({"name": "b", "macAddresses": m2, "ipv4Address": "10.2.0.1", "ipv4Address2": "10.2.0.1"},
+            "two NICs cannot share an address")
+    r = srv.request("POST", "/rest/server-hardware", {"name": "b", "macAddresses": m2, "ipv4Address2": 10})
+    assert r.status == 400 and '"ipv4Address2" must be a string' in r.json()["message"], r
+    # PUT: checked on the resulting document
+    refused({"ipv4Address2": "10.3.0.1"}, "lists no second MAC", "PUT", one["uri"])
+    refused({"macAddresses": [MAC]}, "lists no second MAC", "PUT", hw["uri"])
+    refused({"ipv4Address": "10.2.0.9"}, "two NICs cannot share an address", "PUT", hw["uri"])
+    refused({"netmask2": "0.0.0.0"}, "is not an IPv4 netmask", "PUT", hw["uri"])
+    r = srv.request("PUT", one["uri"], {"macAddresses": ["52:54:00:00:00:03", "52:54:00:00:00:06"],
+                                        "ipv4Address2": "10.3.0.1", "netmask2": "255.255.255.128"},
+                    headers={"If-Match": one["eTag"]})
+    assert r.status == 200, r
+    h = r.json()
+    assert (h["ipv4Address2"], h["netmask2"], h["ipv4Address"]) == ("10.3.0.1", "255.255.255.128", None), h
+    # other fields leave the addresses alone; "" removes them, then one MAC is enough again
+    r = srv.request("PUT", one["uri"], {"description": "two NICs"})
+    assert r.status == 200 and r.json()["ipv4Address2"] == "10.3.0.1", r
+    r = srv.request("PUT", one["uri"], {"ipv4Address2": "", "netmask2": ""})
+    assert r.status == 200 and r.json()["ipv4Address2"] is None and r.json()["netmask2"] is None, r
+    r = srv.request("PUT", one["uri"], {"macAddresses": ["52:54:00:00:00:03"]})
+    assert r.status == 200 and r.json()["macAddresses"] == ["52:54:00:00:00:03"], r
+    # filterable like the other fields
+    r = srv.request("GET", "/rest/server-hardware?filter=" + urllib.parse.quote("\"ipv4Address2='10.2.0.9'\""))
+    assert r.status == 200 and [m["name"] for m in r.json()["members"]] == ["mp"], r
+
+
 # -- small plans for the pipeline's failure cases and load -----------------------------------------
 def small_setup(srv, content="echo deployed @Hostname@\n", name="Small", golden=True, bp_attrs=()):
     """A 1 MiB golden image of zeros and a one-step plan. Returns the deployment plan."""
@@ -588,6 +652,103 @@ def test_empty_volume_nic_and_system_attributes(srv):
     log = srv.request("GET", "/rest/os-volumes/archive/" + vol["id"]).body
     assert "ip= mode=dhcp dhcp=true" in log, log
     consistent(srv, 1)
+
+
+NICS_SCRIPT = """mount /dev/sda1 /
+write /nics.txt "ip1=@_Initiator1.ip@ mask1=@_Initiator1.netmask@ ip2=@_Initiator2.ip@ mask2=@_Initiator2.netmask@ mac2=@_Initiator2.mac@ stamp=@Stamp:one@"
+write /iscsi.sh "esxcfg-vmknic -a -i @_Initiator2.ip@ -n @_Initiator2.netmask@ iSCSI-PG2"
+"""
+ESP = (1 << 20, 8 << 20)  # the vfat partition of vfat_disk: offset, size
+
+
+def vfat_disk(tmp):
+    """A 9 MiB MBR disk whose partition 1 is vfat made by mkfs.vfat."""
+    img, esp = os.path.join(tmp, "nics.img"), os.path.join(tmp, "esp.img")
+    with open(img, "wb") as f:
+        f.truncate(ESP[0] + ESP[1])
+    subprocess.run(["sfdisk", "-q", img], check=True, input=b"label: dos\nstart=2048, type=c\n")
+    subprocess.run(["mkfs.vfat", "-C", esp, str(ESP[1] // 1024)], check=True, capture_output=True)
+    with open(esp, "rb") as f, open(img, "r+b") as g:
+        g.seek(ESP[0])
+        g.write(f.read())
+    return img
+
+
+def volume_file(srv, hw, vol, path, tmp):
+    """A file of the deployed volume's vfat partition: the partition read over
+    iSCSI as the machine (its initiator name and CHAP), the file read by mtools."""
+    cred = credentials(srv, vol)
+    c = iscsi_client.Conn("127.0.0.1", srv.iscsi_port)
+    try:
+        c.login(hw["initiatorName"], vol["oeVolumeIQN"], chap=(cred["chapName"], cred["chapSecret"]))
+        part = b""
+        for off in range(ESP[0], ESP[0] + ESP[1], 1 << 18):
+            st, data, sense, _ = c.command(struct.pack(">BBIBHB", 0x28, 0, off // 512, 0, 512, 0),
+                                           read_len=1 << 18)
+            assert st == 0, sense
+            part += data
+    finally:
+        c.close()
+    fat = os.path.join(tmp, "part-%s.img" % vol["id"])
+    with open(fat, "wb") as f:
+        f.write(part)
+    return subprocess.run(["mtype", "-i", fat, "::" + path], capture_output=True, check=True).stdout
+
+
+def test_deploy_second_nic_address(srv):
+    """A plan script writing _Initiator1/_Initiator2 addresses into the deployed
+    image (as HPE's ESXi iSCSI multipath scripts do): the machine's
+    ipv4Address2 / netmask2 are in the volume, read back over iSCSI with mtools.
+    The addresses may change while the profile uses the machine: the deployed
+    volume stays as it is, the next deployment gets the new values."""
+    assert shutil.which("mtype") and shutil.which("mkfs.vfat"), "apt-get install mtools dosfstools"
+    tmp = tempfile.mkdtemp(prefix="streamer-nic2-", dir=srv.tmp)
+    gi = tgi.upload_ok(srv, tgi.Body("nics.img", path=vfat_disk(tmp)), "?name=NICs%20image")
+    r = srv.request("POST", "/rest/plan-scripts", {"name": "NICs script", "planType": "deploy",
+                                                   "content": NICS_SCRIPT, "description": ""})
+    assert r.status == 201, r
+    r = srv.request("POST", "/rest/build-plans", {
+        "name": "NICs plan", "oeBuildPlanType": "deploy",
+        "buildStep": [{"serialNumber": "1", "planScriptUri": r.json()["uri"]}],
+        "customAttributes": [{"name": "Stamp", "type": "string", "value": "one"}]})
+    assert r.status == 201, r
+    r = srv.request("POST", "/rest/deployment-plans", {"name": "NICs", "oeBuildPlanURI": r.json()["uri"],
+                                                       "goldenImageURI": gi["uri"], "customAttributes": []})
+    assert r.status == 201, r
+    dp = r.json()
+    hw = hardware(srv, "mp1", macs=[MAC, "52:54:00:00:00:02"], ipv4Address="10.1.0.9", netmask="255.255.0.0",
+                  ipv4Address2="10.2.0.9", netmask2="255.255.255.0")
+    _, p = deploy(srv, "mp1", hw, dp)
+    vol = srv.request("GET", p["osDeploymentSettings"]["osVolumeUri"]).json()
+    want = b"ip1=10.1.0.9 mask1=255.255.0.0 ip2=10.2.0.9 mask2=255.255.255.0 mac2=52:54:00:00:00:02 stamp=one"
+    assert volume_file(srv, hw, vol, "/nics.txt", tmp) == want
+    assert volume_file(srv, hw, vol, "/iscsi.sh", tmp) == b"esxcfg-vmknic -a -i 10.2.0.9 -n 255.255.255.0 iSCSI-PG2"
+
+    # in use: the addresses change, the CHAP secret still cannot; the volume is not touched
+    r = srv.request("PUT", hw["uri"], {"ipv4Address2": "10.2.0.10", "netmask2": "255.255.0.0"},
+                    headers={"If-Match": srv.request("GET", hw["uri"]).json()["eTag"]})
+    assert r.status == 200 and r.json()["ipv4Address2"] == "10.2.0.10", r
+    assert r.json()["serverProfileUri"] == p["uri"], r
+    r = srv.request("PUT", hw["uri"], {"ipv4Address2": "10.2.0.11", "chapSecret": "another-secret1"})
+    assert r.status == 409 and r.json()["errorCode"] == "HARDWARE_IN_USE", r
+    assert srv.request("GET", hw["uri"]).json()["ipv4Address2"] == "10.2.0.10"  # nothing half-written
+    assert srv.request("GET", vol["uri"]).json() == vol
+    assert srv.request("GET", p["uri"]).json()["osDeploymentSettings"]["osVolumeUri"] == vol["uri"]
+    assert volume_file(srv, hw, vol, "/nics.txt", tmp) == want
+
+    # the next deployment personalizes with the new addresses
+    _, p2 = redeploy(srv, p, {"osDeploymentSettings": {"osCustomAttributes": [{"name": "Stamp", "value": "two"}]}})
+    vol2 = srv.request("GET", p2["osDeploymentSettings"]["osVolumeUri"]).json()
+    assert vol2["uri"] != vol["uri"], vol2
+    assert volume_file(srv, hw, vol2, "/nics.txt", tmp) == \
+        b"ip1=10.1.0.9 mask1=255.255.0.0 ip2=10.2.0.10 mask2=255.255.0.0 mac2=52:54:00:00:00:02 stamp=two"
+    # a machine without a second address: empty values, as before
+    hw3 = hardware(srv, "single", macs=["52:54:00:00:00:03"], ipv4Address="10.1.0.3", netmask="255.255.255.0")
+    _, p3 = deploy(srv, "single", hw3, dp)
+    vol3 = srv.request("GET", p3["osDeploymentSettings"]["osVolumeUri"]).json()
+    assert volume_file(srv, hw3, vol3, "/nics.txt", tmp) == \
+        b"ip1=10.1.0.3 mask1=255.255.255.0 ip2= mask2= mac2= stamp=one"
+    consistent(srv, 2)
 
 
 def test_boot_connections_per_portal_and_advertise():
