@@ -585,6 +585,8 @@ to_ffp:
     if (st) {
       why = st == LOGIN_NO_SUCH_SESSION        ? "no session with this TSIH"
             : st == LOGIN_TOO_MANY_CONNECTIONS ? "too many connections"
+            : st == LOGIN_FORBIDDEN            ? "initiator no longer allowed (the target changed)"
+            : st == LOGIN_NOT_FOUND            ? "target removed during the login"
                                                : "cannot create the session";
       goto fail;
     }

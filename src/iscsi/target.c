@@ -561,6 +561,15 @@ int srv_session_bind(struct conn *c, const char *initiator, const uint8_t isid[6
   struct session *victims[64];
   int nv = 0;
   pthread_mutex_lock(&srv->lock);
+  /* The ACL again, under the lock iscsi_update and iscsi_unexport take: a
+   * login that passed its check just before the target changed hands (an OS
+   * volume moving to another machine) or went away must not become a session. */
+  if (x && (x->removed || !export_allows(x, initiator))) {
+    pthread_mutex_unlock(&srv->lock);
+    free(s->initiator);
+    free(s);
+    return x->removed ? LOGIN_NOT_FOUND : LOGIN_FORBIDDEN;
+  }
   /* session reinstatement: same initiator, ISID and target */
   for (struct session **pp = &srv->sessions; *pp;) {
     struct session *o = *pp;
