@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 
 #include "iscsi/iscsi.h"
+#include "iscsi/loginlimit.h"
 #include "iscsi/pdu.h"
 #include "iscsi/scsi.h"
 
@@ -230,13 +231,9 @@ struct iscsi_srv {
   int nworkers;
   atomic_int stopping;
   int no_inline; /* STREAMER_ISCSI_NO_INLINE=1: every command on a worker (benchmarks) */
-  /* failed-login rate limit */
+  /* failed-login limiter (loginlimit.h) */
   pthread_mutex_t fail_lock;
-  struct fail_rec {
-    char addr[48];
-    int64_t window_ms;
-    int count, suppressed;
-  } fails[64];
+  struct loginlimit fails;
 };
 
 /* target.c services for login.c */
@@ -246,9 +243,13 @@ int export_allows(struct export *x, const char *initiator); /* under srv->lock *
 void conn_queue(struct conn *c, struct txpdu *p);
 struct txpdu *txpdu_new(struct conn *c, uint8_t opcode);
 void txpdu_set_data(struct conn *c, struct txpdu *p, const void *data, uint32_t len, void *owned);
-/* Record a failed login from addr; 1 if it may be logged (rate limit). */
-int srv_login_failed(struct iscsi_srv *srv, const char *addr);
-int srv_login_blocked(struct iscsi_srv *srv, const char *addr);
+/* Record a failed login (CHAP, ACL, unknown target) from peer ("host:port") as initiator
+ * (NULL or "" when not known yet); 1 if it may be logged (rate limit). Logs when a block
+ * begins. */
+int srv_login_failed(struct iscsi_srv *srv, const char *peer, const char *initiator);
+/* LL_OK, or LL_BLOCK_PAIR / LL_BLOCK_ADDR when a login from peer as initiator (NULL: not
+ * known yet, the address bound only) must be refused (service unavailable). */
+int srv_login_blocked(struct iscsi_srv *srv, const char *peer, const char *initiator);
 /* Login phase done: create or join the session; 0 or a LOGIN_* status. */
 int srv_session_bind(struct conn *c, const char *initiator, const uint8_t isid[6], uint16_t tsih,
                      struct export *x, int discovery, const struct sess_params *p,

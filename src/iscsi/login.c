@@ -108,11 +108,14 @@ static void login_respond(struct conn *c, struct login *l, int transit, int csg,
 
 static void login_fail(struct conn *c, struct login *l, int status, const char *why) {
   if (status == LOGIN_AUTH_FAILED || status == LOGIN_FORBIDDEN || status == LOGIN_NOT_FOUND) {
-    if (srv_login_failed(c->srv, c->local_ip[0] ? c->peer : c->peer))
+    /* counted per (address, initiator name) and per address: loginlimit.h */
+    if (srv_login_failed(c->srv, c->peer, l->have_initiator ? l->initiator : NULL))
       log_msg(LOG_WARN, "iscsi",
               "event=login_failed peer=%s initiator=%s target=%s status=0x%04x reason=\"%s\"",
               c->peer, l->have_initiator ? l->initiator : "-", l->have_target ? l->target : "-",
               status, why);
+  } else if (status == LOGIN_SERVICE_UNAVAILABLE) {
+    /* refused by the limiter: it logged the block and counts the refusals (no flood) */
   } else {
     log_msg(LOG_INFO, "iscsi",
             "event=login_refused peer=%s initiator=%s status=0x%04x reason=\"%s\"", c->peer,
@@ -358,14 +361,24 @@ static int security_key(const char *key) {
 
 /* Resolve InitiatorName / SessionType / TargetName (first request). */
 static int identify(struct conn *c, struct login *l, struct kv *kv, int n, const char **why) {
+  /* the name first, whatever the order of the keys: the limiter refuses (and counts
+   * failures of) this initiator name from this address, not every login from it */
+  for (int i = 0; i < n; i++)
+    if (!strcmp(kv[i].key, "InitiatorName") && kv[i].val[0] && strlen(kv[i].val) <= 223) {
+      snprintf(l->initiator, sizeof l->initiator, "%s", kv[i].val);
+      l->have_initiator = 1;
+      break;
+    }
+  if (srv_login_blocked(c->srv, c->peer, l->initiator)) {
+    *why = "too many failed logins of this initiator from this address";
+    return LOGIN_SERVICE_UNAVAILABLE;
+  }
   for (int i = 0; i < n; i++) {
     if (!strcmp(kv[i].key, "InitiatorName")) {
       if (!kv[i].val[0] || strlen(kv[i].val) > 223) {
         *why = "bad InitiatorName";
         return LOGIN_INITIATOR_ERROR;
       }
-      snprintf(l->initiator, sizeof l->initiator, "%s", kv[i].val);
-      l->have_initiator = 1;
     } else if (!strcmp(kv[i].key, "TargetName")) {
       if (!kv[i].val[0] || strlen(kv[i].val) > 223) {
         *why = "bad TargetName";
@@ -443,8 +456,10 @@ int login_pdu(struct conn *c, const uint8_t *h, char *data, uint32_t len) {
     return -1;
   }
   l->itt = get_be32(h + 16);
-  if (srv_login_blocked(c->srv, c->peer)) {
-    login_fail(c, l, LOGIN_SERVICE_UNAVAILABLE, "too many failed logins from this address");
+  /* before the InitiatorName is known (first PDU): the address bound only; identify()
+   * checks the name's own bound */
+  if (srv_login_blocked(c->srv, c->peer, l->have_initiator ? l->initiator : NULL)) {
+    login_fail(c, l, LOGIN_SERVICE_UNAVAILABLE, "too many failed logins");
     return -1;
   }
   if (csg == 2 || csg == 3 || csg != l->stage || (transit && (nsg <= csg || nsg == 2))) {

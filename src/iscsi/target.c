@@ -1943,48 +1943,46 @@ static void addr_only(const char *peer, char *out, size_t n) {
   if (colon) *colon = 0;
 }
 
-int srv_login_failed(struct iscsi_srv *srv, const char *peer) {
-  char a[48];
-  addr_only(peer, a, sizeof a);
-  int64_t now = util_mono_ms();
-  pthread_mutex_lock(&srv->fail_lock);
-  struct fail_rec *r = NULL, *oldest = &srv->fails[0];
-  for (int i = 0; i < 64; i++) {
-    if (!strcmp(srv->fails[i].addr, a)) r = &srv->fails[i];
-    if (srv->fails[i].window_ms < oldest->window_ms) oldest = &srv->fails[i];
-  }
-  if (!r) {
-    r = oldest;
-    memset(r, 0, sizeof *r);
-    snprintf(r->addr, sizeof r->addr, "%s", a);
-  }
-  if (now - r->window_ms > 60000) {
-    if (r->suppressed)
-      log_msg(LOG_WARN, "iscsi", "event=login_failed_suppressed addr=%s count=%d", a,
-              r->suppressed);
-    r->window_ms = now;
-    r->count = 0;
-    r->suppressed = 0;
-  }
-  r->count++;
-  int log = r->count <= 5;
-  if (!log) r->suppressed++;
-  pthread_mutex_unlock(&srv->fail_lock);
-  return log;
+/* The lines a limiter call asks for, written after the lock is released. */
+static void fail_report_log(const struct ll_report *r) {
+  if (r->sum_addr[0])
+    log_msg(LOG_WARN, "iscsi", "event=login_failed_suppressed addr=%s count=%d refused=%d",
+            r->sum_addr, r->sum_suppressed, r->sum_refused);
+  if (r->glob_suppressed)
+    log_msg(LOG_WARN, "iscsi", "event=login_failed_suppressed addr=* count=%d", r->glob_suppressed);
 }
 
-int srv_login_blocked(struct iscsi_srv *srv, const char *peer) {
-  char a[48];
+int srv_login_failed(struct iscsi_srv *srv, const char *peer, const char *initiator) {
+  char a[LL_ADDR_LEN];
   addr_only(peer, a, sizeof a);
-  int64_t now = util_mono_ms();
-  int blocked = 0;
+  struct ll_report r;
   pthread_mutex_lock(&srv->fail_lock);
-  for (int i = 0; i < 64; i++)
-    if (!strcmp(srv->fails[i].addr, a) && now - srv->fails[i].window_ms <= 60000 &&
-        srv->fails[i].count >= 20)
-      blocked = 1;
+  int block = ll_failed(&srv->fails, a, initiator, util_mono_ms(), &r);
   pthread_mutex_unlock(&srv->fail_lock);
-  return blocked;
+  fail_report_log(&r);
+  if (block == LL_BLOCK_PAIR && r.log_block)
+    log_msg(LOG_WARN, "iscsi",
+            "event=login_blocked addr=%s initiator=%s failures=%d seconds=%d reason=\"too many "
+            "failed logins of this initiator from this address\"",
+            a, initiator && initiator[0] ? initiator : "-", LL_PAIR_MAX,
+            (int)((r.block_ms + 999) / 1000));
+  else if (block == LL_BLOCK_ADDR && r.log_block)
+    log_msg(LOG_WARN, "iscsi",
+            "event=login_blocked addr=%s initiator=* failures=%d seconds=%d reason=\"too many "
+            "failed logins from this address\"",
+            a, LL_ADDR_MAX, (int)((r.block_ms + 999) / 1000));
+  return r.log;
+}
+
+int srv_login_blocked(struct iscsi_srv *srv, const char *peer, const char *initiator) {
+  char a[LL_ADDR_LEN];
+  addr_only(peer, a, sizeof a);
+  struct ll_report r;
+  pthread_mutex_lock(&srv->fail_lock);
+  int block = ll_blocked(&srv->fails, a, initiator, util_mono_ms(), &r);
+  pthread_mutex_unlock(&srv->fail_lock);
+  fail_report_log(&r);
+  return block;
 }
 
 /* ======================================================================= */

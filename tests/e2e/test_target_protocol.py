@@ -399,3 +399,73 @@ def test_unexport_drops_sessions(srv):
     except ic.LoginError as e:
         assert e.cls == 2
     c.close()
+
+
+# The failed-login limiter (src/iscsi/loginlimit.h): failures count per (address,
+# initiator name) and per address. Every connection of these tests comes from
+# 127.0.0.1: one address shared by several initiators, as behind NAT.
+PAIR_MAX, ADDR_MAX, LOG_PER_ADDR = 20, 200, 5
+
+
+def login_status(srv, ini, iqn, chap=None, discovery=False):
+    c = conn(srv)
+    try:
+        c.login(ini, iqn, chap=chap, discovery=discovery)
+        return (0, 0)
+    except ic.LoginError as e:
+        return (e.cls, e.detail)
+    finally:
+        c.close()
+
+
+def limiter_lines(log, event):
+    return [ln for ln in log.splitlines() if "event=%s " % event in ln]
+
+
+def test_failed_logins_block_only_that_initiator(srv):
+    doc = make_volume(srv, "proto-limit", initiators=(INI, INI2), chap=True)
+    iqn = doc["iscsi"]["targetName"]
+    cr = creds(srv, doc)
+    good = (cr["chapName"], cr["chapSecret"])
+    # INI2 has a wrong CHAP secret and retries in a loop (as iPXE and firmware do)
+    for i in range(PAIR_MAX):
+        assert login_status(srv, INI2, iqn, (good[0], "wrong-secret-%02d" % i)) == (2, 1), i
+    # now INI2 is refused (service unavailable), even with the right secret ...
+    assert login_status(srv, INI2, iqn, good) == (3, 1)
+    # ... while INI, at the same address, still logs in, however long INI2 keeps trying
+    assert login_status(srv, INI, iqn, good) == (0, 0)
+    for i in range(3 * PAIR_MAX):
+        assert login_status(srv, INI2, iqn, (good[0], "wrong-again-%02d" % i)) == (3, 1), i
+    assert login_status(srv, INI, iqn, good) == (0, 0)
+    assert login_status(srv, INI, discovery=True, iqn=None) == (0, 0)
+    # the refusals did not count: the address is far from its own bound
+    assert login_status(srv, "iqn.2024-01.test.protocol:host3", iqn) == (2, 2)
+    log = srv.read_log()
+    # logging stays bounded: 5 failure lines for the address, one line for the block,
+    # no line per refused login; no secret in the log
+    assert len(limiter_lines(log, "login_failed")) == LOG_PER_ADDR, log[-3000:]
+    blocks = limiter_lines(log, "login_blocked")
+    assert len(blocks) == 1 and "initiator=" + INI2 in blocks[0], blocks
+    assert "too many failed logins" not in log.replace(blocks[0], ""), log[-3000:]
+    assert good[1] not in log and "wrong-secret" not in log and "wrong-again" not in log
+
+
+def test_failed_logins_address_bound_stops_name_rotation(srv):
+    doc = make_volume(srv, "proto-rotate", initiators=(INI,))
+    iqn = doc["iscsi"]["targetName"]
+    # made-up names, each kept below its own bound: ACL failures (authorization)
+    per_name = PAIR_MAX - 1
+    for i in range(ADDR_MAX - 1):
+        name = "iqn.2024-01.test.attacker:n%d" % (i // per_name)
+        assert login_status(srv, name, iqn) == (2, 2), i
+    assert login_status(srv, INI, iqn) == (0, 0)  # one failure short of the address bound
+    assert login_status(srv, "iqn.2024-01.test.attacker:last", iqn) == (2, 2)
+    # the address bound is reached: every login from the address is refused
+    assert login_status(srv, "iqn.2024-01.test.attacker:fresh", iqn) == (3, 1)
+    assert login_status(srv, INI, iqn) == (3, 1)
+    assert login_status(srv, INI, discovery=True, iqn=None) == (3, 1)
+    log = srv.read_log()
+    assert len(limiter_lines(log, "login_failed")) == LOG_PER_ADDR, log[-3000:]
+    blocks = limiter_lines(log, "login_blocked")
+    assert len(blocks) == 1 and "initiator=*" in blocks[0] and "failures=%d" % ADDR_MAX \
+        in blocks[0], blocks
