@@ -800,6 +800,13 @@ struct bzw {
   int level, flushed;
   unsigned char *zero_blk;
   size_t zero_len;
+  /* A ZERO_CHUNK of a level-1 member that deflate would not shrink (compressed or
+   * random data: most of a golden image's data costs deflate its slowest work for a
+   * gain under 1%) goes out as stored deflate blocks after a full flush the same way;
+   * a sample of it deflated by `probe` decides. */
+  z_stream probe;
+  int probe_up;
+  unsigned char *probe_out;
 };
 
 #define ZERO_CHUNK (1u << 20)
@@ -931,6 +938,8 @@ void bzw_free(struct bzw *w) {
   free(w->m);
   free(w->buf);
   free(w->zero_blk);
+  if (w->probe_up) deflateEnd(&w->probe);
+  free(w->probe_out);
   free(w);
 }
 
@@ -1036,19 +1045,76 @@ static int all_zero(const unsigned char *p, size_t n) {
   return 1;
 }
 
+#define PROBE_SAMPLE (16u << 10)
+#define PROBE_OUT (PROBE_SAMPLE + 1024)
+
+/* Would deflate level 1 save less than 1/32 of chunk c? Four samples spread over it
+ * tell: all four must be incompressible (a chunk part data, part zeros or text is
+ * deflated). Any zlib trouble answers no. */
+static int incompressible(struct bzw *w, const unsigned char *c, size_t n) {
+  if (!w->probe_up) {
+    memset(&w->probe, 0, sizeof w->probe);
+    if (!w->probe_out && !(w->probe_out = malloc(PROBE_OUT))) return 0;
+    if (deflateInit2(&w->probe, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) return 0;
+    w->probe_up = 1;
+  }
+  for (size_t i = 0; i < 4; i++) {
+    if (deflateReset(&w->probe) != Z_OK) return 0;
+    w->probe.next_in = (unsigned char *)c + i * (n / 4);
+    w->probe.avail_in = PROBE_SAMPLE;
+    w->probe.next_out = w->probe_out;
+    w->probe.avail_out = PROBE_OUT;
+    if (deflate(&w->probe, Z_FINISH) != Z_STREAM_END) return 0;
+    if (PROBE_OUT - w->probe.avail_out < PROBE_SAMPLE - PROBE_SAMPLE / 32) return 0;
+  }
+  return 1;
+}
+
+/* c as stored deflate blocks (RFC 1951 3.2.4: BFINAL 0, BTYPE 00, LEN, NLEN, the
+ * bytes) at a byte boundary, built in w->buf. */
+static int stored_out(struct bzw *w, const unsigned char *c, size_t n, struct err *e) {
+  size_t used = 0;
+  while (n > 0) {
+    size_t k = n < 65535 ? n : 65535;
+    if (used + 5 + k > IOBUF) {
+      if (wr(w, w->buf, used, e) < 0) return -1;
+      w->csize += used;
+      used = 0;
+    }
+    unsigned char *h = w->buf + used;
+    h[0] = 0;
+    put16(h + 1, (unsigned)k);
+    put16(h + 3, (unsigned)~k & 0xffff);
+    memcpy(h + 5, c, k);
+    used += 5 + k;
+    c += k;
+    n -= k;
+  }
+  if (used && wr(w, w->buf, used, e) < 0) return -1;
+  w->csize += used;
+  return 0;
+}
+
 int bzw_data(struct bzw *w, const void *p, size_t n, struct err *e) {
   const unsigned char *c = p;
   int async = n >= HASH_THREAD_MIN && hash_async(w, c, n) == 0;
   if (!async) digest(w, c, n);
   w->usize += n;
   int rc = 0;
-  if (n == ZERO_CHUNK && w->level == 1 && all_zero(c, n) && (w->zero_blk || zero_blocks(w) == 0)) {
+  int chunk = n == ZERO_CHUNK && w->level == 1;
+  int zero = chunk && all_zero(c, n) && (w->zero_blk || zero_blocks(w) == 0);
+  if (zero || (chunk && incompressible(w, c, n))) {
+    /* ready-made blocks after a full flush (byte-aligned, no reference to earlier data) */
     w->zs.next_in = NULL;
     w->zs.avail_in = 0;
     if (!w->flushed) rc = deflate_out(w, Z_FULL_FLUSH, e);
     w->flushed = 1;
-    if (rc == 0) rc = wr(w, w->zero_blk, w->zero_len, e);
-    if (rc == 0) w->csize += w->zero_len;
+    if (rc == 0 && zero) {
+      rc = wr(w, w->zero_blk, w->zero_len, e);
+      if (rc == 0) w->csize += w->zero_len;
+    } else if (rc == 0) {
+      rc = stored_out(w, c, n, e);
+    }
     if (async) hash_wait(w);
     return rc;
   }

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "artifact/bundle.h"
 #include "artifact/bundle_int.h"
@@ -866,6 +867,71 @@ static void test_create_backup_restore(void **state) {
   env_close(&v);
 }
 
+/* A level-1 member made of 1 MiB chunks of every kind (random: stored blocks; zeros:
+ * ready-made blocks; text and a chunk random in its first half only: deflated; a short
+ * tail) inflates back to the same bytes with the CRC-32 the zip records, and the random
+ * chunks cost their size plus block headers, no more. */
+static void test_payload_chunks(void **state) {
+  enum { MB = 1 << 20, N = 7 };
+  unsigned char *data = malloc((size_t)N * MB + 1000);
+  assert_non_null(data);
+  uint32_t x = 12345;
+  for (size_t i = 0; i < (size_t)N * MB + 1000; i++) {
+    x = x * 1103515245u + 12345u;
+    data[i] = (unsigned char)(x >> 23);
+  }
+  memset(data + 1 * (size_t)MB, 0, MB); /* zeros */
+  for (size_t i = 0; i < MB; i++)       /* text */
+    data[2 * (size_t)MB + i] = (unsigned char)("deflate me, please "[i % 19]);
+  memset(data + 4 * (size_t)MB + MB / 2, 0, MB / 2); /* half random, half zeros */
+  memset(data + 5 * (size_t)MB, 0, MB);              /* zeros again; 0, 3, 6 stay random */
+  size_t total = (size_t)N * MB + 1000;
+  char path[300];
+  snprintf(path, sizeof path, "%s/chunks.zip", dir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  assert_true(fd >= 0);
+  struct bzw *w = bzw_open(fd, 1600000000000LL);
+  struct err e;
+  err_init(&e);
+  assert_int_equal(bzw_begin(w, "disk.raw", 1, total, &e), 0);
+  for (size_t off = 0; off < total; off += MB)
+    assert_int_equal(bzw_data(w, data + off, total - off < MB ? total - off : MB, &e), 0);
+  assert_int_equal(bzw_end(w, NULL, &e), 0);
+  assert_int_equal(bzw_finish(w, &e), 0);
+  bzw_free(w);
+  close(fd);
+  size_t len;
+  unsigned char *zip = slurp(path, &len);
+  /* the local header, then the raw deflate data */
+  assert_true(len > 30 && zip[0] == 'P' && zip[1] == 'K');
+  size_t start = 30 + (zip[26] | zip[27] << 8) + (zip[28] | zip[29] << 8);
+  unsigned char *out = malloc(total + 1);
+  z_stream zs;
+  memset(&zs, 0, sizeof zs);
+  assert_int_equal(inflateInit2(&zs, -15), Z_OK);
+  zs.next_in = zip + start;
+  zs.avail_in = (uInt)(len - start);
+  zs.next_out = out;
+  zs.avail_out = (uInt)total + 1;
+  assert_int_equal(inflate(&zs, Z_FINISH), Z_STREAM_END);
+  assert_int_equal(zs.total_out, total);
+  assert_memory_equal(out, data, total);
+  size_t csize = zs.total_in;
+  inflateEnd(&zs);
+  /* the data descriptor after it: signature, CRC-32, sizes */
+  const unsigned char *dd = zip + start + csize;
+  assert_true(dd[0] == 'P' && dd[1] == 'K' && dd[2] == 7 && dd[3] == 8);
+  uint32_t crc = (uint32_t)(dd[4] | dd[5] << 8 | dd[6] << 16 | (uint32_t)dd[7] << 24);
+  assert_int_equal(crc, (uint32_t)crc32(0, data, (uInt)total));
+  /* three random chunks stored (5 bytes per 64 KiB block), the rest far smaller */
+  size_t stored = 3 * ((size_t)MB + 17 * 5);
+  assert_true(csize >= stored);
+  assert_true(csize < stored + MB / 2 + 64 * 1024);
+  free(out);
+  free(zip);
+  free(data);
+}
+
 int main(void) {
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   const struct CMUnitTest tests[] = {
@@ -875,6 +941,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_corpus_extract, setup, teardown),
       cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_create_backup_restore, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_payload_chunks, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
