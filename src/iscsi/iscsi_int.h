@@ -247,6 +247,8 @@ void txpdu_set_data(struct conn *c, struct txpdu *p, const void *data, uint32_t 
  * (NULL or "" when not known yet); 1 if it may be logged (rate limit). Logs when a block
  * begins. */
 int srv_login_failed(struct iscsi_srv *srv, const char *peer, const char *initiator);
+/* A login refused for another reason (not counted): 1 if it may be logged (rate limit). */
+int srv_login_refused(struct iscsi_srv *srv);
 /* LL_OK, or LL_BLOCK_PAIR / LL_BLOCK_ADDR when a login from peer as initiator (NULL: not
  * known yet, the address bound only) must be refused (service unavailable). */
 int srv_login_blocked(struct iscsi_srv *srv, const char *peer, const char *initiator);

@@ -116,7 +116,7 @@ static void login_fail(struct conn *c, struct login *l, int status, const char *
               status, why);
   } else if (status == LOGIN_SERVICE_UNAVAILABLE) {
     /* refused by the limiter: it logged the block and counts the refusals (no flood) */
-  } else {
+  } else if (srv_login_refused(c->srv)) {
     log_msg(LOG_INFO, "iscsi",
             "event=login_refused peer=%s initiator=%s status=0x%04x reason=\"%s\"", c->peer,
             l->have_initiator ? l->initiator : "-", status, why);

@@ -148,3 +148,18 @@ int ll_blocked(struct loginlimit *l, const char *addr, const char *name, int64_t
   if (block && a) a->refused++;
   return block;
 }
+
+int ll_refused(struct loginlimit *l, int64_t now, struct ll_report *r) {
+  memset(r, 0, sizeof *r);
+  if (!l->ref_start || expired(l->ref_start, now)) {
+    r->ref_suppressed = l->ref_suppressed;
+    l->ref_start = now ? now : 1;
+    l->ref_logged = l->ref_suppressed = 0;
+  }
+  if (l->ref_logged >= LL_LOG_REFUSED) {
+    l->ref_suppressed++;
+    return 0;
+  }
+  l->ref_logged++;
+  return 1;
+}

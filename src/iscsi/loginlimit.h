@@ -52,8 +52,9 @@
  * Logging: at most LL_LOG_PER_ADDR failure lines per address and window and
  * LL_LOG_GLOBAL lines per window in all, then one summary line per address
  * (lines not logged, logins refused) when its window ends or its entry is
- * reused; one line when a block begins; refused logins are counted, not
- * logged one by one. */
+ * reused; one line when a block begins; logins the limiter refuses are
+ * counted, not logged one by one; other refusals (protocol errors) are
+ * logged at most LL_LOG_REFUSED times per window, then counted. */
 #ifndef STREAMER_ISCSI_LOGINLIMIT_H
 #define STREAMER_ISCSI_LOGINLIMIT_H
 
@@ -64,6 +65,7 @@
 #define LL_ADDR_MAX 200    /* failures from one address, every name together */
 #define LL_LOG_PER_ADDR 5  /* failure lines per address and window */
 #define LL_LOG_GLOBAL 100  /* lines per window, every address together */
+#define LL_LOG_REFUSED 100 /* lines per window for other refusals (protocol errors...) */
 #define LL_ADDR_SLOTS 128
 #define LL_PAIR_SLOTS 256
 #define LL_ADDR_LEN 64  /* numeric host as getnameinfo gives it */
@@ -90,6 +92,8 @@ struct loginlimit { /* all zero: empty */
   struct ll_pair pairs[LL_PAIR_SLOTS];
   int64_t glob_start;
   int glob_logged, glob_suppressed;
+  int64_t ref_start; /* other refusals: their own budget, so they cannot hide failures */
+  int ref_logged, ref_suppressed;
 };
 
 enum { LL_OK = 0, LL_BLOCK_PAIR, LL_BLOCK_ADDR };
@@ -104,6 +108,7 @@ struct ll_report {
   char sum_addr[LL_ADDR_LEN];
   int sum_suppressed, sum_refused;
   int glob_suppressed; /* lines dropped by LL_LOG_GLOBAL in the global window that ended */
+  int ref_suppressed;  /* ll_refused: lines dropped in the window that ended */
 };
 
 /* A failed login from addr (the numeric host, no port) as initiator name (NULL or ""
@@ -117,5 +122,11 @@ int ll_failed(struct loginlimit *l, const char *addr, const char *name, int64_t 
  * the address's summary line. */
 int ll_blocked(struct loginlimit *l, const char *addr, const char *name, int64_t now,
                struct ll_report *r);
+
+/* A login refused for another reason (protocol error, unsupported version, out of
+ * resources...): not counted (no guess was made), but its log line comes out of its own
+ * budget of LL_LOG_REFUSED per window, so malformed logins in a loop cannot flood the log.
+ * 1 if it may be logged. */
+int ll_refused(struct loginlimit *l, int64_t now, struct ll_report *r);
 
 #endif

@@ -1974,6 +1974,16 @@ int srv_login_failed(struct iscsi_srv *srv, const char *peer, const char *initia
   return r.log;
 }
 
+int srv_login_refused(struct iscsi_srv *srv) {
+  struct ll_report r;
+  pthread_mutex_lock(&srv->fail_lock);
+  int log = ll_refused(&srv->fails, util_mono_ms(), &r);
+  pthread_mutex_unlock(&srv->fail_lock);
+  if (r.ref_suppressed)
+    log_msg(LOG_INFO, "iscsi", "event=login_refused_suppressed count=%d", r.ref_suppressed);
+  return log;
+}
+
 int srv_login_blocked(struct iscsi_srv *srv, const char *peer, const char *initiator) {
   char a[LL_ADDR_LEN];
   addr_only(peer, a, sizeof a);

@@ -469,3 +469,19 @@ def test_failed_logins_address_bound_stops_name_rotation(srv):
     blocks = limiter_lines(log, "login_blocked")
     assert len(blocks) == 1 and "initiator=*" in blocks[0] and "failures=%d" % ADDR_MAX \
         in blocks[0], blocks
+
+
+def test_malformed_logins_do_not_flood_the_log(srv):
+    # refusals that are not failed logins (here an invalid stage transition) are not
+    # counted — the address is not blocked — and are logged at most 100 times a minute
+    doc = make_volume(srv, "proto-noflood")
+    n = 130
+    for _ in range(n):
+        c = conn(srv)
+        c.send(ic.login_pdu([("InitiatorName", INI)], csg=3, nsg=3))
+        p = c.recv()
+        assert (p.status_class, p.status_detail) == (2, 0), (p.status_class, p.status_detail)
+        c.close()
+    assert login_status(srv, INI, doc["iscsi"]["targetName"]) == (0, 0)
+    log = srv.read_log()
+    assert len(limiter_lines(log, "login_refused")) == 100, log[-2000:]

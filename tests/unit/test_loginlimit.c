@@ -205,6 +205,17 @@ static void logging_is_bounded(void **state) {
   ll_failed(l, "10.9.9.9", BAD, T0 + LL_WINDOW_MS + 1, &r);
   assert_int_equal(r.glob_suppressed, naddr * LL_LOG_PER_ADDR - LL_LOG_GLOBAL);
   assert_int_equal(r.log, 1);
+  /* other refusals (protocol errors) have their own budget: they neither count as
+   * failures nor use up the failure lines */
+  logged = 0;
+  for (int i = 0; i < 3 * LL_LOG_REFUSED; i++)
+    logged += ll_refused(l, T0 + LL_WINDOW_MS + 2, &r);
+  assert_int_equal(logged, LL_LOG_REFUSED);
+  assert_int_equal(blocked(l, "10.9.9.9", BAD, T0 + LL_WINDOW_MS + 2), LL_OK);
+  assert_int_equal(ll_failed(l, "10.9.9.8", BAD, T0 + LL_WINDOW_MS + 2, &r), LL_OK);
+  assert_int_equal(r.log, 1);
+  assert_int_equal(ll_refused(l, T0 + 2 * LL_WINDOW_MS + 2, &r), 1);
+  assert_int_equal(r.ref_suppressed, 2 * LL_LOG_REFUSED);
   free(l);
 }
 
