@@ -101,6 +101,12 @@ void reply_entry(struct request *r, int status, struct store_entry *en);
 void reply_error(struct request *r, struct err *e); /* clears e */
 void reply_err(struct request *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* 405 METHOD_NOT_ALLOWED naming the method and path. */
+void reply_method_not_allowed(struct request *r);
+/* 404 RESOURCE_NOT_FOUND: nothing at this path. */
+void reply_no_resource(struct request *r);
+/* 202 Accepted with the task document (reference taken) and Location: its uri. */
+void reply_task(struct request *r, json_t *task);
 void reply_no_content(struct request *r);
 void reply_blob(struct request *r, int status, struct blob *b); /* takes a reference */
 

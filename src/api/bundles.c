@@ -30,10 +30,6 @@
 
 static int is(const char *a, const char *b) { return strcmp(a, b) == 0; }
 
-static void method_not_allowed(struct request *r) {
-  reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r->method, r->path);
-}
-
 /* ---- jobs: the work of a bundle task ---------------------------------------------
  * Every job is listed from its creation to its end (stopArtifactCreate finds
  * a create by its task's uri). At stop, bundle_api_fini raises `stopping` and
@@ -230,11 +226,6 @@ static json_t *group_assoc(void) {
 }
 
 /* 202 + Location + the task document. */
-static void reply_task(struct request *r, json_t *doc) {
-  snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(doc, "uri")));
-  reply_json(r, 202, doc);
-}
-
 static json_t *submit(struct request *r, struct job *j, const char *task_name, json_t *assoc,
                       task_fn fn, struct err *e) {
   json_t *doc = task_submit(r->api->tasks, task_name, r->sess.user, assoc, fn, j, job_free, e);
@@ -759,7 +750,7 @@ static void create_bundle(struct request *r) {
 
 /* PUT /rest/artifact-bundles/{id}/stopArtifactCreate {"taskUri":...} */
 static void stop_create(struct request *r, const char *id) {
-  if (!is(r->method, "PUT")) return method_not_allowed(r);
+  if (!is(r->method, "PUT")) return reply_method_not_allowed(r);
   if (auth_require(r, ROLE_DEPLOY) < 0) return;
   json_t *b = req_json(r);
   if (!b) return;
@@ -885,7 +876,7 @@ static void route_backups(struct request *r) {
   if (r->nseg == 2) {
     if (is(r->method, "GET")) return serve_collection(r, BUNDLE_BACKUP_COLL);
     if (is(r->method, "POST")) return backup_submit(r, OP_BACKUP, NULL);
-    return method_not_allowed(r);
+    return reply_method_not_allowed(r);
   }
   if (r->nseg == 3 && is(r->seg[2], "archive")) {
     if (is(r->method, "PUT")) return backup_submit(r, OP_RESTORE, NULL);
@@ -895,18 +886,18 @@ static void route_backups(struct request *r) {
                        "a backup is restored from an upload: POST multipart/form-data with the "
                        "backup .zip in the field \"file\"");
     }
-    return method_not_allowed(r);
+    return reply_method_not_allowed(r);
   }
   if (r->nseg == 4 && is(r->seg[2], "archive")) {
-    if (!is(r->method, "GET")) return method_not_allowed(r);
+    if (!is(r->method, "GET")) return reply_method_not_allowed(r);
     return download(r, BUNDLE_BACKUP_COLL, r->seg[3], 1);
   }
   if (r->nseg == 3) {
     if (is(r->method, "GET")) return serve_one(r, BUNDLE_BACKUP_COLL, r->seg[2], "backup");
     if (is(r->method, "PUT")) return backup_submit(r, OP_RESTORE, r->seg[2]);
-    return method_not_allowed(r);
+    return reply_method_not_allowed(r);
   }
-  reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+  reply_no_resource(r);
 }
 
 /* ---- routes -----------------------------------------------------------------------------------
@@ -920,16 +911,16 @@ void route_artifact_bundles(struct request *r) {
   if (r->nseg == 1) {
     if (is(r->method, "GET")) return serve_collection(r, BUNDLE_COLL);
     if (is(r->method, "POST")) return create_bundle(r);
-    return method_not_allowed(r);
+    return reply_method_not_allowed(r);
   }
   if (is(r->seg[1], "backups")) return route_backups(r);
   if (r->nseg == 3 && is(r->seg[1], "download")) {
-    if (!is(r->method, "GET")) return method_not_allowed(r);
+    if (!is(r->method, "GET")) return reply_method_not_allowed(r);
     return download(r, BUNDLE_COLL, r->seg[2], 0);
   }
   if (r->nseg == 3 && is(r->seg[2], "stopArtifactCreate")) return stop_create(r, r->seg[1]);
   if (r->nseg != 2) {
-    reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+    reply_no_resource(r);
     return;
   }
   const char *id = r->seg[1];
@@ -940,7 +931,7 @@ void route_artifact_bundles(struct request *r) {
   } else if (is(r->method, "DELETE")) {
     delete_bundle(r, id);
   } else {
-    method_not_allowed(r);
+    reply_method_not_allowed(r);
   }
 }
 

@@ -1232,8 +1232,7 @@ void upload_end(struct request *r) {
                 (unsigned long long)im->received);
   json_t *doc = NULL;
   if (task_start(t, import_run, im, import_free, &doc, &e) < 0) return reply_error(r, &e);
-  snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(doc, "uri")));
-  reply_json(r, 202, doc);
+  reply_task(r, doc);
 }
 
 /* ---- downloads ------------------------------------------------------------------------- */
@@ -1391,15 +1390,10 @@ static void delete_golden(struct request *r, const char *id) {
     err_clear(&ce);
     return reply_error(r, &e);
   }
-  snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(doc, "uri")));
-  reply_json(r, 202, doc);
+  reply_task(r, doc);
 }
 
 /* ---- routes ---------------------------------------------------------------------------- */
-static void method_not_allowed(struct request *r) {
-  reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r->method, r->path);
-}
-
 /* POST /rest/golden-images that is not a multipart upload. */
 static void post_not_upload(struct request *r) {
   if (auth_require(r, ROLE_DEPLOY) < 0) return;
@@ -1426,9 +1420,7 @@ static void post_not_upload(struct request *r) {
                             .checksum_arg = a};
     json_t *task = capture_submit(&c, b, r->sess.user, &e);
     if (!task) return reply_error(r, &e);
-    snprintf(r->location, sizeof r->location, "%s",
-             json_string_value(json_object_get(task, "uri")));
-    return reply_json(r, 202, task);
+    return reply_task(r, task);
   }
   err_set(&e, 415, "UNSUPPORTED_MEDIA_TYPE",
           "golden images are created by uploading a file: POST multipart/form-data with the "
@@ -1450,10 +1442,10 @@ void route_golden_images(struct request *r) {
   if (r->nseg == 1) {
     if (is(r->method, "GET")) return serve_collection(r, GOLDEN_COLL);
     if (is(r->method, "POST")) return post_not_upload(r);
-    return method_not_allowed(r);
+    return reply_method_not_allowed(r);
   }
   if (r->nseg == 3 && (is(r->seg[1], "download") || is(r->seg[1], "archive"))) {
-    if (!is(r->method, "GET")) return method_not_allowed(r);
+    if (!is(r->method, "GET")) return reply_method_not_allowed(r);
     if (is(r->seg[1], "download")) return serve_download(r, r->seg[2]);
     struct store_entry *en = store_get(a->store, GOLDEN_COLL, r->seg[2]);
     if (!en) {
@@ -1469,7 +1461,7 @@ void route_golden_images(struct request *r) {
     return;
   }
   if (r->nseg != 2) {
-    reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+    reply_no_resource(r);
     return;
   }
   const char *id = r->seg[1];
@@ -1488,7 +1480,7 @@ void route_golden_images(struct request *r) {
     if (auth_require(r, ROLE_DEPLOY) < 0) return;
     delete_golden(r, id);
   } else {
-    method_not_allowed(r);
+    reply_method_not_allowed(r);
   }
 }
 

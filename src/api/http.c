@@ -117,6 +117,19 @@ void reply_err(struct request *r, int status, const char *code, const char *fmt,
   reply_error(r, &e);
 }
 
+void reply_method_not_allowed(struct request *r) {
+  reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r->method, r->path);
+}
+
+void reply_no_resource(struct request *r) {
+  reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+}
+
+void reply_task(struct request *r, json_t *task) {
+  snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(task, "uri")));
+  reply_json(r, 202, task);
+}
+
 void reply_no_content(struct request *r) {
   free(r->resp);
   r->resp = NULL;

@@ -17,24 +17,11 @@
 
 static int is(const char *a, const char *b) { return strcmp(a, b) == 0; }
 
-static void method_not_allowed(struct request *r) {
-  reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r->method, r->path);
-}
-
-static void not_found(struct request *r) {
-  reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
-}
-
 /* A document reply with its eTag. */
 static void reply_doc(struct request *r, int status, json_t *doc) {
   const char *etag = json_string_value(json_object_get(doc, "eTag"));
   if (etag) snprintf(r->etag, sizeof r->etag, "%s", etag);
   reply_json(r, status, doc);
-}
-
-static void reply_task(struct request *r, json_t *task) {
-  snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(task, "uri")));
-  reply_json(r, 202, task);
 }
 
 static void one_volume(struct request *r, struct osvol_service *svc, const char *id) {
@@ -60,7 +47,7 @@ static void one_volume(struct request *r, struct osvol_service *svc, const char 
     if (!task) return reply_error(r, &e);
     reply_task(r, task);
   } else {
-    method_not_allowed(r);
+    reply_method_not_allowed(r);
   }
 }
 
@@ -74,7 +61,7 @@ void route_os_volumes(struct request *r) {
   }
   if (r->nseg == 1) {
     if (is(r->method, "GET")) return serve_collection(r, OSVOL_COLL);
-    if (!is(r->method, "POST")) return method_not_allowed(r);
+    if (!is(r->method, "POST")) return reply_method_not_allowed(r);
     if (auth_require(r, ROLE_DEPLOY) < 0) return;
     json_t *b = req_json(r);
     if (!b) return;
@@ -83,8 +70,8 @@ void route_os_volumes(struct request *r) {
     return reply_task(r, task);
   }
   if (r->nseg == 2) return one_volume(r, svc, r->seg[1]);
-  if (r->nseg != 3) return not_found(r);
-  if (!is(r->method, "GET")) return method_not_allowed(r);
+  if (r->nseg != 3) return reply_no_resource(r);
+  if (!is(r->method, "GET")) return reply_method_not_allowed(r);
   if (is(r->seg[1], "archive")) {
     char *text = osvol_archive(svc, r->seg[2], &e);
     if (!text) return reply_error(r, &e);
@@ -99,7 +86,7 @@ void route_os_volumes(struct request *r) {
     if (auth_require(r, ROLE_INFRA) < 0) return;
     doc = osvol_credentials(svc, r->seg[1], &e);
   } else {
-    return not_found(r);
+    return reply_no_resource(r);
   }
   if (!doc) return reply_error(r, &e);
   reply_json(r, 200, doc);
@@ -107,8 +94,8 @@ void route_os_volumes(struct request *r) {
 
 void route_iscsi(struct request *r) {
   struct osvol_service *svc = r->api->cfg.osvols;
-  if (r->nseg < 2 || r->nseg > 3 || !is(r->seg[1], "targets")) return not_found(r);
-  if (!is(r->method, "GET")) return method_not_allowed(r);
+  if (r->nseg < 2 || r->nseg > 3 || !is(r->seg[1], "targets")) return reply_no_resource(r);
+  if (!is(r->method, "GET")) return reply_method_not_allowed(r);
   if (!svc) {
     reply_err(r, 503, "VOLUMES_UNAVAILABLE", "this server has no volume store");
     return;

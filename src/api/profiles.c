@@ -20,19 +20,6 @@
 
 static int is(const char *a, const char *b) { return strcmp(a, b) == 0; }
 
-static void method_not_allowed(struct request *r) {
-  reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r->method, r->path);
-}
-
-static void not_found(struct request *r) {
-  reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
-}
-
-static void reply_task(struct request *r, json_t *task) {
-  snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(task, "uri")));
-  reply_json(r, 202, task);
-}
-
 static int ready(struct request *r) {
   if (r->api->cfg.deploy) return 0;
   reply_err(r, 503, "DEPLOYMENTS_UNAVAILABLE", "this server has no deployment service");
@@ -47,7 +34,7 @@ void route_server_hardware(struct request *r) {
   struct store_entry *en = NULL;
   if (r->nseg == 1) {
     if (is(r->method, "GET")) return serve_collection(r, HW_COLL);
-    if (!is(r->method, "POST")) return method_not_allowed(r);
+    if (!is(r->method, "POST")) return reply_method_not_allowed(r);
     if (auth_require(r, ROLE_SERVER) < 0) return;
     json_t *b = req_json(r);
     if (!b) return;
@@ -57,7 +44,7 @@ void route_server_hardware(struct request *r) {
     store_entry_release(en);
     return;
   }
-  if (r->nseg != 2) return not_found(r);
+  if (r->nseg != 2) return reply_no_resource(r);
   if (is(r->method, "GET")) return serve_one(r, HW_COLL, r->seg[1], "server hardware");
   if (is(r->method, "PUT")) {
     if (auth_require(r, ROLE_SERVER) < 0) return;
@@ -74,7 +61,7 @@ void route_server_hardware(struct request *r) {
     if (hw_delete(d, r->seg[1], req_header(r, "If-Match"), &e) < 0) return reply_error(r, &e);
     return reply_no_content(r);
   }
-  method_not_allowed(r);
+  reply_method_not_allowed(r);
 }
 
 void route_server_profiles(struct request *r) {
@@ -85,7 +72,7 @@ void route_server_profiles(struct request *r) {
   json_t *task = NULL;
   if (r->nseg == 1) {
     if (is(r->method, "GET")) return serve_collection(r, PROFILE_COLL);
-    if (!is(r->method, "POST")) return method_not_allowed(r);
+    if (!is(r->method, "POST")) return reply_method_not_allowed(r);
     if (auth_require(r, ROLE_SERVER) < 0) return;
     json_t *b = req_json(r);
     if (!b) return;
@@ -101,17 +88,17 @@ void route_server_profiles(struct request *r) {
       if (auth_require(r, ROLE_SERVER) < 0) return;
       task = profile_delete(d, r->seg[1], req_header(r, "If-Match"), r->sess.user, &e);
     } else {
-      return method_not_allowed(r);
+      return reply_method_not_allowed(r);
     }
   } else {
-    return not_found(r);
+    return reply_no_resource(r);
   }
   if (!task) return reply_error(r, &e);
   reply_task(r, task);
 }
 
 void route_deployment_groups(struct request *r) {
-  if (!is(r->method, "GET")) return method_not_allowed(r);
+  if (!is(r->method, "GET")) return reply_method_not_allowed(r);
   json_t *g = deploy_group();
   if (!g) return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
   if (r->nseg == 2) {
@@ -125,7 +112,7 @@ void route_deployment_groups(struct request *r) {
   }
   if (r->nseg != 1) {
     json_decref(g);
-    return not_found(r);
+    return reply_no_resource(r);
   }
   reply_json(r, 200,
              json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:n, s:n, s:[o]}", "type",

@@ -14,10 +14,6 @@
 
 static int is(const char *a, const char *b) { return strcmp(a, b) == 0; }
 
-static void method_not_allowed(struct request *r) {
-  reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r->method, r->path);
-}
-
 /* ---- collections ------------------------------------------------------------ */
 /* Collections whose stored documents hold secrets: filters and sort work on
  * the public rendering so that no filter can probe a secret. */
@@ -291,13 +287,13 @@ static void route_artifact(struct request *r, enum artifact_kind k) {
       snprintf(r->location, sizeof r->location, "/rest/%s/%s", coll, en->id);
       store_entry_release(en);
     } else {
-      method_not_allowed(r);
+      reply_method_not_allowed(r);
     }
     return;
   }
   /* POST /rest/plan-scripts/differences/{id} */
   if (k == ART_PLAN_SCRIPT && r->nseg == 3 && is(r->seg[1], "differences")) {
-    if (!is(r->method, "POST")) return method_not_allowed(r);
+    if (!is(r->method, "POST")) return reply_method_not_allowed(r);
     json_t *b = req_json(r);
     if (!b) return;
     const char *content = json_string_value(b);
@@ -331,14 +327,14 @@ static void route_artifact(struct request *r, enum artifact_kind k) {
       if (artifact_delete(s, k, id, req_header(r, "If-Match"), &e) < 0) return reply_error(r, &e);
       reply_no_content(r);
     } else {
-      method_not_allowed(r);
+      reply_method_not_allowed(r);
     }
     return;
   }
   int usedby = r->nseg >= 3 && is(r->seg[2], "usedby");
   int readonly = r->nseg == 4 && usedby && is(r->seg[3], "readonly");
   if ((usedby && r->nseg == 3 && k != ART_PLAN_SCRIPT) || (readonly && k == ART_PLAN_SCRIPT)) {
-    if (!is(r->method, "GET")) return method_not_allowed(r);
+    if (!is(r->method, "GET")) return reply_method_not_allowed(r);
     json_t *u = artifact_used_by(s, k, id, readonly, &e);
     if (!u) return reply_error(r, &e);
     if (k == ART_DEPLOYMENT_PLAN) { /* server profiles: their URIs */
@@ -354,7 +350,7 @@ static void route_artifact(struct request *r, enum artifact_kind k) {
   }
   /* GET /rest/deployment-plans/{id}/osdp: the OneView view of the plan. */
   if (k == ART_DEPLOYMENT_PLAN && r->nseg == 3 && is(r->seg[2], "osdp")) {
-    if (!is(r->method, "GET")) return method_not_allowed(r);
+    if (!is(r->method, "GET")) return reply_method_not_allowed(r);
     en = store_get(s, coll, id);
     if (!en) {
       reply_err(r, 404, "RESOURCE_NOT_FOUND", "deployment plan \"%.100s\" does not exist", id);
@@ -383,19 +379,19 @@ static void route_artifact(struct request *r, enum artifact_kind k) {
     store_entry_release(en);
     return;
   }
-  reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+  reply_no_resource(r);
 }
 
 /* ---- tasks, version, roles ------------------------------------------------------------- */
 static void route_tasks(struct request *r) {
-  if (!is(r->method, "GET")) return method_not_allowed(r);
+  if (!is(r->method, "GET")) return reply_method_not_allowed(r);
   if (r->nseg == 1) return serve_collection(r, "tasks");
   if (r->nseg == 2) return serve_one(r, "tasks", r->seg[1], "task");
-  reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+  reply_no_resource(r);
 }
 
 static void route_roles(struct request *r) {
-  if (!is(r->method, "GET")) return method_not_allowed(r);
+  if (!is(r->method, "GET")) return reply_method_not_allowed(r);
   json_t *m = json_array();
   unsigned roles[] = {ROLE_INFRA, ROLE_DEPLOY, ROLE_SERVER, ROLE_READONLY};
   for (int i = 0; i < 4; i++)
@@ -409,7 +405,7 @@ static void route_roles(struct request *r) {
 void route_dispatch(struct request *r) {
   const char *top = r->seg[0];
   if (is(top, "version") && r->nseg == 1) {
-    if (!is(r->method, "GET")) return method_not_allowed(r);
+    if (!is(r->method, "GET")) return reply_method_not_allowed(r);
     reply_json(r, 200,
                json_pack("{s:i, s:i}", "currentVersion", API_CURRENT_VERSION, "minimumVersion",
                          API_MINIMUM_VERSION));
@@ -438,5 +434,5 @@ void route_dispatch(struct request *r) {
   if (is(top, "server-profiles")) return route_server_profiles(r);
   if (is(top, "deployment-groups")) return route_deployment_groups(r);
   if (is(top, "tasks")) return route_tasks(r);
-  reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+  reply_no_resource(r);
 }

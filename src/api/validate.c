@@ -19,10 +19,6 @@
 
 static int is(const char *a, const char *b) { return strcmp(a, b) == 0; }
 
-static void method_not_allowed(struct request *r) {
-  reply_err(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", r->method, r->path);
-}
-
 static struct validate_ctx ctx_of(struct request *r) {
   struct validate_ctx c = {.store = r->api->store,
                            .volumes = r->api->cfg.volumes,
@@ -33,10 +29,10 @@ static struct validate_ctx ctx_of(struct request *r) {
 
 void route_validate(struct request *r) {
   if (r->nseg != 3) {
-    reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+    reply_no_resource(r);
     return;
   }
-  if (!is(r->method, "POST")) return method_not_allowed(r);
+  if (!is(r->method, "POST")) return reply_method_not_allowed(r);
   if (auth_require(r, ROLE_DEPLOY) < 0) return;
   json_t *b = req_json(r);
   if (!b) return;
@@ -45,8 +41,7 @@ void route_validate(struct request *r) {
   struct validate_ctx c = ctx_of(r);
   json_t *task = validate_submit(&c, r->seg[1], b, r->sess.user, &e);
   if (!task) return reply_error(r, &e);
-  snprintf(r->location, sizeof r->location, "%s", json_string_value(json_object_get(task, "uri")));
-  reply_json(r, 202, task);
+  reply_task(r, task);
 }
 
 /* ---- browsing ----------------------------------------------------------------------- */
@@ -88,10 +83,10 @@ void route_browse(struct request *r) {
   int files = r->nseg == 3 && is(r->seg[2], "files");
   int content = r->nseg == 4 && is(r->seg[2], "files") && is(r->seg[3], "content");
   if (!devices && !files && !content) {
-    reply_err(r, 404, "RESOURCE_NOT_FOUND", "no resource at %.200s", r->path);
+    reply_no_resource(r);
     return;
   }
-  if (!is(r->method, "GET")) return method_not_allowed(r);
+  if (!is(r->method, "GET")) return reply_method_not_allowed(r);
   if (content && auth_require(r, ROLE_DEPLOY) < 0) return;
   struct validate_ctx c = ctx_of(r);
   struct err e;
