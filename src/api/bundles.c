@@ -208,13 +208,6 @@ static int file_rename(const char *from, const char *to, struct err *e) {
   return -1;
 }
 
-static json_t *bundle_assoc(const char *id, const char *name) {
-  char uri[96];
-  snprintf(uri, sizeof uri, "/rest/%s/%s", BUNDLE_COLL, id);
-  return json_pack("{s:s, s:s, s:s, s:s}", "resourceUri", uri, "resourceName", name ? name : "",
-                   "resourceCategory", BUNDLE_COLL, "associationType", "MANAGED_BY");
-}
-
 static json_t *group_assoc(void) {
   json_t *g = deploy_group();
   const char *name = json_string_value(json_object_get(g, "name"));
@@ -384,7 +377,7 @@ int bundle_upload_check(struct request *r, enum upload_kind k, const char *name)
 }
 
 json_t *bundle_upload_assoc(enum upload_kind k, const char *id, const char *name) {
-  return k == UPLOAD_BUNDLE ? bundle_assoc(id, name) : group_assoc();
+  return k == UPLOAD_BUNDLE ? task_assoc(BUNDLE_COLL, id, name) : group_assoc();
 }
 
 int bundle_upload_finish(struct request *r, enum upload_kind k, struct upload_done *d,
@@ -552,7 +545,7 @@ static void extract(struct request *r, struct store_entry *en, json_t *b) {
   j->opts = o;
   j->opts.renames = json_is_array(ren) ? json_incref(ren) : NULL;
   j->name = strdup(en->name ? en->name : en->id);
-  json_t *doc = submit(r, j, "Extract", bundle_assoc(en->id, en->name), extract_run, &e);
+  json_t *doc = submit(r, j, "Extract", task_assoc(BUNDLE_COLL, en->id, en->name), extract_run, &e);
   if (!doc) return reply_error(r, &e);
   reply_task(r, doc);
 }
@@ -643,9 +636,7 @@ static void delete_bundle(struct request *r, const char *id) {
     return reply_err(r, 500, "OUT_OF_MEMORY", "out of memory");
   }
   j->name = strdup(en->name ? en->name : id);
-  json_t *assoc =
-      json_pack("{s:n, s:s, s:s, s:s}", "resourceUri", "resourceName", en->name ? en->name : id,
-                "resourceCategory", BUNDLE_COLL, "associationType", "MANAGED_BY");
+  json_t *assoc = task_assoc(BUNDLE_COLL, NULL, en->name ? en->name : id);
   store_entry_release(en);
   json_t *doc = submit(r, j, "Delete", assoc, delete_run, &e);
   if (!doc) return reply_error(r, &e);
@@ -743,7 +734,7 @@ static void create_bundle(struct request *r) {
   const char *desc = json_string_value(json_object_get(plan, "description"));
   j->name = strdup(name ? name : "");
   j->description = desc ? strdup(desc) : NULL;
-  json_t *doc = submit(r, j, "Create", bundle_assoc(id, name), create_run, &e);
+  json_t *doc = submit(r, j, "Create", task_assoc(BUNDLE_COLL, id, name), create_run, &e);
   if (!doc) return reply_error(r, &e);
   reply_task(r, doc);
 }

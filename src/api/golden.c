@@ -350,13 +350,6 @@ static void progress_receive(struct upload *u) {
   task_percent(u->task, pct);
 }
 
-static json_t *assoc_of(const char *id, const char *name) {
-  char uri[80];
-  snprintf(uri, sizeof uri, "/rest/%s/%s", GOLDEN_COLL, id);
-  return json_pack("{s:s, s:s, s:s, s:s}", "resourceUri", uri, "resourceName", name,
-                   "resourceCategory", GOLDEN_COLL, "associationType", "MANAGED_BY");
-}
-
 /* The name the image will get: the query's, else the form's, else the file
  * name without its extension. */
 static char *final_name(struct upload *u) {
@@ -388,7 +381,7 @@ static int open_part_file(struct upload *u) {
  * image, or the bundle / backup of bundles.c). 0, or -1 with the upload failed. */
 static int upload_task_start(struct upload *u) {
   char *name = final_name(u);
-  json_t *assoc = u->kind == UPLOAD_GOLDEN ? assoc_of(u->id, name ? name : "")
+  json_t *assoc = u->kind == UPLOAD_GOLDEN ? task_assoc(GOLDEN_COLL, u->id, name ? name : "")
                                            : bundle_upload_assoc(u->kind, u->id, name ? name : "");
   free(name);
   struct err e;
@@ -983,7 +976,7 @@ json_t *api_golden_import_file(struct api *a, const char *path, const char *name
   }
   log_line(&im->log, "imported from the file %s of the server (%llu bytes)", path,
            (unsigned long long)st.st_size);
-  json_t *assoc = assoc_of(im->id, im->name);
+  json_t *assoc = task_assoc(GOLDEN_COLL, im->id, im->name);
   json_t *doc = task_submit(a->tasks, "Import", "streamerd", assoc, import_run, im, import_free, e);
   json_decref(assoc);
   return doc; /* on failure the engine freed im */
@@ -1074,7 +1067,7 @@ static json_t *checksum_submit(struct api *a, const char *id, const char *name,
   c->stream = stream;
   snprintf(c->id, sizeof c->id, "%s", id);
   snprintf(c->name, sizeof c->name, "%s", name ? name : id);
-  json_t *assoc = assoc_of(id, c->name);
+  json_t *assoc = task_assoc(GOLDEN_COLL, id, c->name);
   json_t *doc = task_submit(a->tasks, "Compute checksum", "streamerd", assoc, checksum_run, c,
                             checksum_free, e);
   json_decref(assoc);
@@ -1371,8 +1364,7 @@ static void delete_golden(struct request *r, const char *id) {
   if (golden_delete_begin(a->store, id, req_header(r, "If-Match"), &old, &e) < 0)
     return reply_error(r, &e);
   struct deletion *d = calloc(1, sizeof *d);
-  json_t *assoc = json_pack("{s:n, s:s, s:s, s:s}", "resourceUri", "resourceName", old->name,
-                            "resourceCategory", GOLDEN_COLL, "associationType", "MANAGED_BY");
+  json_t *assoc = task_assoc(GOLDEN_COLL, NULL, old->name);
   store_entry_release(old);
   json_t *doc = NULL;
   if (d) {

@@ -320,10 +320,7 @@ json_t *capture_submit(const struct capture_ctx *c, json_t *body, const char *ow
     oom(e);
     goto out;
   }
-  char uri[96];
-  snprintf(uri, sizeof uri, "/rest/%s/%s", GOLDEN_COLL, j->id);
-  json_t *assoc = json_pack("{s:s, s:s, s:s, s:s}", "resourceUri", uri, "resourceName", name,
-                            "resourceCategory", GOLDEN_COLL, "associationType", "MANAGED_BY");
+  json_t *assoc = task_assoc(GOLDEN_COLL, j->id, name);
   task = task_submit(c->tasks, "Capture", owner, assoc, capture_run, j, job_free, e);
   json_decref(assoc);
   j = NULL; /* the task owns it (freed already when task_submit failed) */

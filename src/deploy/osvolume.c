@@ -1204,10 +1204,7 @@ json_t *osvol_create(struct osvol_service *svc, struct task_engine *te, json_t *
   if (rc < 0) return NULL;
   struct job *j = calloc(1, sizeof *j);
   struct store_entry *en = store_get(svc->s, OSVOL_COLL, id);
-  json_t *assoc = en ? json_pack("{s:O, s:s, s:s, s:s}", "resourceUri",
-                                 json_object_get(en->doc, "uri"), "resourceName", en->name,
-                                 "resourceCategory", OSVOL_COLL, "associationType", "MANAGED_BY")
-                     : NULL;
+  json_t *assoc = en ? task_assoc(OSVOL_COLL, en->id, en->name) : NULL;
   store_entry_release(en);
   json_t *doc = NULL;
   if (j && assoc) {
@@ -1242,8 +1239,7 @@ json_t *osvol_delete(struct osvol_service *svc, struct task_engine *te, const ch
     return NULL;
   }
   /* resourceUri null: the Python SDK would read a deleted URI afterwards. */
-  json_t *assoc = json_pack("{s:n, s:s, s:s, s:s}", "resourceUri", "resourceName", name,
-                            "resourceCategory", OSVOL_COLL, "associationType", "MANAGED_BY");
+  json_t *assoc = task_assoc(OSVOL_COLL, NULL, name);
   free(name);
   struct job *j = calloc(1, sizeof *j);
   json_t *doc = NULL;

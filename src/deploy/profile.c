@@ -737,10 +737,7 @@ static int begin_volume(struct job *j, const char *golden, uint64_t size, int ge
 }
 
 static json_t *submit(struct job *j, const char *owner, struct err *e) {
-  char puri[96];
-  snprintf(puri, sizeof puri, "/rest/%s/%s", PROFILE_COLL, j->pid);
-  json_t *assoc = json_pack("{s:s, s:s, s:s, s:s}", "resourceUri", puri, "resourceName", j->pname,
-                            "resourceCategory", PROFILE_COLL, "associationType", "MANAGED_BY");
+  json_t *assoc = task_assoc(PROFILE_COLL, j->pid, j->pname);
   if (!assoc) {
     job_free(j);
     oom(e);

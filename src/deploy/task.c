@@ -264,6 +264,12 @@ int task_start(struct task *t, task_fn fn, void *arg, void (*free_arg)(void *), 
   return 0;
 }
 
+json_t *task_assoc(const char *category, const char *id, const char *name) {
+  json_t *uri = id ? json_sprintf("/rest/%s/%s", category, id) : json_null();
+  return json_pack("{s:o, s:s, s:s, s:s}", "resourceUri", uri, "resourceName", name ? name : "",
+                   "resourceCategory", category, "associationType", "MANAGED_BY");
+}
+
 json_t *task_submit(struct task_engine *te, const char *name, const char *owner, json_t *assoc,
                     task_fn fn, void *arg, void (*free_arg)(void *), struct err *e) {
   struct task *t = task_new(te, name, owner, assoc, "New", e);

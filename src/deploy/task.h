@@ -26,6 +26,12 @@ struct task_engine *task_engine_start(struct store *s, int nworkers, struct err 
  * never started stay New and are marked interrupted at the next start. */
 void task_engine_stop(struct task_engine *te);
 
+/* The associatedResource of a task on resource `id` of collection `category`
+ * ("golden-images", ...): {resourceUri "/rest/<category>/<id>" (null when id is
+ * NULL: a resource being deleted), resourceName, resourceCategory,
+ * associationType "MANAGED_BY"}. A new reference; NULL when out of memory. */
+json_t *task_assoc(const char *category, const char *id, const char *name);
+
 /* Create a task (state New), persist it and queue it. `assoc` (borrowed) is
  * the associatedResource object {resourceUri, resourceName,
  * resourceCategory, associationType}. On success returns the task document

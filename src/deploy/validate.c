@@ -179,11 +179,7 @@ json_t *validate_submit(const struct validate_ctx *c, const char *build_plan_id,
     goto out;
   }
   clean_leftovers(c->volumes);
-  char uri[96];
-  snprintf(uri, sizeof uri, "/rest/%s/%s", BP_COLL, j->plan.bp_id);
-  json_t *assoc =
-      json_pack("{s:s, s:s, s:s, s:s}", "resourceUri", uri, "resourceName", j->plan.bp_name,
-                "resourceCategory", BP_COLL, "associationType", "MANAGED_BY");
+  json_t *assoc = task_assoc(BP_COLL, j->plan.bp_id, j->plan.bp_name);
   task = task_submit(c->tasks, "Validate", owner, assoc, validate_run, j, job_free, e);
   json_decref(assoc);
   j = NULL; /* the task owns it (freed already when task_submit failed) */
