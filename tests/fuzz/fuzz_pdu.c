@@ -3,11 +3,10 @@
  * The real target runs in this process on a loopback port with a 4 MiB file
  * volume exported to any initiator; each input is a byte stream written to a
  * fresh connection (the corpus starts with whole valid sessions made by
- * tests/fuzz/make_corpus.py), after which the client half-closes and drains
- * the answers. Crashes, sanitizer reports and hangs in the target threads
- * fail the run; a connection the target has not closed 40 s after the
- * client's EOF (longer than its 30 s login timeout) is a hang. Built and run
- * by `make fuzz`. */
+ * tests/fuzz/make_corpus.py), from a loopback address of its own, after which
+ * the client half-closes and drains the answers. Crashes, sanitizer reports and hangs in the target
+ * threads fail the run; a connection the target has not closed 40 s after the client's EOF (longer
+ * than its 30 s login timeout) is a hang. Built and run by `make fuzz`. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -80,6 +79,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return 0;
+  /* Each input from its own loopback address (127.0.0.0/8): the target's
+   * failed-login limiter refuses an address after 200 failures a minute, which
+   * mutated target names reach in seconds — from one address the rest of the
+   * run would only see refused logins. */
+  static uint32_t next_src;
+  next_src = next_src % 0xfffffdu + 1;
+  struct sockaddr_in src = {.sin_family = AF_INET};
+  src.sin_addr.s_addr = htonl(0x7f000000u | (next_src + 1));
+  if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
+    close(fd);
+    return 0;
+  }
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
