@@ -20,12 +20,29 @@ STREAMER = os.path.join(BUILD, "bin", "streamer")
 RESEARCH = os.environ.get("STREAMER_RESEARCH") or os.path.normpath(os.path.join(REPO, "..", "shared", "research"))
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A TCP port free on every address, below Linux's ephemeral range (32768+):
+    a port the kernel handed out (bind to port 0) can be taken again by any
+    outgoing connection before streamerd binds it; these cannot. Never the
+    same port twice in one run."""
+    import random
+    for _ in range(1000):
+        port = random.randint(10000, 32767)
+        if port in _handed_out:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free TCP port in 10000-32767")
 
 
 class Response:
