@@ -377,7 +377,6 @@ static int apply_fields(json_t *doc, json_t *body, int create, struct err *e) {
       set_addr(doc, "netmask2", mask2, 1, create, e) < 0)
     return -1;
   return second_nic_check(doc, e);
-  return 0;
 }
 
 /* No other machine has one of doc's MACs. */

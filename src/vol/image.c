@@ -97,11 +97,6 @@ static int is_zero(const unsigned char *p, size_t n) {
   return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
 }
 
-/* pread exactly n bytes; 0, or -1 with errno (EIO-like ENODATA at end of file). */
-int image_read_exact(int fd, void *buf, size_t n, uint64_t off) {
-  return util_pread_exact(fd, buf, n, off);
-}
-
 static int write_exact(int fd, const void *buf, size_t n, uint64_t off) {
   const unsigned char *p = buf;
   while (n > 0) {
@@ -409,7 +404,7 @@ int sink_copy_fd(struct sink *s, int fd, const char *src, uint64_t base, uint64_
     }
     while (off < data_end) {
       size_t n = data_end - off < CHUNK ? (size_t)(data_end - off) : CHUNK;
-      if (image_read_exact(fd, buf, n, base + off) < 0) {
+      if (util_pread_exact(fd, buf, n, base + off) < 0) {
         if (errno == ENODATA) {
           err_set(e, 400, "IMAGE_TRUNCATED", "%s: %s ends before %" PRIu64 " bytes", s->what, src,
                   size);
@@ -951,7 +946,7 @@ static int import_qemu(struct import *im, const char *src, enum image_format fmt
   const char *fname = image_format_name(fmt);
   if (fmt == IMAGE_VMDK) {
     unsigned char head[21];
-    if (image_read_exact(im->src_fd, head, sizeof head, 0) == 0 &&
+    if (util_pread_exact(im->src_fd, head, sizeof head, 0) == 0 &&
         !memcmp(head, "# Disk DescriptorFile", 21)) {
       err_set(e, 400, "IMAGE_UNSUPPORTED",
               "%s: a vmdk descriptor refers to other files of the server; upload a single-file "
@@ -1064,7 +1059,7 @@ int image_import(struct vol_store *vs, const char *id, const char *src_path, enu
   uint64_t fsize = (uint64_t)end;
   unsigned char head[SECTOR];
   size_t hn = fsize < SECTOR ? (size_t)fsize : SECTOR;
-  if (image_read_exact(im.src_fd, head, hn, 0) < 0) {
+  if (util_pread_exact(im.src_fd, head, hn, 0) < 0) {
     image_io_error(e, errno, "read", src_path);
     goto out;
   }

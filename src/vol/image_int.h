@@ -22,8 +22,6 @@
 int image_oom(struct err *e);
 /* 500 VOL_IO_ERROR "<what> <path>: strerror(errnum)"; returns -1. */
 int image_io_error(struct err *e, int errnum, const char *what, const char *path);
-/* pread exactly n bytes; 0, or -1 with errno (EIO-like ENODATA at end of file). */
-int image_read_exact(int fd, void *buf, size_t n, uint64_t off);
 /* The largest image accepted (STREAMER_IMAGE_MAX_BYTES, default 16 TiB). */
 uint64_t image_max_size(void);
 /* 400 IMAGE_NOT_A_DISK unless size is more than 0 bytes and a whole number of

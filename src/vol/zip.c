@@ -49,7 +49,7 @@ static const char *method_name(unsigned m) {
 /* Bytes [off, off+n) of the zip: pread, or from the kept head and tail of a
  * streamed zip (ENODATA for bytes that were not kept). */
 static int zread(const struct zip_reader *r, void *buf, size_t n, uint64_t off) {
-  if (r->fd >= 0) return image_read_exact(r->fd, buf, n, off);
+  if (r->fd >= 0) return util_pread_exact(r->fd, buf, n, off);
   unsigned char *p = buf;
   while (n > 0) {
     size_t k;
@@ -555,7 +555,7 @@ static int zip_inflate(int fd, const char *src, const struct zip_member *m, stru
   uint64_t cread = 0;
   while (rc == 0 && !zi.ended) {
     size_t n = m->csize - cread < CHUNK ? (size_t)(m->csize - cread) : CHUNK;
-    if (n && image_read_exact(fd, in, n, m->data_off + cread) < 0) {
+    if (n && util_pread_exact(fd, in, n, m->data_off + cread) < 0) {
       rc = image_io_error(e, errno, "read", src);
       break;
     }
