@@ -596,6 +596,20 @@ static int export_doc(struct osvol_service *svc, json_t *doc, struct err *e) {
   return 0;
 }
 
+/* Put the export of volume document `doc` back as doc says (its ACL, CHAP and alias),
+ * after a change whose store commit failed; logged when even that fails. */
+static void export_restore(struct osvol_service *svc, json_t *doc) {
+  if (!svc->iscsi || !iscsi_exported(svc->iscsi, target_of(doc))) return;
+  struct spec_buf b;
+  spec_of(doc, NULL, &b);
+  struct err e;
+  err_init(&e);
+  if (iscsi_update(svc->iscsi, &b.spec, &e) < 0)
+    log_error("osvol", "OS volume %s: cannot put its target's ACL back: %s",
+              json_string_value(json_object_get(doc, "id")), e.message);
+  err_clear(&e);
+}
+
 /* ---- documents ----------------------------------------------------------------------------------
  */
 /* Bytes the volume's own files take (DIR/os/<id>/{data,meta}, vol.h's layout). */
@@ -1387,7 +1401,6 @@ int osvol_update(struct osvol_service *svc, const char *id, json_t *body, const 
   struct store_entry *old = store_txn_get(t, OSVOL_COLL, id);
   json_t *doc = NULL, *inits = NULL;
   int rc = -1, exported = 0;
-  struct spec_buf before;
   if (!old) {
     err_set(e, 404, "RESOURCE_NOT_FOUND", "OS volume \"%.100s\" does not exist", id);
     goto out;
@@ -1476,13 +1489,7 @@ out:
     return -1;
   }
   if (store_commit(t, e) < 0) {
-    if (exported) { /* put the target back as it was */
-      struct err ue;
-      err_init(&ue);
-      spec_of(old->doc, NULL, &before);
-      iscsi_update(svc->iscsi, &before.spec, &ue);
-      err_clear(&ue);
-    }
+    if (exported) export_restore(svc, old->doc); /* the target as it was */
     json_decref(doc);
     json_decref(inits);
     store_entry_release(old);
@@ -1531,15 +1538,7 @@ void osvol_rebind_free(struct osvol_rebind *u) {
 }
 
 void osvol_rebind_undo(struct osvol_rebind *u) {
-  if (!u || !u->svc->iscsi || !iscsi_exported(u->svc->iscsi, target_of(u->old))) return;
-  struct spec_buf b;
-  spec_of(u->old, NULL, &b);
-  struct err e;
-  err_init(&e);
-  if (iscsi_update(u->svc->iscsi, &b.spec, &e) < 0)
-    log_error("osvol", "OS volume %s: cannot put its target's ACL back: %s",
-              json_string_value(json_object_get(u->old, "id")), e.message);
-  err_clear(&e);
+  if (u) export_restore(u->svc, u->old);
 }
 
 /* Initiators logged in to target `name` (a comma-separated list into buf). */
