@@ -233,6 +233,29 @@ static int profile_remove(struct deploy_service *d, const char *pid, struct err 
   return store_commit(t, e);
 }
 
+/* Store profile document doc (its "name" included) inside t; a name another profile
+ * has is 409 NAME_CONFLICT. */
+static int profile_put(struct store_txn *t, const char *pid, json_t *doc, struct err *e) {
+  const char *name = json_string_value(json_object_get(doc, "name"));
+  if (store_put(t, PROFILE_COLL, pid, name, doc, e) == 0) return 0;
+  if (e->status == 409) {
+    err_clear(e);
+    err_set(e, 409, "NAME_CONFLICT", "a server profile named \"%s\" already exists", name);
+    err_action(e, "Choose another name, or change or delete the existing server profile.");
+  }
+  return -1;
+}
+
+/* Machine h may take profile puri: it has no profile, or that one; else 409 HARDWARE_IN_USE. */
+static int hw_available(struct store_entry *h, const char *puri, struct err *e) {
+  const char *used = json_string_value(json_object_get(h->doc, "serverProfileUri"));
+  if (!used || (puri && strcmp(used, puri) == 0)) return 0;
+  err_set(e, 409, "HARDWARE_IN_USE", "server hardware \"%s\" is already used by server profile %s",
+          h->name, used);
+  err_action(e, "Delete or move that server profile first, or choose another machine.");
+  return -1;
+}
+
 /* Edit profile `pid`: fn(doc, arg) on a copy, stored in one transaction. */
 static int profile_edit(struct deploy_service *d, const char *pid,
                         int (*fn)(json_t *doc, void *arg, struct err *e), void *arg,
@@ -247,14 +270,7 @@ static int profile_edit(struct deploy_service *d, const char *pid,
   }
   json_t *doc = json_deep_copy(p->doc);
   int rc = doc ? fn(doc, arg, e) : oom(e);
-  if (rc == 0) {
-    const char *name = json_string_value(json_object_get(doc, "name"));
-    rc = store_put(t, PROFILE_COLL, pid, name, doc, e);
-    if (rc < 0 && e->status == 409) {
-      err_clear(e);
-      err_set(e, 409, "NAME_CONFLICT", "a server profile named \"%s\" already exists", name);
-    }
-  }
+  if (rc == 0) rc = profile_put(t, pid, doc, e);
   json_decref(doc);
   store_entry_release(p);
   if (rc < 0) {
@@ -846,23 +862,11 @@ json_t *profile_create(struct deploy_service *d, json_t *body, const char *owner
     goto fail;
   }
   struct store_entry *hh = store_txn_get(t, HW_COLL, hw_id);
-  const char *used = hh ? str_of(hh->doc, "serverProfileUri") : NULL;
   int rc = -1;
-  if (!hh) {
+  if (!hh)
     err_set(e, 400, "HARDWARE_NOT_FOUND", "server hardware \"%.300s\" does not exist", hwref);
-  } else if (used) {
-    err_set(e, 409, "HARDWARE_IN_USE",
-            "server hardware \"%s\" is already used by server profile %s", hh->name, used);
-    err_action(e, "Delete that server profile first, or choose another machine.");
-  } else if (store_put(t, PROFILE_COLL, j->pid, j->pname, doc, e) < 0) {
-    if (e->status == 409) {
-      err_clear(e);
-      err_set(e, 409, "NAME_CONFLICT", "a server profile named \"%s\" already exists", j->pname);
-      err_action(e, "Choose another name, or change or delete the existing server profile.");
-    }
-  } else {
+  else if (hw_available(hh, NULL, e) == 0 && profile_put(t, j->pid, doc, e) == 0)
     rc = hw_link(t, hw_id, puri, e);
-  }
   store_entry_release(hh);
   json_decref(doc);
   if (rc < 0) {
@@ -978,13 +982,7 @@ static int profile_move(struct job *j, const char *hw_id, const char *if_match, 
   }
   if (deploy_if_match(cur->doc, if_match, e) < 0 || profile_busy(cur->doc, "moved", e) < 0)
     goto out;
-  const char *used = str_of(hn->doc, "serverProfileUri");
-  if (used && !is(used, puri)) {
-    err_set(e, 409, "HARDWARE_IN_USE",
-            "server hardware \"%s\" is already used by server profile %s", hn->name, used);
-    err_action(e, "Delete or move that server profile first, or choose another machine.");
-    goto out;
-  }
+  if (hw_available(hn, puri, e) < 0) goto out;
   const char *init = str_of(hn->doc, "initiatorName"), *cname = str_of(hn->doc, "chapName");
   const char *csecret = str_of(json_object_get(hn->doc, "secrets"), "chapSecret");
   if (!init || !cname || !csecret) {
@@ -1008,13 +1006,7 @@ static int profile_move(struct job *j, const char *hw_id, const char *if_match, 
   json_object_set_new(doc, "serverHardwareUri", json_string(str_of(hn->doc, "uri")));
   if (j->new_name) json_object_set_new(doc, "name", json_string(j->new_name));
   if (j->new_desc) json_object_set_new(doc, "description", json_string(j->new_desc));
-  if (store_put(t, PROFILE_COLL, j->pid, str_of(doc, "name"), doc, e) < 0) {
-    if (e->status == 409) {
-      err_clear(e);
-      err_set(e, 409, "NAME_CONFLICT", "a server profile named \"%s\" already exists", name);
-    }
-    goto out;
-  }
+  if (profile_put(t, j->pid, doc, e) < 0) goto out;
   struct store_entry *ho = old_hw[0] ? store_txn_get(t, HW_COLL, old_hw) : NULL;
   int mine = ho && is(str_of(ho->doc, "serverProfileUri"), puri);
   store_entry_release(ho);
@@ -1131,12 +1123,7 @@ json_t *profile_update(struct deploy_service *d, const char *id, json_t *body, c
       } else if (deploy_if_match(doc, if_match, e) == 0 && profile_busy(doc, "changed", e) == 0) {
         if (j->new_name) json_object_set_new(doc, "name", json_string(j->new_name));
         if (j->new_desc) json_object_set_new(doc, "description", json_string(j->new_desc));
-        urc = store_put(t, PROFILE_COLL, id, str_of(doc, "name"), doc, e);
-        if (urc < 0 && e->status == 409) {
-          err_clear(e);
-          err_set(e, 409, "NAME_CONFLICT", "a server profile named \"%s\" already exists",
-                  j->new_name);
-        }
+        urc = profile_put(t, id, doc, e);
         if (urc == 0 && j->new_name)
           urc = osvol_set_owner(t, j->old_vid, j->new_name, str_of(j->hw, "initiatorName"),
                                 str_of(doc, "uri"), e);
@@ -1222,6 +1209,22 @@ json_t *deploy_group(void) {
 }
 
 /* ---- open: recovery ------------------------------------------------------------------ */
+/* The dependentArtifacts of profile p's volume vid, from p and its machine (logged on failure). */
+static void owner_fill(struct deploy_service *d, struct store_entry *p, const char *vid) {
+  struct err e;
+  err_init(&e);
+  struct store_entry *h = store_get(d->c.store, HW_COLL, hw_id_of(p->doc) ?: "");
+  struct store_txn *t = h ? store_begin(d->c.store) : NULL;
+  if (t && osvol_set_owner(t, vid, p->name, str_of(h->doc, "initiatorName"), str_of(p->doc, "uri"),
+                           &e) == 0)
+    store_commit(t, &e); /* frees t either way */
+  else if (t)
+    store_rollback(t);
+  if (e.message[0]) log_warn("deploy", "OS volume %s: cannot record its owner: %s", vid, e.message);
+  err_clear(&e);
+  store_entry_release(h);
+}
+
 static void recover(struct deploy_service *d) {
   struct store_entry **v;
   size_t n;
@@ -1259,25 +1262,8 @@ static void recover(struct deploy_service *d) {
     }
     store_entries_release(v, n);
   }
-  /* the dependentArtifacts of each profile's OS volume (volumes made before they were kept) */
-  if (store_list(d->c.store, PROFILE_COLL, &v, &n) == 0) {
-    for (size_t i = 0; i < n; i++) {
-      char vid[64];
-      volume_of(v[i]->doc, vid);
-      struct store_entry *h =
-          vid[0] ? store_get(d->c.store, HW_COLL, hw_id_of(v[i]->doc) ?: "") : NULL;
-      struct store_txn *t = h ? store_begin(d->c.store) : NULL;
-      if (t && osvol_set_owner(t, vid, v[i]->name, str_of(h->doc, "initiatorName"),
-                               str_of(v[i]->doc, "uri"), &e) == 0)
-        store_commit(t, &e);
-      else if (t)
-        store_rollback(t);
-      err_clear(&e);
-      store_entry_release(h);
-    }
-    store_entries_release(v, n);
-  }
-  /* OS volumes no profile points to */
+  /* OS volumes no profile points to; a profile's volume made before volumes named their
+   * owner gets its dependentArtifacts */
   if (store_list(d->c.store, OSVOL_COLL, &v, &n) == 0) {
     for (size_t i = 0; i < n; i++) {
       const char *sp = str_of(v[i]->doc, "serverProfileUri");
@@ -1287,6 +1273,8 @@ static void recover(struct deploy_service *d) {
       char vid[64];
       if (p) volume_of(p->doc, vid);
       int orphan = !p || !is(vid, v[i]->id);
+      if (!orphan && json_array_size(json_object_get(v[i]->doc, "dependentArtifacts")) == 0)
+        owner_fill(d, p, v[i]->id);
       store_entry_release(p);
       if (!orphan) continue;
       log_warn("deploy",

@@ -908,8 +908,22 @@ def test_move_profile_to_another_machine(srv):
     assert vol3["dependentArtifacts"] == [{"name": "db1", "serverIqn": hw1["initiatorName"],
                                            "uri": p["uri"]}], vol3
     assert srv.request("DELETE", hw2["uri"]).status == 204
-    # kept across a restart
+    # kept across a restart; a volume stored without them (made before they were kept) gets
+    # them at the next start
     restart(srv)
+    assert srv.request("GET", vuri).json()["dependentArtifacts"] == vol3["dependentArtifacts"]
+    srv.stop()
+    import sqlite3
+    db = sqlite3.connect(os.path.join(srv.data_dir, "streamer.db"), timeout=10)
+    try:
+        cur = db.execute("UPDATE docs SET body = json_set(body, '$.dependentArtifacts', json('[]')) "
+                         "WHERE coll = 'os-volumes' AND id = ?", (vol3["id"],))
+        db.commit()
+        assert cur.rowcount == 1
+    finally:
+        db.close()
+    srv.start()
+    srv.login()
     assert srv.request("GET", vuri).json()["dependentArtifacts"] == vol3["dependentArtifacts"]
     r = tool("iscsi-inq", "-i", hw1["initiatorName"], lun % ("%s%%%s@" % (c1["chapName"], c1["chapSecret"])))
     assert r.returncode == 0, (r.stdout, r.stderr)
