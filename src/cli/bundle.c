@@ -476,7 +476,7 @@ static int b_rename(struct cli *c, int argc, char **argv) {
   if ((rc = ref_get(c, &COLL_ARTIFACT_BUNDLES, a.pos[0], &b))) return rc;
   json_t *body CLEANUP_JSON = json_pack("{s:s, s:s}", "type", "ArtifactsBundle", "name", a.pos[1]);
   json_t *res CLEANUP_JSON = NULL;
-  if ((rc = api_call(c, "PUT", jstr(b, "uri"), body, jstr(b, "eTag"), &res))) return rc;
+  if ((rc = res_update(c, b, body, &res))) return rc;
   res_done(c, "Renamed", &COLL_ARTIFACT_BUNDLES, res);
   return CLI_OK;
 }

@@ -249,6 +249,8 @@ void kv_fields(struct kv *k, json_t *res, const char *const *fields);
 void kv_rest(struct kv *k, json_t *res, const char *const *skip);
 /* PUT res (a full resource) back to its uri with If-Match: its eTag. */
 int res_put(struct cli *c, json_t *res, json_t **out);
+/* PUT body (the fields to change) to cur's uri with If-Match: cur's eTag. */
+int res_update(struct cli *c, json_t *cur, json_t *body, json_t **out);
 /* Print the outcome of a create/update: the resource as JSON with --json,
  * else "<verb> <what> "<name>" (id <id>)." */
 void res_done(struct cli *c, const char *verb, const struct coll_info *ci, json_t *res);

@@ -159,10 +159,8 @@ static int hw_update(struct cli *c, int argc, char **argv) {
   json_t *hw CLEANUP_JSON = NULL;
   rc = ref_get(c, &COLL_SERVER_HARDWARE, a.pos[0], &hw);
   if (rc) return rc;
-  const char *etag = jstr(hw, "eTag");
   json_t *res CLEANUP_JSON = NULL;
-  rc = api_call(c, "PUT", jstr(hw, "uri"), body, *etag ? etag : NULL, &res);
-  if (rc) return rc;
+  if ((rc = res_update(c, hw, body, &res))) return rc;
   res_done(c, "Updated", &COLL_SERVER_HARDWARE, res);
   return CLI_OK;
 }

@@ -246,8 +246,7 @@ static int prof_move(struct cli *c, int argc, char **argv) {
   }
   json_t *body CLEANUP_JSON = json_pack("{s:s}", "serverHardwareUri", jstr(hw, "uri"));
   json_t *reply CLEANUP_JSON = NULL;
-  rc = api_call(c, "PUT", jstr(prof, "uri"), body, jstr(prof, "eTag"), &reply);
-  if (rc) return rc;
+  if ((rc = res_update(c, prof, body, &reply))) return rc;
   int wait = !args_has(&a, "no-wait");
   if ((rc = follow_reply(c, &reply, wait))) return rc;
   if (!wait) {
@@ -549,7 +548,7 @@ int cmd_deploy(struct cli *c, int argc, char **argv) {
   if (desc) json_object_set_new(body, "description", json_string(desc));
   json_t *reply CLEANUP_JSON = NULL;
   if (existing)
-    rc = api_call(c, "PUT", jstr(existing, "uri"), body, jstr(existing, "eTag"), &reply);
+    rc = res_update(c, existing, body, &reply);
   else
     rc = api_call(c, "POST", "/rest/server-profiles", body, NULL, &reply);
   if (rc) return rc;

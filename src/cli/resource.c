@@ -46,15 +46,17 @@ void kv_rest(struct kv *k, json_t *res, const char *const *skip) {
   }
 }
 
-int res_put(struct cli *c, json_t *res, json_t **out) {
-  /* Both strings live in res, which the call only reads. */
-  const char *uri = jstr(res, "uri"), *etag = jstr(res, "eTag");
+int res_update(struct cli *c, json_t *cur, json_t *body, json_t **out) {
+  /* Both strings live in cur, which the call only reads. */
+  const char *uri = jstr(cur, "uri"), *etag = jstr(cur, "eTag");
   if (!*uri) {
     fprintf(stderr, "error: the resource has no uri to update\n");
     return CLI_ESERVER;
   }
-  return api_call(c, "PUT", uri, res, *etag ? etag : NULL, out);
+  return api_call(c, "PUT", uri, body, *etag ? etag : NULL, out);
 }
+
+int res_put(struct cli *c, json_t *res, json_t **out) { return res_update(c, res, res, out); }
 
 void res_done(struct cli *c, const char *verb, const struct coll_info *ci, json_t *res) {
   if (c->json) {

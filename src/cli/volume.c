@@ -343,9 +343,7 @@ static int vol_update(struct cli *c, int argc, char **argv) {
   if (args_has(&a, "chap")) json_object_set_new(body, "chap", json_true());
   if (args_has(&a, "no-chap")) json_object_set_new(body, "chap", json_false());
   json_t *res CLEANUP_JSON = NULL;
-  const char *etag = jstr(vol, "eTag");
-  rc = api_call(c, "PUT", jstr(vol, "uri"), body, *etag ? etag : NULL, &res);
-  if (rc) return rc;
+  if ((rc = res_update(c, vol, body, &res))) return rc;
   res_done(c, "Updated", &COLL_OS_VOLUMES, res);
   return CLI_OK;
 }
