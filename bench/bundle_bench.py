@@ -62,14 +62,16 @@ def log(msg):
     print("bundle_bench: " + msg, file=sys.stderr, flush=True)
 
 
-def wait_done(srv, uri, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        t = srv.request("GET", uri).json()
-        if t["taskState"] not in ("New", "Starting", "Pending", "Running", "Stopping"):
-            return t
-        time.sleep(0.002)
-    raise CheckError("task %s did not finish" % uri)
+def completed(srv, uri, what, timeout=300):
+    """Task uri's document once Completed (polled every 2 ms: the wait is timed); CheckError
+    naming `what` when it ends otherwise or not in time."""
+    try:
+        t = srv.wait_task(uri, timeout=timeout, poll=0.002)
+    except RuntimeError as ex:
+        raise CheckError("%s: %s" % (what, ex))
+    if t["taskState"] != "Completed":
+        raise CheckError("%s: %s" % (what, json.dumps(t)[:2000]))
+    return t
 
 
 def streamer_run(files, lenient, work, rep):
@@ -85,19 +87,15 @@ def streamer_run(files, lenient, work, rep):
             r = bundlelib.upload(srv, os.path.basename(path), path=path, query=q)
             if r.status != 202:
                 raise CheckError("%s: upload answered %r" % (path, r))
-            t = wait_done(srv, r.headers["location"])
+            t = completed(srv, r.headers["location"], "%s: upload task" % path)
             b = time.monotonic()
-            if t["taskState"] != "Completed":
-                raise CheckError("%s: upload task %s" % (path, json.dumps(t)[:2000]))
             uri = t["associatedResource"]["resourceUri"]
             r = srv.request("PUT", uri + "?extract=true&forceImport=true", raw="null",
                             headers={"Content-Type": "text/plain;charset=UTF-8"})
             if r.status != 202:
                 raise CheckError("%s: extract answered %r" % (path, r))
-            t2 = wait_done(srv, r.headers["location"])
+            t2 = completed(srv, r.headers["location"], "%s: extract task" % path)
             c = time.monotonic()
-            if t2["taskState"] != "Completed":
-                raise CheckError("%s: extract task %s" % (path, json.dumps(t2)[:2000]))
             rows.append({"bundle": os.path.relpath(path, bundlelib.BUNDLES), "upload_s": round(b - a, 4),
                          "extract_s": round(c - b, 4)})
             tasks.append(t2)
@@ -172,17 +170,13 @@ def golden_run(gib, work):
         out = subprocess.run(["curl", "-sf", "-F", "file=@%s" % raw, srv.url + "/rest/golden-images?name=big",
                               "-H", "auth: " + srv.token, "-H", "X-API-Version: 2020"],
                              capture_output=True, text=True, check=True).stdout
-        t = wait_done(srv, json.loads(out)["uri"], timeout=1800)
-        if t["taskState"] != "Completed":
-            raise CheckError("golden upload: %s" % json.dumps(t)[:2000])
+        completed(srv, json.loads(out)["uri"], "golden upload", timeout=1800)
         gi = bundlelib.members(srv, "/rest/golden-images")[0]
         a = time.monotonic()
         r = srv.request("POST", bundlelib.COLL, {"type": "ArtifactsBundle", "name": "big",
                                                  "goldenImages": [{"resourceUri": gi["uri"]}]})
-        t = wait_done(srv, r.headers["location"], timeout=1800)
+        t = completed(srv, r.headers["location"], "create", timeout=1800)
         res["create_s"] = time.monotonic() - a
-        if t["taskState"] != "Completed":
-            raise CheckError("create: %s" % json.dumps(t)[:2000])
         b = srv.request("GET", t["associatedResource"]["resourceUri"]).json()
         zpath = os.path.join(work, "big.zip")
         a = time.monotonic()
@@ -194,17 +188,13 @@ def golden_run(gib, work):
         srv.login()
         a = time.monotonic()
         r = bundlelib.upload(srv, "big.zip", path=zpath)
-        t = wait_done(srv, r.headers["location"], timeout=1800)
+        t = completed(srv, r.headers["location"], "upload", timeout=1800)
         res["upload_s"] = time.monotonic() - a
-        if t["taskState"] != "Completed":
-            raise CheckError("upload: %s" % json.dumps(t)[:2000])
         a = time.monotonic()
         r = srv.request("PUT", t["associatedResource"]["resourceUri"] + "?extract=true&forceImport=true",
                         raw="null", headers={"Content-Type": "text/plain;charset=UTF-8"})
-        t = wait_done(srv, r.headers["location"], timeout=1800)
+        completed(srv, r.headers["location"], "extract", timeout=1800)
         res["extract_s"] = time.monotonic() - a
-        if t["taskState"] != "Completed":
-            raise CheckError("extract: %s" % json.dumps(t)[:2000])
         gi = bundlelib.members(srv, "/rest/golden-images")[0]
         if gi["checkSum"] != digest:
             raise CheckError("the golden image's SHA-256 changed in the round trip")

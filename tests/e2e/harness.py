@@ -6,6 +6,7 @@ Only the Python standard library (Debian's /usr/bin/python3) is used.
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,7 +29,6 @@ def free_port():
     a port the kernel handed out (bind to port 0) can be taken again by any
     outgoing connection before streamerd binds it; these cannot. Never the
     same port twice in one run."""
-    import random
     for _ in range(1000):
         port = random.randint(10000, 32767)
         if port in _handed_out:
@@ -195,13 +195,15 @@ class Server:
             self.token = tok
         return tok
 
-    def wait_task(self, uri, timeout=60):
+    def wait_task(self, uri, timeout=60, poll=0.05):
+        """The task's document once it has ended (polled every `poll` s: benchmarks that
+        time the wait poll more often)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             t = self.request("GET", uri).json()
             if t["taskState"] not in ("New", "Starting", "Pending", "Running", "Stopping"):
                 return t
-            time.sleep(0.05)
+            time.sleep(poll)
         raise RuntimeError("task %s did not finish" % uri)
 
     def cli(self, *args, input=None, env=None, home=None):
